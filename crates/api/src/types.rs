@@ -1,0 +1,188 @@
+//! Request and response bodies of the HTTP API (`/v1/...`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ArtifactName;
+
+/// What an artifact holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Model weights and their files.
+    Model,
+    /// A training dataset.
+    Dataset,
+}
+
+impl Kind {
+    /// `model` or `dataset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::Dataset => "dataset",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "model" => Ok(Kind::Model),
+            "dataset" => Ok(Kind::Dataset),
+            other => Err(format!(
+                "unknown kind `{other}` (expected model or dataset)"
+            )),
+        }
+    }
+}
+
+/// One file of an artifact version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative, normalized path with `/` separators.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the contents.
+    pub sha256: String,
+}
+
+/// `POST /v1/uploads`: open an upload session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenUploadRequest {
+    /// Artifact name.
+    pub name: ArtifactName,
+    /// Artifact kind.
+    pub kind: Kind,
+    /// Every file of the new version.
+    pub files: Vec<FileEntry>,
+}
+
+/// Answer to [`OpenUploadRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenUploadResponse {
+    /// Session id to use in the file and commit calls.
+    pub session_id: String,
+    /// The version number reserved for this push (never reused).
+    pub version: u64,
+    /// Indexes (into `files`) the server still needs uploaded.
+    pub needed: Vec<usize>,
+    /// Seconds until an idle session is abandoned.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/uploads/{id}/commit`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// The DSSE envelope of the manifest, as JSON text; its SHA-256 is the
+    /// version's digest.
+    pub envelope: String,
+}
+
+/// Answer to a commit, and the shape of `vault-cli push --json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushResult {
+    /// `name:version`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Artifact name.
+    pub name: String,
+    /// New version number.
+    pub version: u64,
+    /// `sha256:<hex>` of the manifest envelope.
+    pub digest: String,
+    /// Number of files.
+    pub files: usize,
+    /// Total plaintext bytes.
+    pub bytes: u64,
+    /// Bytes actually sent (dedup skips some).
+    pub uploaded_bytes: u64,
+}
+
+/// `GET /v1/resolve?ref=…`: a version's manifest and file list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResolvedVersion {
+    /// Artifact name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// Artifact kind.
+    pub kind: Kind,
+    /// `sha256:<hex>` of the envelope.
+    pub digest: String,
+    /// The DSSE envelope JSON text exactly as committed.
+    pub envelope: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// One version in a listing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// Version number.
+    pub version: u64,
+    /// Manifest digest.
+    pub digest: String,
+    /// Files in the version.
+    pub files: usize,
+    /// Total plaintext bytes.
+    pub bytes: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// One artifact in `GET /v1/artifacts`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArtifactSummary {
+    /// Artifact name.
+    pub name: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Live versions, oldest first.
+    pub versions: Vec<VersionSummary>,
+}
+
+/// `DELETE /v1/versions?ref=…` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeleteResult {
+    /// Artifact name.
+    pub name: String,
+    /// Deleted version.
+    pub version: u64,
+    /// Blobs whose keys were destroyed (no other version used them).
+    pub shredded_blobs: usize,
+}
+
+/// `GET /v1/keys` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyStatus {
+    /// Key ring id (hex).
+    pub keyring_id: String,
+    /// KEK version used for new blobs.
+    pub current_version: u32,
+    /// Every KEK version in the ring.
+    pub versions: Vec<u32>,
+    /// Versions below this are refused.
+    pub min_decryption_version: u32,
+    /// Blob count per KEK version that wraps their DEK.
+    pub blobs_by_version: Vec<(u32, u64)>,
+}
+
+/// `POST /v1/keys/rewrap` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RewrapResult {
+    /// DEKs rewrapped by this run.
+    pub rewrapped: u64,
+    /// DEKs already under the current version.
+    pub already_current: u64,
+    /// The KEK version everything is now wrapped with.
+    pub current_version: u32,
+}
+
+/// `POST /v1/keys/retire` body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetireRequest {
+    /// New minimum decryption version.
+    pub min_decryption_version: u32,
+}

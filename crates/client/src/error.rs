@@ -1,0 +1,96 @@
+use thiserror::Error;
+use vault_api::ErrorCode;
+
+/// Client errors. Each maps to one of the exit codes of CLI.md through
+/// [`Error::exit_code`].
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad arguments or reference (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// 401/403, expired or revoked token (exit 3).
+    #[error("{0}")]
+    Auth(String),
+    /// 404 (exit 4).
+    #[error("{0}")]
+    NotFound(String),
+    /// Digest, size or signature mismatch, tampered data (exit 5).
+    #[error("integrity failure: {0}")]
+    Integrity(String),
+    /// 429 after retries (exit 6).
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// Connection refused, timeouts, 503 (exit 7).
+    #[error("server unreachable or unavailable: {0}")]
+    Unavailable(String),
+    /// Any other server answer (exit 1).
+    #[error("server error: {0}")]
+    Server(String),
+    /// Local I/O (exit 1).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Auth(_) => 3,
+            Error::NotFound(_) => 4,
+            Error::Integrity(_) => 5,
+            Error::RateLimited(_) => 6,
+            Error::Unavailable(_) => 7,
+            Error::Server(_) | Error::Io { .. } => 1,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn from_api(status: u16, code: Option<ErrorCode>, message: String) -> Self {
+        match (code, status) {
+            (Some(ErrorCode::Integrity), _) => Error::Integrity(message),
+            (Some(ErrorCode::Unauthenticated), _) | (_, 401) => {
+                Error::Auth(format!("not authenticated: {message}"))
+            }
+            (Some(ErrorCode::Forbidden), _) | (_, 403) => {
+                Error::Auth(format!("not authorized: {message}"))
+            }
+            (Some(ErrorCode::NotFound), _) | (_, 404) => Error::NotFound(message),
+            (Some(ErrorCode::RateLimited), _) | (_, 429) => Error::RateLimited(message),
+            (Some(ErrorCode::Unavailable), _) | (_, 502..=504) => Error::Unavailable(message),
+            _ => Error::Server(message),
+        }
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        if e.is_connect() || e.is_timeout() {
+            Error::Unavailable(msg)
+        } else {
+            Error::Server(msg)
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,153 @@
+//! The HTTP client and its small JSON helpers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use vault_api::{
+    ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, Reference, ResolvedVersion, RetireRequest,
+    RewrapResult,
+};
+
+use crate::{Error, Result};
+
+/// A connection to one mlvault server.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `addr` is the server URL (`http://127.0.0.1:7450`); `token` the bearer
+    /// token; `ca_cert` a PEM file of extra trusted roots for a private CA.
+    pub fn new(addr: &str, token: Option<String>, ca_cert: Option<&Path>) -> Result<Self> {
+        let base = addr.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "server address `{addr}` must start with http:// or https://"
+            )));
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("mlvault-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::io(format!("cannot read CA certificate `{}`", ca.display()), e)
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Usage(format!("bad CA certificate `{}`: {e}", ca.display())))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The server URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Send, and turn a non-2xx answer into an [`Error`].
+    pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+        let resp = rb.send().await?;
+        check(resp).await
+    }
+
+    pub(crate) async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let resp = self.send(rb).await?;
+        resp.json()
+            .await
+            .map_err(|e| Error::Server(format!("unexpected answer from the server: {e}")))
+    }
+
+    /// Resolve a reference to a version and its manifest envelope.
+    pub async fn resolve(&self, r: &Reference) -> Result<ResolvedVersion> {
+        self.json(
+            self.request(Method::GET, "/v1/resolve")
+                .query(&[("ref", r.to_string())]),
+        )
+        .await
+    }
+
+    /// Artifacts whose name starts with `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ArtifactSummary>> {
+        self.json(
+            self.request(Method::GET, "/v1/artifacts")
+                .query(&[("prefix", prefix)]),
+        )
+        .await
+    }
+
+    /// Delete a version (crypto-shredding its blobs).
+    pub async fn delete(&self, r: &Reference) -> Result<DeleteResult> {
+        self.json(
+            self.request(Method::DELETE, "/v1/versions")
+                .query(&[("ref", r.to_string())]),
+        )
+        .await
+    }
+
+    /// Key ring status.
+    pub async fn key_status(&self) -> Result<KeyStatus> {
+        self.json(self.request(Method::GET, "/v1/keys")).await
+    }
+
+    /// Add a KEK version.
+    pub async fn key_rotate(&self) -> Result<KeyStatus> {
+        self.json(self.request(Method::POST, "/v1/keys/rotate"))
+            .await
+    }
+
+    /// Rewrap every DEK under the current KEK.
+    pub async fn key_rewrap(&self) -> Result<RewrapResult> {
+        self.json(self.request(Method::POST, "/v1/keys/rewrap"))
+            .await
+    }
+
+    /// Refuse KEK versions below `min`.
+    pub async fn key_retire(&self, min: u32) -> Result<KeyStatus> {
+        self.json(
+            self.request(Method::POST, "/v1/keys/retire")
+                .json(&RetireRequest {
+                    min_decryption_version: min,
+                }),
+        )
+        .await
+    }
+}
+
+async fn check(resp: Response) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let code = status.as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => Err(Error::from_api(code, Some(b.error.code), b.error.message)),
+        Err(_) => {
+            let msg = if text.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {}", text.trim())
+            };
+            Err(Error::from_api(code, None, msg))
+        }
+    }
+}

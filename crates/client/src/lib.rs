@@ -1,0 +1,20 @@
+//! `vault-client` is the Rust client of mlvault, used by `vault-cli` and by
+//! deploy code that fetches a model at start-up. Start with [`Client::new`],
+//! then [`Client::push`] and [`Client::pull`]; [`verify_dir`] re-checks a
+//! pulled directory. Nothing unverified reaches a pull destination: files are
+//! written beside their destination under a temporary name and renamed only
+//! after their size and SHA-256 match the manifest.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod http;
+mod local;
+mod pull;
+mod push;
+
+pub use error::{Error, Result};
+pub use http::Client;
+pub use local::{hash_file, verify_dir, VerifyReport, MANIFEST_DIR};
+pub use pull::{PullOptions, PullResult};
+pub use push::PushOptions;

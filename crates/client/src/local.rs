@@ -1,0 +1,208 @@
+//! Local files: hashing, walking a tree to push, safe destination paths,
+//! re-verifying a pulled directory.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use vault_api::FileEntry;
+use vault_manifest::{parse_envelope, Manifest};
+
+use crate::{Error, Result};
+
+/// Folder inside a pull destination that keeps the verified manifest.
+pub const MANIFEST_DIR: &str = ".mlvault";
+const MANIFEST_FILE: &str = "manifest.json";
+
+/// SHA-256 (hex) and size of a file, read in 1 MiB blocks.
+pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open `{}`", path.display()), e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n: u64 = 0;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
+        if k == 0 {
+            break;
+        }
+        ctx.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(ctx.finish().as_ref()), n))
+}
+
+/// The files to push from `root` (a file or a directory), with their paths
+/// relative to it. Symlinks are refused rather than followed.
+pub(crate) fn collect(root: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let meta = fs::symlink_metadata(root)
+        .map_err(|e| Error::io(format!("cannot read `{}`", root.display()), e))?;
+    if meta.is_file() {
+        let name = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Usage(format!("`{}` has no UTF-8 file name", root.display())))?;
+        return Ok(vec![(root.to_path_buf(), name.to_owned())]);
+    }
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "`{}` is neither a file nor a directory",
+            root.display()
+        )));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot list `{}`", dir.display()), e))?;
+        for entry in rd {
+            let entry =
+                entry.map_err(|e| Error::io(format!("cannot list `{}`", dir.display()), e))?;
+            let name = entry.file_name().into_string().map_err(|n| {
+                Error::Usage(format!(
+                    "file name {n:?} in `{}` is not UTF-8",
+                    dir.display()
+                ))
+            })?;
+            let path = entry.path();
+            let rel_path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::io(format!("cannot stat `{}`", path.display()), e))?;
+            if ft.is_dir() {
+                if rel.is_empty() && name == MANIFEST_DIR {
+                    continue;
+                }
+                stack.push((path, rel_path));
+            } else if ft.is_file() {
+                out.push((path, rel_path));
+            } else if ft.is_symlink() {
+                return Err(Error::Usage(format!(
+                    "`{}` is a symbolic link; push does not follow links",
+                    path.display()
+                )));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// Refuse a manifest path that is reserved or that would leave `dest`
+/// through an existing symlink (checked on every existing component).
+pub(crate) fn safe_destination(dest: &Path, rel: &str) -> Result<PathBuf> {
+    vault_manifest::validate_path(rel).map_err(|e| Error::Integrity(e.to_string()))?;
+    if rel == MANIFEST_DIR || rel.starts_with(&format!("{MANIFEST_DIR}/")) {
+        return Err(Error::Integrity(format!(
+            "manifest path `{rel}` is reserved for mlvault's own records"
+        )));
+    }
+    let mut p = dest.to_path_buf();
+    for seg in rel.split('/') {
+        p.push(seg);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Integrity(format!(
+                    "refusing to write `{rel}`: `{}` is a symbolic link that could lead outside the destination",
+                    p.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+pub(crate) fn manifest_path(dest: &Path) -> PathBuf {
+    dest.join(MANIFEST_DIR).join(MANIFEST_FILE)
+}
+
+/// Result of [`verify_dir`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    /// Artifact name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Manifest digest.
+    pub digest: String,
+    /// Files checked.
+    pub files: usize,
+    /// Bytes hashed.
+    pub bytes: u64,
+    /// Problems found (empty when intact).
+    pub problems: Vec<String>,
+}
+
+/// Re-check a pulled directory against the manifest stored in it.
+pub fn verify_dir(dir: &Path) -> Result<(VerifyReport, Manifest)> {
+    let mp = manifest_path(dir);
+    let text = fs::read_to_string(&mp).map_err(|e| {
+        Error::io(
+            format!(
+                "`{}` holds no mlvault manifest (was it pulled with vault-cli?)",
+                dir.display()
+            ),
+            e,
+        )
+    })?;
+    let (_env, m) = parse_envelope(&text).map_err(|e| Error::Integrity(e.to_string()))?;
+    let mut problems = Vec::new();
+    let mut bytes = 0;
+    for f in m.files() {
+        let p = match safe_destination(dir, &f.path) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        match hash_file(&p) {
+            Ok((sha, size)) => {
+                bytes += size;
+                if size != f.size {
+                    problems.push(format!(
+                        "`{}`: size {size}, manifest says {}",
+                        f.path, f.size
+                    ));
+                } else if sha != f.sha256 {
+                    problems.push(format!("`{}`: SHA-256 differs from the manifest", f.path));
+                }
+            }
+            Err(e) => problems.push(format!("`{}`: {e}", f.path)),
+        }
+    }
+    let p = m.predicate();
+    Ok((
+        VerifyReport {
+            name: p.name.to_string(),
+            version: p.version,
+            digest: vault_manifest::digest_of(text.as_bytes()),
+            files: m.files().len(),
+            bytes,
+            problems,
+        },
+        m,
+    ))
+}
+
+/// Entries for a set of collected files, hashing each.
+pub(crate) fn entries(files: &[(PathBuf, String)]) -> Result<Vec<FileEntry>> {
+    files
+        .iter()
+        .map(|(p, rel)| {
+            let (sha256, size) = hash_file(p)?;
+            Ok(FileEntry {
+                path: rel.clone(),
+                size,
+                sha256,
+            })
+        })
+        .collect()
+}

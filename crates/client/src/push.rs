@@ -1,0 +1,105 @@
+//! Push a file or directory tree as a new version.
+
+use std::path::Path;
+
+use reqwest::Method;
+use tokio_util::io::ReaderStream;
+use vault_api::{
+    CommitRequest, Kind, OpenUploadRequest, OpenUploadResponse, PushResult, Reference, Selector,
+};
+use vault_manifest::Manifest;
+
+use crate::local::{collect, entries};
+use crate::{Client, Error, Result};
+
+/// Options of [`Client::push`].
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// Artifact kind.
+    pub kind: Kind,
+    /// Parent manifest digests to record as lineage.
+    pub parents: Vec<String>,
+}
+
+impl Client {
+    /// Push `path` (a file or a directory) as the next version of `r`.
+    pub async fn push(&self, r: &Reference, path: &Path, opts: &PushOptions) -> Result<PushResult> {
+        if r.selector != Selector::Latest {
+            return Err(Error::Usage(format!(
+                "push takes a name without a tag or digest (`{}`); the server assigns the version",
+                r.name
+            )));
+        }
+        let files = collect(path)?;
+        let list = {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || entries(&files))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))??
+        };
+        let open: OpenUploadResponse = self
+            .json(
+                self.request(Method::POST, "/v1/uploads")
+                    .json(&OpenUploadRequest {
+                        name: r.name.clone(),
+                        kind: opts.kind,
+                        files: list.clone(),
+                    }),
+            )
+            .await?;
+        let mut uploaded = 0u64;
+        for &i in &open.needed {
+            let (local, _) = files
+                .get(i)
+                .ok_or_else(|| Error::Server(format!("server asked for unknown file {i}")))?;
+            let entry = &list[i];
+            let f = tokio::fs::File::open(local)
+                .await
+                .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
+            let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(f, 1 << 20));
+            self.send(
+                self.request(
+                    Method::PUT,
+                    &format!("/v1/uploads/{}/files/{i}", open.session_id),
+                )
+                .header(reqwest::header::CONTENT_LENGTH, entry.size)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Integrity(m) => Error::Integrity(format!(
+                    "`{}` changed while being pushed or was corrupted in transit: {m}",
+                    local.display()
+                )),
+                other => other,
+            })?;
+            uploaded += entry.size;
+        }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let manifest = Manifest::new(
+            r.name.clone(),
+            opts.kind,
+            open.version,
+            created,
+            list,
+            opts.parents.clone(),
+        )
+        .map_err(|e| Error::Usage(e.to_string()))?;
+        let envelope = manifest.to_envelope().to_json();
+        let mut result: PushResult = self
+            .json(
+                self.request(
+                    Method::POST,
+                    &format!("/v1/uploads/{}/commit", open.session_id),
+                )
+                .json(&CommitRequest { envelope }),
+            )
+            .await?;
+        result.uploaded_bytes = uploaded;
+        Ok(result)
+    }
+}

@@ -1,0 +1,262 @@
+//! Encrypted blobs in an `object_store`: encrypt-and-hash on write, verified
+//! ranged decryption on read. Object names are random ids under `blobs/`;
+//! artifact names never appear in the blob store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use tokio::io::AsyncWriteExt;
+use vault_crypto::{BlobDecryptor, BlobEncryptor, Header, Keyring, StreamOpener};
+
+use crate::records::BlobRecord;
+use crate::{Error, Result};
+
+/// A stream of verified plaintext.
+pub type PlaintextStream = BoxStream<'static, Result<Bytes>>;
+
+/// Part size for multipart uploads (S3 needs at least 5 MiB parts).
+const UPLOAD_PART: usize = 8 << 20;
+
+/// Blob storage over any [`ObjectStore`].
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// Object path of a blob: `blobs/<first two hex digits>/<id>`.
+fn object_path(id: &str) -> Path {
+    let shard = id.get(..2).unwrap_or("00");
+    Path::from(format!("blobs/{shard}/{id}"))
+}
+
+impl BlobStore {
+    /// Wrap an object store.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// The underlying object store.
+    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Encrypt `body` into blob `enc`'s object, hashing the plaintext on the
+    /// way. Fails (and leaves no object) if the body errors, is longer or
+    /// shorter than declared, or hashes differently.
+    pub async fn write<S, E>(&self, id: &str, enc: BlobEncryptor, body: S) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = object_path(id);
+        let mut w = BufWriter::with_capacity(self.store.clone(), path.clone(), UPLOAD_PART)
+            .with_max_concurrency(4);
+        match self.write_inner(&mut w, enc, body).await {
+            Ok(()) => match w.shutdown().await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = self.store.delete(&path).await;
+                    Err(Error::Backend(e.to_string()))
+                }
+            },
+            Err(e) => {
+                let _ = w.abort().await;
+                let _ = self.store.delete(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_inner<S, E>(
+        &self,
+        w: &mut BufWriter,
+        mut enc: BlobEncryptor,
+        mut body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let header = enc.header_info().clone();
+        let declared = header.context().plaintext_size();
+        let expected_sha = *header.context().plaintext_sha256();
+        let seg = enc.segment_size();
+        w.put(Bytes::copy_from_slice(enc.header())).await?;
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf: Vec<u8> = Vec::with_capacity(seg + vault_crypto::TAG_LEN);
+        let mut total: u64 = 0;
+        let too_long = |got| {
+            Error::Mismatch(format!(
+                "body longer than the declared {declared} bytes (got at least {got})"
+            ))
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::Body(e.to_string()))?;
+            let mut data = &chunk[..];
+            while !data.is_empty() {
+                let take = (seg - buf.len()).min(data.len());
+                buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                total += take as u64;
+                if total > declared {
+                    return Err(too_long(total));
+                }
+                if buf.len() == seg && total < declared {
+                    hasher.update(&buf);
+                    enc.seal_segment(&mut buf, false)?;
+                    let full = std::mem::replace(&mut buf, Vec::with_capacity(seg + 16));
+                    w.put(Bytes::from(full)).await?;
+                }
+            }
+        }
+        if total != declared {
+            return Err(Error::Mismatch(format!(
+                "body has {total} bytes, {declared} were declared"
+            )));
+        }
+        hasher.update(&buf);
+        let digest = hasher.finish();
+        if digest.as_ref() != expected_sha {
+            return Err(Error::Mismatch(format!(
+                "body SHA-256 is {}, {} was declared",
+                hex::encode(digest.as_ref()),
+                hex::encode(expected_sha)
+            )));
+        }
+        enc.seal_segment(&mut buf, true)?;
+        w.put(Bytes::from(buf)).await?;
+        Ok(())
+    }
+
+    /// Open a blob for reading from plaintext byte `offset`. Unwraps the DEK
+    /// (bound to the record's context), checks the header's commitment and
+    /// context, and returns a stream that yields only verified plaintext and
+    /// ends with an error on any tampering or truncation.
+    pub async fn read(
+        &self,
+        rec: &BlobRecord,
+        keyring: &Keyring,
+        offset: u64,
+    ) -> Result<PlaintextStream> {
+        let ctx = rec.context()?;
+        let dek = keyring.unwrap_dek(&rec.wrapped_dek, &ctx)?;
+        if offset > rec.size {
+            return Err(Error::Mismatch(format!(
+                "range start {offset} is past the end ({} bytes)",
+                rec.size
+            )));
+        }
+        let path = object_path(&rec.id);
+        let header_len = Header::len_for_namespace(&rec.namespace) as u64;
+        let head = self.store.get_range(&path, 0..header_len).await?;
+        let (header, _) = Header::parse(&head)?;
+        if header.context() != &ctx {
+            return Err(Error::Crypto(vault_crypto::Error::Commitment));
+        }
+        let dec = BlobDecryptor::new(&header, &dek)?;
+        drop(dek);
+        if offset == rec.size && rec.size > 0 {
+            return Ok(futures_util::stream::empty().boxed());
+        }
+        let seg_size = u64::from(header.segment_size());
+        let first = offset / seg_size;
+        let skip = (offset - first * seg_size) as usize;
+        let opts = GetOptions {
+            range: Some(GetRange::Offset(header.ciphertext_offset(first))),
+            ..Default::default()
+        };
+        let inner = self.store.get_opts(&path, opts).await?.into_stream();
+        let opener = StreamOpener::new(dec, first);
+        let state = ReadState {
+            inner,
+            opener,
+            skip,
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(state, next_plaintext).boxed())
+    }
+
+    /// Delete a blob's object (missing objects are fine).
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        match self.store.delete(&object_path(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ids of every blob object in the store.
+    pub async fn list_ids(&self) -> Result<Vec<String>> {
+        let prefix = Path::from("blobs");
+        let mut out = Vec::new();
+        let mut s = self.store.list(Some(&prefix));
+        while let Some(meta) = s.next().await {
+            let meta = meta?;
+            if let Some(name) = meta.location.filename() {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check the store answers (used by readiness).
+    pub async fn ping(&self) -> Result<()> {
+        let prefix = Path::from("blobs");
+        let mut s = self.store.list(Some(&prefix));
+        match s.next().await {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct ReadState {
+    inner: BoxStream<'static, object_store::Result<Bytes>>,
+    opener: StreamOpener,
+    skip: usize,
+    done: bool,
+}
+
+async fn next_plaintext(mut st: ReadState) -> Option<(Result<Bytes>, ReadState)> {
+    if st.done {
+        return None;
+    }
+    loop {
+        match st.inner.next().await {
+            Some(Ok(chunk)) => {
+                let mut out = Vec::new();
+                if let Err(e) = st.opener.feed(&chunk, &mut out) {
+                    st.done = true;
+                    return Some((Err(e.into()), st));
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                let mut b = Bytes::from(out);
+                if st.skip > 0 {
+                    let s = st.skip.min(b.len());
+                    b = b.slice(s..);
+                    st.skip -= s;
+                    if b.is_empty() {
+                        continue;
+                    }
+                }
+                return Some((Ok(b), st));
+            }
+            Some(Err(e)) => {
+                st.done = true;
+                return Some((Err(e.into()), st));
+            }
+            None => {
+                st.done = true;
+                return match st.opener.finish() {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(e.into()), st)),
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `vault-store` keeps what the vault stores: metadata behind the
+//! [`MetaStore`] trait (one adapter today, [`RedbMeta`]) and encrypted blobs in
+//! any `object_store` backend through [`BlobStore`], which encrypts on write
+//! and verifies on read with `vault-crypto`'s format v1.
+//!
+//! Start with [`RedbMeta::open`] and [`BlobStore::new`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod blobs;
+mod error;
+mod meta;
+mod records;
+mod redb_meta;
+
+pub use blobs::{BlobStore, PlaintextStream};
+pub use error::{Error, Result};
+pub use meta::MetaStore;
+pub use records::*;
+pub use redb_meta::RedbMeta;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,82 @@
+//! The metadata trait. Every method is one atomic transaction: it happens
+//! whole or not at all, and is durable when it returns.
+
+use vault_api::Kind;
+use vault_crypto::WrappedDek;
+
+use crate::records::*;
+use crate::Result;
+
+/// Metadata of a vault: key ring, tokens, artifacts, versions, blobs and
+/// upload sessions. [`crate::RedbMeta`] is the embedded adapter; a shared
+/// database adapter for several replicas implements the same trait and runs
+/// the same conformance tests.
+pub trait MetaStore: Send + Sync + 'static {
+    /// The stored key ring, if the vault is initialized.
+    fn keyring(&self) -> Result<Option<KeyringRecord>>;
+    /// Replace the stored key ring (init, rotate, retire).
+    fn put_keyring(&self, rec: &KeyringRecord) -> Result<()>;
+
+    /// Store a token under the hash of its secret.
+    fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<()>;
+    /// Look a token up by the hash of its secret.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// All tokens.
+    fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revoke by public id; false if no such token.
+    fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// Open an upload session: creates the artifact record on first push
+    /// (or checks that `kind` matches) and reserves the next version number,
+    /// which is never handed out again.
+    fn open_session(&self, session: SessionRecord) -> Result<SessionRecord>;
+    /// A session by id.
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// All open sessions.
+    fn list_sessions(&self) -> Result<Vec<SessionRecord>>;
+    /// Record a pending blob for file `index` of a session. Returns the blob
+    /// the file had before, now detached (the caller deletes its object).
+    fn attach_blob(
+        &self,
+        session: &str,
+        index: usize,
+        blob: &BlobRecord,
+    ) -> Result<Option<BlobRecord>>;
+    /// Detach and forget a pending blob after a failed upload.
+    fn detach_blob(&self, session: &str, index: usize, blob_id: &str) -> Result<()>;
+    /// Commit: insert the version, index its digest, take a reference on
+    /// every blob and drop the session. Fails if the version exists.
+    fn commit(&self, session: &str, version: &VersionRecord) -> Result<()>;
+    /// Drop a session and its pending blob records; returns them so their
+    /// objects can be deleted.
+    fn abandon_session(&self, id: &str) -> Result<Vec<BlobRecord>>;
+
+    /// An artifact.
+    fn artifact(&self, name: &str) -> Result<Option<ArtifactRecord>>;
+    /// A version.
+    fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>>;
+    /// The highest live version of an artifact.
+    fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>>;
+    /// A version by manifest digest.
+    fn version_by_digest(&self, digest: &str) -> Result<Option<VersionRecord>>;
+    /// Artifacts whose name starts with `prefix`, each with its live versions.
+    fn list(&self, prefix: &str) -> Result<Vec<(ArtifactRecord, Vec<VersionRecord>)>>;
+    /// Delete a version: remove it and its digest, drop its blob references
+    /// and delete the records (wrapped DEKs) of blobs no version uses any
+    /// more. Returns those blobs so their objects can be deleted.
+    fn delete_version(&self, name: &str, version: u64) -> Result<Vec<BlobRecord>>;
+
+    /// A blob record.
+    fn blob(&self, id: &str) -> Result<Option<BlobRecord>>;
+    /// Every blob record.
+    fn list_blobs(&self) -> Result<Vec<BlobRecord>>;
+    /// Replace a blob's wrapped DEK if it still equals `old` (rewrap).
+    fn swap_dek(&self, id: &str, old: &WrappedDek, new: &WrappedDek) -> Result<bool>;
+    /// A live blob of `namespace` holding exactly this content, for dedup.
+    fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>>;
+
+    /// Kind check helper for callers.
+    fn kind_of(&self, name: &str) -> Result<Option<Kind>> {
+        Ok(self.artifact(name)?.map(|a| a.kind))
+    }
+}

@@ -1,0 +1,148 @@
+//! Metadata records. Stored as JSON values; field additions must stay
+//! backward compatible (`#[serde(default)]`).
+
+use serde::{Deserialize, Serialize};
+use vault_api::{FileEntry, Kind};
+use vault_crypto::{EncryptionContext, WrappedDek, WrappedKek};
+
+use crate::{Error, Result};
+
+/// One encrypted blob: where its key is and what it holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// Random id (32 hex digits); also the object name's last segment.
+    pub id: String,
+    /// Namespace the blob belongs to (dedup never crosses it).
+    pub namespace: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Plaintext SHA-256, hex.
+    pub sha256: String,
+    /// The DEK, wrapped by a KEK version, bound to the context.
+    pub wrapped_dek: WrappedDek,
+    /// Committed versions that use this blob.
+    pub refs: u64,
+    /// Upload session that owns the blob until commit.
+    #[serde(default)]
+    pub pending_session: Option<String>,
+    /// Creation time (epoch seconds).
+    pub created: u64,
+}
+
+impl BlobRecord {
+    /// The encryption context this blob was written under.
+    pub fn context(&self) -> Result<EncryptionContext> {
+        let corrupt = |d: &str| Error::Corrupt {
+            table: "blobs",
+            detail: format!("blob {}: {d}", self.id),
+        };
+        let id: [u8; 16] = hex::decode(&self.id)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| corrupt("bad id"))?;
+        let sha: [u8; 32] = hex::decode(&self.sha256)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| corrupt("bad sha256"))?;
+        EncryptionContext::new(id, &self.namespace, self.size, sha)
+            .map_err(|_| corrupt("bad namespace"))
+    }
+}
+
+/// A file of a committed version and the blob that holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionFile {
+    /// Path, size and digest as in the manifest.
+    #[serde(flatten)]
+    pub entry: FileEntry,
+    /// Blob id.
+    pub blob: String,
+}
+
+/// A committed version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Artifact name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// Kind.
+    pub kind: Kind,
+    /// `sha256:` of the envelope text.
+    pub digest: String,
+    /// The envelope text exactly as committed.
+    pub envelope: String,
+    /// Files in manifest order.
+    pub files: Vec<VersionFile>,
+    /// Commit time (epoch seconds).
+    pub created: u64,
+}
+
+impl VersionRecord {
+    /// Total plaintext bytes.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.entry.size).sum()
+    }
+}
+
+/// Per-artifact state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Name.
+    pub name: String,
+    /// Kind, fixed by the first push.
+    pub kind: Kind,
+    /// Next version number to hand out (never reused).
+    pub next_version: u64,
+}
+
+/// An open upload session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Random id.
+    pub id: String,
+    /// Artifact name.
+    pub name: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Version reserved for the push.
+    pub version: u64,
+    /// Declared files.
+    pub files: Vec<FileEntry>,
+    /// Blob id per file once uploaded (or reused by dedup).
+    pub blobs: Vec<Option<String>>,
+    /// Who opened it.
+    pub principal: String,
+    /// Creation time.
+    pub created: u64,
+    /// When an idle session is abandoned.
+    pub expires: u64,
+}
+
+/// A bearer token; the secret itself is never stored, only its hash (the key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (shown in listings, used to revoke).
+    pub id: String,
+    /// Principal name.
+    pub principal: String,
+    /// Role.
+    pub role: String,
+    /// Creation time.
+    pub created: u64,
+    /// Expiry (epoch seconds), if any.
+    pub expires: Option<u64>,
+    /// Revoked tokens are refused.
+    pub revoked: bool,
+}
+
+/// Stored key ring state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyringRecord {
+    /// Ring id.
+    pub id: vault_crypto::KeyringId,
+    /// Wrapped KEKs.
+    pub keks: Vec<WrappedKek>,
+    /// Minimum decryption version.
+    pub min_decryption_version: u32,
+}

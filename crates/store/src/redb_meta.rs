@@ -1,0 +1,429 @@
+//! The embedded metadata adapter: one redb file (ACID, crash-safe).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vault_crypto::WrappedDek;
+
+use crate::meta::MetaStore;
+use crate::records::*;
+use crate::{Error, Result};
+
+const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
+/// Key: `name NUL zero-padded version`.
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+/// Key: digest, value: versions key.
+const DIGESTS: TableDefinition<&str, &str> = TableDefinition::new("digests");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Key: `namespace NUL sha256 NUL size`, value: blob id (live blobs only).
+const CONTENT: TableDefinition<&str, &str> = TableDefinition::new("content");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+
+const KEYRING_KEY: &str = "keyring";
+
+/// Metadata in a redb database file.
+pub struct RedbMeta {
+    db: Database,
+}
+
+fn vkey(name: &str, version: u64) -> String {
+    format!("{name}\0{version:020}")
+}
+
+fn ckey(ns: &str, sha: &str, size: u64) -> String {
+    format!("{ns}\0{sha}\0{size}")
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Meta(e.to_string()))
+}
+
+fn dec<T: DeserializeOwned>(table: &'static str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| Error::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    table: &'static str,
+    key: &str,
+) -> Result<Option<T>> {
+    match t.get(key)? {
+        Some(v) => Ok(Some(dec(table, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+impl RedbMeta {
+    /// Open (or create) the database at `path` and make sure every table exists.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(CONFIG)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(ARTIFACTS)?;
+            tx.open_table(VERSIONS)?;
+            tx.open_table(DIGESTS)?;
+            tx.open_table(BLOBS)?;
+            tx.open_table(CONTENT)?;
+            tx.open_table(SESSIONS)?;
+        }
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> Result<R> {
+        let tx = self.db.begin_write()?;
+        let r = f(&tx)?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    fn read_one<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&'static str, &'static [u8]>,
+        table: &'static str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(def)?;
+        get(&t, table, key)
+    }
+
+    fn read_all<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&'static str, &'static [u8]>,
+        table: &'static str,
+    ) -> Result<Vec<T>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(def)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(dec(table, v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn versions_of(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Vec<VersionRecord>> {
+    let lo = format!("{name}\0");
+    let hi = format!("{name}\u{1}");
+    let mut out = Vec::new();
+    for item in t.range::<&str>(lo.as_str()..hi.as_str())? {
+        let (_, v) = item?;
+        out.push(dec("versions", v.value())?);
+    }
+    Ok(out)
+}
+
+impl MetaStore for RedbMeta {
+    fn keyring(&self) -> Result<Option<KeyringRecord>> {
+        self.read_one(CONFIG, "config", KEYRING_KEY)
+    }
+
+    fn put_keyring(&self, rec: &KeyringRecord) -> Result<()> {
+        let v = enc(rec)?;
+        self.write(|tx| {
+            tx.open_table(CONFIG)?.insert(KEYRING_KEY, v.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<()> {
+        let v = enc(rec)?;
+        self.write(|tx| {
+            tx.open_table(TOKENS)?.insert(hash, v.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.read_one(TOKENS, "tokens", hash)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read_all(TOKENS, "tokens")
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.write(|tx| {
+            let mut t = tx.open_table(TOKENS)?;
+            let mut found: Option<(String, TokenRecord)> = None;
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let rec: TokenRecord = dec("tokens", v.value())?;
+                if rec.id == id {
+                    found = Some((k.value().to_owned(), rec));
+                    break;
+                }
+            }
+            match found {
+                Some((k, mut rec)) => {
+                    rec.revoked = true;
+                    t.insert(k.as_str(), enc(&rec)?.as_slice())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn open_session(&self, mut session: SessionRecord) -> Result<SessionRecord> {
+        self.write(|tx| {
+            let mut arts = tx.open_table(ARTIFACTS)?;
+            let mut art: ArtifactRecord = match get(&arts, "artifacts", &session.name)? {
+                Some(a) => a,
+                None => ArtifactRecord {
+                    name: session.name.clone(),
+                    kind: session.kind,
+                    next_version: 1,
+                },
+            };
+            if art.kind != session.kind {
+                return Err(Error::Conflict(format!(
+                    "`{}` is a {}, not a {}",
+                    session.name,
+                    art.kind.as_str(),
+                    session.kind.as_str()
+                )));
+            }
+            session.version = art.next_version;
+            art.next_version += 1;
+            arts.insert(session.name.as_str(), enc(&art)?.as_slice())?;
+            tx.open_table(SESSIONS)?
+                .insert(session.id.as_str(), enc(&session)?.as_slice())?;
+            Ok(session)
+        })
+    }
+
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        self.read_one(SESSIONS, "sessions", id)
+    }
+
+    fn list_sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.read_all(SESSIONS, "sessions")
+    }
+
+    fn attach_blob(
+        &self,
+        session: &str,
+        index: usize,
+        blob: &BlobRecord,
+    ) -> Result<Option<BlobRecord>> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let mut s: SessionRecord = get(&sessions, "sessions", session)?
+                .ok_or_else(|| Error::NotFound(format!("upload session `{session}`")))?;
+            let slot = s
+                .blobs
+                .get_mut(index)
+                .ok_or_else(|| Error::NotFound(format!("file {index} of the session")))?;
+            let old_id = slot.replace(blob.id.clone());
+            sessions.insert(session, enc(&s)?.as_slice())?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut old = None;
+            if let Some(old_id) = old_id {
+                let rec: Option<BlobRecord> = get(&blobs, "blobs", &old_id)?;
+                // Only a blob this session owns is dropped; a dedup'd live blob stays.
+                if let Some(rec) = rec.filter(|r| r.pending_session.as_deref() == Some(session)) {
+                    blobs.remove(old_id.as_str())?;
+                    old = Some(rec);
+                }
+            }
+            blobs.insert(blob.id.as_str(), enc(blob)?.as_slice())?;
+            Ok(old)
+        })
+    }
+
+    fn detach_blob(&self, session: &str, index: usize, blob_id: &str) -> Result<()> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            if let Some(mut s) = get::<SessionRecord>(&sessions, "sessions", session)? {
+                if let Some(slot) = s.blobs.get_mut(index) {
+                    if slot.as_deref() == Some(blob_id) {
+                        *slot = None;
+                    }
+                }
+                sessions.insert(session, enc(&s)?.as_slice())?;
+            }
+            let mut blobs = tx.open_table(BLOBS)?;
+            let rec: Option<BlobRecord> = get(&blobs, "blobs", blob_id)?;
+            if rec.is_some_and(|r| r.pending_session.as_deref() == Some(session)) {
+                blobs.remove(blob_id)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn commit(&self, session: &str, version: &VersionRecord) -> Result<()> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            if sessions.remove(session)?.is_none() {
+                return Err(Error::NotFound(format!("upload session `{session}`")));
+            }
+            let key = vkey(&version.name, version.version);
+            let mut versions = tx.open_table(VERSIONS)?;
+            if versions.get(key.as_str())?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "version {} of `{}` exists",
+                    version.version, version.name
+                )));
+            }
+            versions.insert(key.as_str(), enc(version)?.as_slice())?;
+            tx.open_table(DIGESTS)?
+                .insert(version.digest.as_str(), key.as_str())?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut content = tx.open_table(CONTENT)?;
+            for f in &version.files {
+                let mut b: BlobRecord = get(&blobs, "blobs", &f.blob)?
+                    .ok_or_else(|| Error::NotFound(format!("blob of `{}`", f.entry.path)))?;
+                b.refs += 1;
+                b.pending_session = None;
+                blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
+                content.insert(
+                    ckey(&b.namespace, &b.sha256, b.size).as_str(),
+                    b.id.as_str(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn abandon_session(&self, id: &str) -> Result<Vec<BlobRecord>> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let s: Option<SessionRecord> = get(&sessions, "sessions", id)?;
+            let Some(s) = s else { return Ok(Vec::new()) };
+            sessions.remove(id)?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut dropped = Vec::new();
+            for bid in s.blobs.iter().flatten() {
+                let rec: Option<BlobRecord> = get(&blobs, "blobs", bid)?;
+                if let Some(rec) = rec.filter(|r| r.pending_session.as_deref() == Some(id)) {
+                    blobs.remove(bid.as_str())?;
+                    dropped.push(rec);
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    fn artifact(&self, name: &str) -> Result<Option<ArtifactRecord>> {
+        self.read_one(ARTIFACTS, "artifacts", name)
+    }
+
+    fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>> {
+        self.read_one(VERSIONS, "versions", &vkey(name, version))
+    }
+
+    fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VERSIONS)?;
+        Ok(versions_of(&t, name)?.pop())
+    }
+
+    fn version_by_digest(&self, digest: &str) -> Result<Option<VersionRecord>> {
+        let tx = self.db.begin_read()?;
+        let d = tx.open_table(DIGESTS)?;
+        let Some(key) = d.get(digest)?.map(|v| v.value().to_owned()) else {
+            return Ok(None);
+        };
+        let t = tx.open_table(VERSIONS)?;
+        get(&t, "versions", &key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(ArtifactRecord, Vec<VersionRecord>)>> {
+        let tx = self.db.begin_read()?;
+        let arts = tx.open_table(ARTIFACTS)?;
+        let versions = tx.open_table(VERSIONS)?;
+        let mut out = Vec::new();
+        for item in arts.range::<&str>(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            let art: ArtifactRecord = dec("artifacts", v.value())?;
+            let vs = versions_of(&versions, &art.name)?;
+            if !vs.is_empty() {
+                out.push((art, vs));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_version(&self, name: &str, version: u64) -> Result<Vec<BlobRecord>> {
+        self.write(|tx| {
+            let key = vkey(name, version);
+            let mut versions = tx.open_table(VERSIONS)?;
+            let rec: VersionRecord = match versions.remove(key.as_str())? {
+                Some(v) => dec("versions", v.value())?,
+                None => return Err(Error::NotFound(format!("`{name}:{version}`"))),
+            };
+            tx.open_table(DIGESTS)?.remove(rec.digest.as_str())?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut content = tx.open_table(CONTENT)?;
+            let mut shredded = Vec::new();
+            for f in &rec.files {
+                let Some(mut b) = get::<BlobRecord>(&blobs, "blobs", &f.blob)? else {
+                    continue;
+                };
+                b.refs = b.refs.saturating_sub(1);
+                if b.refs == 0 {
+                    blobs.remove(b.id.as_str())?;
+                    content.remove(ckey(&b.namespace, &b.sha256, b.size).as_str())?;
+                    shredded.push(b);
+                } else {
+                    blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
+                }
+            }
+            Ok(shredded)
+        })
+    }
+
+    fn blob(&self, id: &str) -> Result<Option<BlobRecord>> {
+        self.read_one(BLOBS, "blobs", id)
+    }
+
+    fn list_blobs(&self) -> Result<Vec<BlobRecord>> {
+        self.read_all(BLOBS, "blobs")
+    }
+
+    fn swap_dek(&self, id: &str, old: &WrappedDek, new: &WrappedDek) -> Result<bool> {
+        self.write(|tx| {
+            let mut blobs = tx.open_table(BLOBS)?;
+            let Some(mut b) = get::<BlobRecord>(&blobs, "blobs", id)? else {
+                return Ok(false);
+            };
+            if &b.wrapped_dek != old {
+                return Ok(false);
+            }
+            b.wrapped_dek = new.clone();
+            blobs.insert(id, enc(&b)?.as_slice())?;
+            Ok(true)
+        })
+    }
+
+    fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>> {
+        let tx = self.db.begin_read()?;
+        let c = tx.open_table(CONTENT)?;
+        let Some(id) = c
+            .get(ckey(namespace, sha256, size).as_str())?
+            .map(|v| v.value().to_owned())
+        else {
+            return Ok(None);
+        };
+        let b = tx.open_table(BLOBS)?;
+        get(&b, "blobs", &id)
+    }
+}

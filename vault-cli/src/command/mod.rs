@@ -1,0 +1,98 @@
+//! One file per verb; `run` wires the client and dispatches.
+
+mod keys;
+mod pull;
+mod push;
+mod read;
+
+use anyhow::{Context, Result};
+use vault_api::Reference;
+use vault_client::Client;
+
+use crate::cli::{Cli, Command, Global};
+
+/// A failure with a documented exit code, for errors raised here.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code: 2,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if let Some(x) = c.downcast_ref::<Exit>() {
+            return x.code;
+        }
+        if let Some(x) = c.downcast_ref::<vault_client::Error>() {
+            return x.exit_code();
+        }
+    }
+    1
+}
+
+pub fn parse_ref(s: &str) -> Result<Reference> {
+    s.parse()
+        .map_err(|e: vault_api::NameError| usage(e.to_string()))
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let token = match (&g.token, &g.token_file) {
+        (Some(t), _) => Some(t.trim().to_owned()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read token file `{}`", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    Ok(Client::new(&g.addr, token, g.ca_cert.as_deref())?)
+}
+
+/// Print `value` as JSON (with --json) or `human` (unless --quiet).
+pub fn output<T: serde::Serialize>(
+    g: &Global,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<()> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else if !g.quiet {
+        println!("{}", human());
+    }
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let g = cli.global;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Verify(a) => read::verify(&g, a),
+            cmd => {
+                let c = client(&g)?;
+                match cmd {
+                    Command::Push(a) => push::run(&g, &c, a).await,
+                    Command::Pull(a) => pull::run(&g, &c, a).await,
+                    Command::Ls(a) => read::ls(&g, &c, a).await,
+                    Command::Show(a) => read::show(&g, &c, a).await,
+                    Command::Delete(a) => read::delete(&g, &c, a).await,
+                    Command::Key(k) => keys::run(&g, &c, k).await,
+                    Command::Verify(_) => unreachable!("handled above"),
+                }
+            }
+        }
+    })
+}

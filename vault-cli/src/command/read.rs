@@ -1,0 +1,125 @@
+use anyhow::Result;
+use vault_client::Client;
+
+use super::{output, parse_ref, Exit};
+use crate::cli::{Global, LsArgs, RefArgs, VerifyArgs};
+
+pub fn verify(g: &Global, a: VerifyArgs) -> Result<()> {
+    let (report, _m) = vault_client::verify_dir(&a.dir)?;
+    output(g, &report, || {
+        if report.problems.is_empty() {
+            format!(
+                "{}: {}:{} intact ({} files, {} bytes verified, {})",
+                a.dir.display(),
+                report.name,
+                report.version,
+                report.files,
+                report.bytes,
+                report.digest
+            )
+        } else {
+            let mut s = format!(
+                "{}: {}:{} FAILED verification:",
+                a.dir.display(),
+                report.name,
+                report.version
+            );
+            for p in &report.problems {
+                s.push_str("\n  ");
+                s.push_str(p);
+            }
+            s
+        }
+    })?;
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: 5,
+            message: format!(
+                "{} problem(s) in `{}`",
+                report.problems.len(),
+                a.dir.display()
+            ),
+        }
+        .into())
+    }
+}
+
+pub async fn ls(g: &Global, c: &Client, a: LsArgs) -> Result<()> {
+    let items = c.list(&a.prefix).await?;
+    output(g, &items, || {
+        if items.is_empty() {
+            return "no artifacts".into();
+        }
+        let mut s = format!(
+            "{:<40} {:<8} {:>8} {:>8}",
+            "NAME", "KIND", "VERSIONS", "LATEST"
+        );
+        for it in &items {
+            let latest = it.versions.last().map(|v| v.version).unwrap_or(0);
+            s.push_str(&format!(
+                "\n{:<40} {:<8} {:>8} {:>8}",
+                it.name,
+                it.kind.as_str(),
+                it.versions.len(),
+                latest
+            ));
+        }
+        s
+    })
+}
+
+pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let rv = c.resolve(&r).await?;
+    let (_env, m) = vault_manifest::parse_envelope(&rv.envelope)
+        .map_err(|e| vault_client::Error::Integrity(e.to_string()))?;
+    if vault_manifest::digest_of(rv.envelope.as_bytes()) != rv.digest {
+        return Err(
+            vault_client::Error::Integrity("manifest does not match its digest".into()).into(),
+        );
+    }
+    let json = serde_json::json!({
+        "ref": format!("{}:{}", rv.name, rv.version),
+        "digest": rv.digest,
+        "manifest": m.statement(),
+    });
+    output(g, &json, || {
+        let p = m.predicate();
+        let mut s = format!(
+            "{}:{}  {}\ndigest   {}\ncreated  {}\nroot     {}\nfiles    {} ({} bytes)",
+            p.name,
+            p.version,
+            p.kind.as_str(),
+            rv.digest,
+            p.created,
+            p.root_digest,
+            m.files().len(),
+            m.total_bytes()
+        );
+        for parent in &p.lineage.parents {
+            s.push_str(&format!("\nparent   {parent}"));
+        }
+        for f in m.files() {
+            s.push_str(&format!(
+                "\n  {:>14}  {}  {}",
+                f.size,
+                &f.sha256[..16],
+                f.path
+            ));
+        }
+        s
+    })
+}
+
+pub async fn delete(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let res = c.delete(&r).await?;
+    output(g, &res, || {
+        format!(
+            "deleted {}:{}; destroyed the keys of {} blob(s)",
+            res.name, res.version, res.shredded_blobs
+        )
+    })
+}

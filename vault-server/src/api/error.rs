@@ -1,0 +1,146 @@
+//! One error type for every handler: status code + `{"error": {...}}` body.
+//! A 500 logs its detail and tells the client only the request id.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use vault_api::{ErrorBody, ErrorCode, ErrorDetail, REQUEST_ID_HEADER};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(code.status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, m)
+    }
+    pub fn unauthenticated(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, m)
+    }
+    pub fn integrity(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Integrity, m)
+    }
+    /// Detail goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, detail)
+    }
+    /// Stored data failed verification: the server's fault, reported as an
+    /// integrity failure so clients stop and say so.
+    pub fn stored_integrity(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: ErrorCode::Integrity,
+            message: detail.into(),
+        }
+    }
+}
+
+impl From<vault_store::Error> for ApiError {
+    fn from(e: vault_store::Error) -> Self {
+        use vault_store::Error as E;
+        match e {
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            E::Mismatch(m) => ApiError::integrity(m),
+            E::Body(m) => ApiError::bad_request(format!("upload interrupted: {m}")),
+            E::Backend(m) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("blob store unavailable: {m}"),
+            ),
+            E::Crypto(c) => {
+                ApiError::stored_integrity(format!("stored data failed verification: {c}"))
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<vault_manifest::Error> for ApiError {
+    fn from(e: vault_manifest::Error) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+impl From<vault_crypto::Error> for ApiError {
+    fn from(e: vault_crypto::Error) -> Self {
+        ApiError::stored_integrity(e.to_string())
+    }
+}
+
+/// The request id of the current request, set by [`request_id`].
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let rid = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        let message = if self.code == ErrorCode::Internal {
+            tracing::error!(request_id = %rid, detail = %self.message, "internal error");
+            format!("internal error (request id {rid})")
+        } else {
+            if self.status.is_server_error() {
+                tracing::error!(request_id = %rid, code = ?self.code, detail = %self.message, "request failed");
+            } else {
+                tracing::info!(request_id = %rid, code = ?self.code, detail = %self.message, "request refused");
+            }
+            self.message
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Middleware: give every request an id, echo it in `x-request-id`, log the
+/// outcome.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let rid = vault_crypto::random_bytes::<8>()
+        .map(hex::encode)
+        .unwrap_or_default();
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let mut resp = REQUEST_ID.scope(rid.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    tracing::debug!(request_id = %rid, %method, %path, status = resp.status().as_u16(),
+        ms = start.elapsed().as_millis() as u64, "request");
+    let _ = StatusCode::OK;
+    resp
+}

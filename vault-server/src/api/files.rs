@@ -1,0 +1,99 @@
+//! Pull: stream one file of a version as verified plaintext, with
+//! `Range: bytes=N-` resume.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::{stream, StreamExt};
+
+use super::auth::Action;
+use super::{blocking, ApiError, AppState, Principal};
+
+/// Parse `bytes=N-`; other range forms are refused.
+fn range_start(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(h) = headers.get(header::RANGE) else {
+        return Ok(0);
+    };
+    h.to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("bytes="))
+        .and_then(|s| s.strip_suffix('-'))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("only `Range: bytes=N-` is supported"))
+}
+
+pub async fn download(
+    State(v): State<AppState>,
+    p: Principal,
+    Path((digest, index)): Path<(String, usize)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !vault_api::valid_digest(&digest) {
+        return Err(ApiError::bad_request("bad digest"));
+    }
+    let offset = range_start(&headers)?;
+    let meta = v.meta.clone();
+    let d = digest.clone();
+    let rec = blocking(move || Ok(meta.version_by_digest(&d)?)).await?;
+    let rec = rec.ok_or_else(|| ApiError::not_found(format!("version `{digest}` not found")))?;
+    p.authorize(Action::Pull, &rec.name)?;
+    let file = rec
+        .files
+        .get(index)
+        .ok_or_else(|| ApiError::not_found(format!("file {index} not in `{digest}`")))?
+        .clone();
+    let meta = v.meta.clone();
+    let bid = file.blob.clone();
+    let blob = blocking(move || Ok(meta.blob(&bid)?))
+        .await?
+        .ok_or_else(|| {
+            ApiError::stored_integrity(format!("blob record `{}` is missing", file.blob))
+        })?;
+    let size = file.entry.size;
+    if offset > size {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        return Ok(r);
+    }
+    let mut plain = v.blobs.read(&blob, &v.keyring(), offset).await?;
+    // Verify the first segment before committing to a status line, so a
+    // tampered blob is an error answer, not a cut connection.
+    let first = if offset < size {
+        match plain.next().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ApiError::stored_integrity("blob ended early")),
+        }
+    } else {
+        None
+    };
+    let blob_id = blob.id.clone();
+    let body = stream::iter(first.map(Ok))
+        .chain(plain)
+        .map(move |r| {
+            r.map_err(|e| {
+                tracing::error!(blob = %blob_id, error = %e, "blob failed verification mid-stream; aborting response");
+                std::io::Error::other(e.to_string())
+            })
+        });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size - offset));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(val) = HeaderValue::from_str(&file.entry.sha256) {
+        h.insert("x-mlvault-sha256", val);
+    }
+    if offset > 0 {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let cr = format!("bytes {offset}-{}/{size}", size.saturating_sub(1));
+        if let Ok(val) = HeaderValue::from_str(&cr) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, val);
+        }
+    }
+    Ok(resp)
+}

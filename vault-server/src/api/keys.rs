@@ -1,0 +1,106 @@
+//! Key administration: status, rotate, rewrap, retire.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use vault_api::{ErrorCode, KeyStatus, RetireRequest, RewrapResult};
+
+use super::auth::Action;
+use super::{blocking, ApiError, AppState, Principal};
+
+fn status_of(v: &AppState) -> Result<KeyStatus, ApiError> {
+    let ring = v.keyring();
+    let mut by: BTreeMap<u32, u64> = BTreeMap::new();
+    for b in v.meta.list_blobs()? {
+        *by.entry(b.wrapped_dek.kek_version).or_default() += 1;
+    }
+    Ok(KeyStatus {
+        keyring_id: hex::encode(ring.id().as_bytes()),
+        current_version: ring.current_version(),
+        versions: ring.versions(),
+        min_decryption_version: ring.min_decryption_version(),
+        blobs_by_version: by.into_iter().collect(),
+    })
+}
+
+pub async fn status(State(v): State<AppState>, p: Principal) -> Result<Json<KeyStatus>, ApiError> {
+    p.authorize(Action::KeyAdmin, "keys")?;
+    let v2 = v.clone();
+    Ok(Json(blocking(move || status_of(&v2)).await?))
+}
+
+pub async fn rotate(State(v): State<AppState>, p: Principal) -> Result<Json<KeyStatus>, ApiError> {
+    p.authorize(Action::KeyAdmin, "keys")?;
+    let v2 = v.clone();
+    let s = blocking(move || {
+        let version = v2.rotate()?;
+        tracing::info!(version, "KEK rotated");
+        status_of(&v2)
+    })
+    .await?;
+    Ok(Json(s))
+}
+
+/// Rewrap every DEK not under the current KEK. Blob bytes are untouched.
+/// Each swap is a compare-and-set, so it is safe while serving, and a rerun
+/// after an interruption continues where it stopped.
+pub async fn rewrap(
+    State(v): State<AppState>,
+    p: Principal,
+) -> Result<Json<RewrapResult>, ApiError> {
+    p.authorize(Action::KeyAdmin, "keys")?;
+    let v2 = v.clone();
+    let r = blocking(move || {
+        let ring = v2.keyring();
+        let current = ring.current_version();
+        let (mut rewrapped, mut already) = (0, 0);
+        for b in v2.meta.list_blobs()? {
+            if b.wrapped_dek.kek_version == current {
+                already += 1;
+                continue;
+            }
+            let ctx = b.context()?;
+            let new = ring.rewrap(&b.wrapped_dek, &ctx)?;
+            if v2.meta.swap_dek(&b.id, &b.wrapped_dek, &new)? {
+                rewrapped += 1;
+            }
+        }
+        tracing::info!(rewrapped, already, current, "rewrap finished");
+        Ok(RewrapResult {
+            rewrapped,
+            already_current: already,
+            current_version: current,
+        })
+    })
+    .await?;
+    Ok(Json(r))
+}
+
+pub async fn retire(
+    State(v): State<AppState>,
+    p: Principal,
+    Json(req): Json<RetireRequest>,
+) -> Result<Json<KeyStatus>, ApiError> {
+    p.authorize(Action::KeyAdmin, "keys")?;
+    let v2 = v.clone();
+    let s = blocking(move || {
+        let min = req.min_decryption_version;
+        let stale = v2
+            .meta
+            .list_blobs()?
+            .iter()
+            .filter(|b| b.wrapped_dek.kek_version < min)
+            .count();
+        if stale > 0 {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{stale} blobs are still wrapped by KEK versions below {min}; run `vault-cli key rewrap` first"),
+            ));
+        }
+        v2.retire(min).map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        status_of(&v2)
+    })
+    .await?;
+    Ok(Json(s))
+}

@@ -1,0 +1,61 @@
+//! The HTTP API. [`app`] builds the router apart from any socket so tests
+//! and `run` share it.
+
+mod auth;
+mod error;
+mod files;
+mod health;
+mod keys;
+mod read;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::vault::Vault;
+
+pub use auth::Principal;
+pub use error::ApiError;
+pub use uploads::sweep_sessions as sweep;
+
+/// Largest JSON request body (a manifest of 100,000 files fits).
+const JSON_LIMIT: usize = 64 << 20;
+
+/// Shared state of every handler.
+pub type AppState = Arc<Vault>;
+
+/// The API router.
+pub fn app(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/uploads", post(uploads::open))
+        .route("/v1/uploads/{id}", delete(uploads::abandon))
+        .route("/v1/uploads/{id}/files/{index}", put(uploads::upload_file))
+        .route("/v1/uploads/{id}/commit", post(uploads::commit))
+        .route("/v1/resolve", get(read::resolve))
+        .route("/v1/artifacts", get(read::list))
+        .route("/v1/versions", delete(read::delete_version))
+        .route("/v1/versions/{digest}/files/{index}", get(files::download))
+        .route("/v1/keys", get(keys::status))
+        .route("/v1/keys/rotate", post(keys::rotate))
+        .route("/v1/keys/rewrap", post(keys::rewrap))
+        .route("/v1/keys/retire", post(keys::retire))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(axum::middleware::from_fn(error::request_id))
+        .with_state(vault)
+}
+
+/// Run blocking metadata work off the async workers.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+}

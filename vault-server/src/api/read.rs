@@ -1,0 +1,121 @@
+//! Resolve references, list artifacts, delete versions.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use vault_api::{
+    ArtifactSummary, DeleteResult, Reference, ResolvedVersion, Selector, VersionSummary,
+};
+use vault_store::{MetaStore, VersionRecord};
+
+use super::auth::Action;
+use super::{blocking, ApiError, AppState, Principal};
+
+#[derive(Deserialize)]
+pub struct RefQuery {
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+fn parse_ref(s: &str) -> Result<Reference, ApiError> {
+    s.parse()
+        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))
+}
+
+/// Look a reference up. Missing and forbidden look the same to the caller.
+pub fn lookup(meta: &dyn MetaStore, r: &Reference) -> Result<VersionRecord, ApiError> {
+    let name = r.name.as_str();
+    let found = match &r.selector {
+        Selector::Latest => meta.latest_version(name)?,
+        Selector::Version(n) => meta.version(name, *n)?,
+        Selector::Digest(d) => meta.version_by_digest(d)?.filter(|v| v.name == name),
+        Selector::Alias(_) => None,
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))
+}
+
+pub async fn resolve(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<ResolvedVersion>, ApiError> {
+    let r = parse_ref(&q.reference)?;
+    p.authorize(Action::Show, r.name.as_str())?;
+    let meta = v.meta.clone();
+    let rec = blocking(move || lookup(meta.as_ref(), &r)).await?;
+    Ok(Json(ResolvedVersion {
+        name: rec.name,
+        version: rec.version,
+        kind: rec.kind,
+        digest: rec.digest,
+        envelope: rec.envelope,
+        created: rec.created,
+    }))
+}
+
+pub async fn list(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ArtifactSummary>>, ApiError> {
+    p.authorize(Action::List, &q.prefix)?;
+    let meta = v.meta.clone();
+    let items = blocking(move || Ok(meta.list(&q.prefix)?)).await?;
+    let out = items
+        .into_iter()
+        .map(|(a, vs)| ArtifactSummary {
+            name: a.name,
+            kind: a.kind,
+            versions: vs
+                .into_iter()
+                .map(|r| VersionSummary {
+                    version: r.version,
+                    files: r.files.len(),
+                    bytes: r.bytes(),
+                    digest: r.digest,
+                    created: r.created,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+pub async fn delete_version(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<RefQuery>,
+) -> Result<Json<DeleteResult>, ApiError> {
+    let r = parse_ref(&q.reference)?;
+    if matches!(r.selector, Selector::Latest | Selector::Alias(_)) {
+        return Err(ApiError::bad_request(
+            "delete needs an exact version (`name:7` or `name@sha256:…`)",
+        ));
+    }
+    p.authorize(Action::Delete, r.name.as_str())?;
+    let meta = v.meta.clone();
+    let (name, version, shredded) = blocking(move || {
+        let rec = lookup(meta.as_ref(), &r)?;
+        let shredded = meta.delete_version(&rec.name, rec.version)?;
+        Ok((rec.name, rec.version, shredded))
+    })
+    .await?;
+    // The wrapped DEKs are gone (crypto-shredded); the ciphertext objects go too.
+    for b in &shredded {
+        if let Err(e) = v.blobs.delete(&b.id).await {
+            tracing::warn!(blob = %b.id, error = %e, "could not delete a shredded blob object (fsck removes orphans)");
+        }
+    }
+    tracing::info!(%name, version, shredded = shredded.len(), principal = %p.name, "version deleted");
+    Ok(Json(DeleteResult {
+        name,
+        version,
+        shredded_blobs: shredded.len(),
+    }))
+}

@@ -1,0 +1,231 @@
+//! Push: open a session, stream each file (encrypted as it arrives), commit
+//! the manifest. A version appears atomically at commit or not at all.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult};
+use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
+use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
+
+use super::auth::Action;
+use super::{blocking, ApiError, AppState, Principal};
+
+/// Idle upload sessions are abandoned after this long.
+pub const SESSION_TTL_SECS: u64 = 6 * 3600;
+
+fn random_hex<const N: usize>() -> Result<String, ApiError> {
+    Ok(hex::encode(
+        vault_crypto::random_bytes::<N>().map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+pub async fn open(
+    State(v): State<AppState>,
+    p: Principal,
+    Json(req): Json<OpenUploadRequest>,
+) -> Result<Json<OpenUploadResponse>, ApiError> {
+    p.authorize(Action::Push, req.name.as_str())?;
+    // Same path and digest rules as a manifest.
+    vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, req.files.clone(), vec![])?;
+    let now = vault_store::now();
+    let n = req.files.len();
+    let session = SessionRecord {
+        id: random_hex::<16>()?,
+        name: req.name.to_string(),
+        kind: req.kind,
+        version: 0,
+        files: req.files,
+        blobs: vec![None; n],
+        principal: p.name.clone(),
+        created: now,
+        expires: now + SESSION_TTL_SECS,
+    };
+    let meta = v.meta.clone();
+    let session = blocking(move || Ok(meta.open_session(session)?)).await?;
+    tracing::info!(session = %session.id, name = %session.name, version = session.version,
+        files = n, principal = %p.name, "upload opened");
+    Ok(Json(OpenUploadResponse {
+        session_id: session.id,
+        version: session.version,
+        needed: (0..n).collect(),
+        expires_in: SESSION_TTL_SECS,
+    }))
+}
+
+/// The caller's own live session, or 404 (another principal's session looks
+/// missing).
+async fn own_session(v: &AppState, p: &Principal, id: String) -> Result<SessionRecord, ApiError> {
+    let meta = v.meta.clone();
+    let s = blocking(move || Ok(meta.session(&id)?)).await?;
+    match s {
+        Some(s) if s.principal == p.name && s.expires > vault_store::now() => {
+            p.authorize(Action::Push, &s.name)?;
+            Ok(s)
+        }
+        _ => Err(ApiError::not_found("upload session not found or expired")),
+    }
+}
+
+pub async fn upload_file(
+    State(v): State<AppState>,
+    p: Principal,
+    Path((id, index)): Path<(String, usize)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let s = own_session(&v, &p, id).await?;
+    let file = s
+        .files
+        .get(index)
+        .ok_or_else(|| ApiError::not_found(format!("file {index} is not in the session")))?
+        .clone();
+    let namespace = s.name.split('/').next().unwrap_or_default().to_owned();
+    let blob_id: [u8; 16] =
+        vault_crypto::random_bytes().map_err(|e| ApiError::internal(e.to_string()))?;
+    let sha: [u8; 32] = hex::decode(&file.sha256)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("bad sha256 in session"))?;
+    let ctx = EncryptionContext::new(blob_id, &namespace, file.size, sha)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ring = v.keyring();
+    let dek = Dek::generate().map_err(|e| ApiError::internal(e.to_string()))?;
+    let wrapped = ring
+        .wrap_dek(&dek, &ctx)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let enc = BlobEncryptor::new(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    drop(dek);
+    let rec = BlobRecord {
+        id: hex::encode(blob_id),
+        namespace,
+        size: file.size,
+        sha256: file.sha256.clone(),
+        wrapped_dek: wrapped,
+        refs: 0,
+        pending_session: Some(s.id.clone()),
+        created: vault_store::now(),
+    };
+    // Record the pending blob first: a crash mid-upload leaves a record that
+    // session cleanup finds, never an unknown object.
+    let (meta, sid, r) = (v.meta.clone(), s.id.clone(), rec.clone());
+    let old = blocking(move || Ok(meta.attach_blob(&sid, index, &r)?)).await?;
+    if let Some(old) = old {
+        let _ = v.blobs.delete(&old.id).await;
+    }
+    match v.blobs.write(&rec.id, enc, body.into_data_stream()).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => {
+            let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
+            let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;
+            Err(ApiError::from(e))
+        }
+    }
+}
+
+pub async fn commit(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Json(req): Json<CommitRequest>,
+) -> Result<Json<PushResult>, ApiError> {
+    let s = own_session(&v, &p, id).await?;
+    let (_env, m) = vault_manifest::parse_envelope(&req.envelope)
+        .map_err(|e| ApiError::integrity(format!("manifest refused: {e}")))?;
+    let pr = m.predicate();
+    if pr.name.as_str() != s.name || pr.kind != s.kind || pr.version != s.version {
+        return Err(ApiError::integrity(format!(
+            "manifest names {}:{} ({}), the session is for {}:{} ({})",
+            pr.name,
+            pr.version,
+            pr.kind.as_str(),
+            s.name,
+            s.version,
+            s.kind.as_str()
+        )));
+    }
+    let mut declared = s.files.clone();
+    declared.sort_by(|a, b| a.path.cmp(&b.path));
+    if declared != m.files() {
+        return Err(ApiError::integrity(
+            "manifest file list disagrees with the uploaded files (paths, sizes or digests)",
+        ));
+    }
+    let mut files = Vec::with_capacity(s.files.len());
+    for f in m.files() {
+        let i = s
+            .files
+            .iter()
+            .position(|x| x.path == f.path)
+            .ok_or_else(|| ApiError::integrity("file set mismatch"))?;
+        let blob = s.blobs[i].clone().ok_or_else(|| {
+            ApiError::bad_request(format!("file `{}` was not uploaded", f.path.escape_debug()))
+        })?;
+        files.push(VersionFile {
+            entry: f.clone(),
+            blob,
+        });
+    }
+    let rec = VersionRecord {
+        name: s.name.clone(),
+        version: s.version,
+        kind: s.kind,
+        digest: vault_manifest::digest_of(req.envelope.as_bytes()),
+        envelope: req.envelope,
+        files,
+        created: vault_store::now(),
+    };
+    let result = PushResult {
+        reference: format!("{}:{}", rec.name, rec.version),
+        name: rec.name.clone(),
+        version: rec.version,
+        digest: rec.digest.clone(),
+        files: rec.files.len(),
+        bytes: rec.bytes(),
+        uploaded_bytes: rec.bytes(),
+    };
+    let (meta, sid) = (v.meta.clone(), s.id.clone());
+    blocking(move || Ok(meta.commit(&sid, &rec)?)).await?;
+    tracing::info!(name = %result.name, version = result.version, digest = %result.digest,
+        principal = %p.name, "version committed");
+    Ok(Json(result))
+}
+
+pub async fn abandon(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let s = own_session(&v, &p, id).await?;
+    let meta = v.meta.clone();
+    let dropped = blocking(move || Ok(meta.abandon_session(&s.id)?)).await?;
+    for b in dropped {
+        let _ = v.blobs.delete(&b.id).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Abandon expired sessions and delete their blobs. Run periodically.
+pub async fn sweep_sessions(v: &AppState) -> Result<usize, ApiError> {
+    let meta = v.meta.clone();
+    let now = vault_store::now();
+    let expired: Vec<String> = blocking(move || {
+        Ok(meta
+            .list_sessions()?
+            .into_iter()
+            .filter(|s| s.expires <= now)
+            .map(|s| s.id)
+            .collect())
+    })
+    .await?;
+    let n = expired.len();
+    for id in expired {
+        let meta = v.meta.clone();
+        let dropped = blocking(move || Ok(meta.abandon_session(&id)?)).await?;
+        for b in dropped {
+            let _ = v.blobs.delete(&b.id).await;
+        }
+    }
+    Ok(n)
+}

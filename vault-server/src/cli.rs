@@ -1,0 +1,83 @@
+//! Command-line arguments (the contract in CLI.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// mlvault server: stores model weights and datasets encrypted at rest,
+/// serves verified pushes and pulls over HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "vault-server", version, propagate_version = true)]
+pub struct Cli {
+    /// Log as JSON lines instead of human-readable text (stderr).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new vault: sealed master key, first KEK, admin token.
+    Init(InitArgs),
+    /// Serve the API.
+    Run(RunArgs),
+    /// Try mlvault in one command: init ./vault-dev-data if needed and serve on
+    /// loopback. Not a production setup.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UnsealArgs {
+    /// age X25519 identity file that seals the master key (created by `init`
+    /// if missing, mode 0600). Default: DATA_DIR/unseal.identity — keep it
+    /// elsewhere in production.
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_env")]
+    pub unseal_identity: Option<PathBuf>,
+    /// Seal the master key with a passphrase read from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Directory for the new vault (must be empty or absent).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub unseal: UnsealArgs,
+    /// Write the admin token to FILE (mode 0600) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Vault directory made by `init`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port. The chosen address is
+    /// printed as the first line of stdout: `listening on http://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7450")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub unseal: UnsealArgs,
+    /// Allow plain HTTP on a non-loopback address (tokens would cross the
+    /// network in clear).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Plaintext bytes per encrypted segment (format v1 field).
+    #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
+    pub segment_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Vault directory (created and initialized if needed).
+    #[arg(long, value_name = "DIR", default_value = "vault-dev-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7450")]
+    pub listen: SocketAddr,
+}

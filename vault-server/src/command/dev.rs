@@ -1,0 +1,49 @@
+//! `vault-server dev`: a first try in one command. Not for production.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{DevArgs, RunArgs, UnsealArgs};
+use crate::exit::fail;
+use crate::vault::{self, Layout};
+
+pub fn run(a: DevArgs) -> Result<()> {
+    if !a.listen.ip().is_loopback() {
+        return Err(fail(2, "dev mode serves on loopback only"));
+    }
+    let layout = Layout::new(&a.data_dir);
+    let unseal = UnsealArgs {
+        unseal_identity: None,
+        passphrase_env: None,
+    };
+    let token_file = a.data_dir.join("dev-admin.token");
+    if !layout.marker().exists() {
+        let token = vault::init(&a.data_dir, &unseal)?;
+        vault::write_secret_file(&token_file, format!("{token}\n").as_bytes())?;
+        eprintln!("initialized a new dev vault in `{}`", a.data_dir.display());
+    }
+    let token = fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read `{}`", token_file.display()))?;
+    let token = token.trim();
+    eprintln!(
+        "WARNING: dev mode is not a production setup: the unseal identity and the admin token\n\
+         sit in `{dir}` beside the data, and there is no TLS.\n\n\
+         admin token: {token}\n\
+         (also in `{tf}`)\n\n\
+         next, in another terminal:\n  \
+         export MLVAULT_ADDR=http://<address printed below> MLVAULT_TOKEN={token}\n  \
+         vault-cli push demo/model ./my-model-dir\n  \
+         vault-cli pull demo/model --to ./pulled\n  \
+         vault-cli ls\n",
+        dir = a.data_dir.display(),
+        tf = token_file.display(),
+    );
+    super::run::run(RunArgs {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        unseal,
+        insecure_http: false,
+        segment_size: vault_crypto::DEFAULT_SEGMENT_SIZE,
+    })
+}

@@ -1,0 +1,25 @@
+//! `vault-server init`.
+
+use anyhow::Result;
+
+use crate::cli::InitArgs;
+use crate::vault::{self, write_secret_file};
+
+pub fn run(a: InitArgs) -> Result<()> {
+    let token = vault::init(&a.data_dir, &a.unseal)?;
+    match &a.admin_token_file {
+        Some(path) => {
+            write_secret_file(path, format!("{token}\n").as_bytes())?;
+            println!(
+                "initialized vault in `{}`; admin token written to `{}`",
+                a.data_dir.display(),
+                path.display()
+            );
+        }
+        None => {
+            println!("initialized vault in `{}`", a.data_dir.display());
+            println!("admin token (shown once, store it now): {token}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! A vault on disk: its layout, `init`, unsealing and the live state shared
+//! by every request.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{bail, Context, Result};
+use object_store::local::LocalFileSystem;
+use vault_crypto::{Keyring, MasterKey, Sealer, Unsealer};
+use vault_store::{BlobStore, KeyringRecord, MetaStore, RedbMeta, TokenRecord};
+
+use crate::cli::UnsealArgs;
+use crate::exit::fail;
+use crate::tokens;
+
+/// Files inside a data directory.
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn marker(&self) -> PathBuf {
+        self.root.join("mlvault.json")
+    }
+    pub fn sealed_master(&self) -> PathBuf {
+        self.root.join("master.key.age")
+    }
+    pub fn meta(&self) -> PathBuf {
+        self.root.join("meta.redb")
+    }
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+    pub fn default_identity(&self) -> PathBuf {
+        self.root.join("unseal.identity")
+    }
+}
+
+/// Write a new file with mode 0600, fsync it. Refuses to overwrite.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Refuse a secret file that group or others can read.
+fn check_private(path: &Path, what: &str) -> Result<()> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("cannot read {what} `{}`", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} `{}` is accessible by group or others (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn passphrase(var: &str) -> Result<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => Err(fail(
+            2,
+            format!("environment variable `{var}` (--passphrase-env) is not set or empty"),
+        )),
+    }
+}
+
+/// The unsealer `args` name, creating the identity file if `create` and it
+/// does not exist yet.
+fn unsealer(layout: &Layout, args: &UnsealArgs, create: bool) -> Result<Unsealer> {
+    if let Some(var) = &args.passphrase_env {
+        return Ok(Unsealer::passphrase(passphrase(var)?));
+    }
+    let path = args
+        .unseal_identity
+        .clone()
+        .unwrap_or_else(|| layout.default_identity());
+    if create && !path.exists() {
+        let (secret, _public) = vault_crypto::generate_identity();
+        use vault_crypto::SecretExpose;
+        write_secret_file(&path, secret.expose_secret().as_bytes())?;
+        eprintln!("created unseal identity `{}` (keep it safe and apart from the data directory in production)", path.display());
+    }
+    check_private(&path, "unseal identity")?;
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("cannot read unseal identity `{}`", path.display()))?;
+    Ok(Unsealer::from_identity_file(&text)?)
+}
+
+/// Live state of an open vault.
+pub struct Vault {
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: BlobStore,
+    master: MasterKey,
+    keyring: RwLock<Arc<Keyring>>,
+    pub segment_size: u32,
+}
+
+/// Create a vault in `dir`; returns the admin token secret.
+pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
+    let layout = Layout::new(dir);
+    if dir.exists() {
+        let non_empty = fs::read_dir(dir)
+            .with_context(|| format!("cannot read `{}`", dir.display()))?
+            .next()
+            .is_some();
+        if non_empty {
+            return Err(fail(
+                2,
+                format!(
+                    "`{}` is not empty; init only creates new vaults",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let unseal = unsealer(&layout, args, true)?;
+    let master = MasterKey::generate()?;
+    let sealed = Sealer::for_unsealer(&unseal).seal(&master)?;
+    write_secret_file(&layout.sealed_master(), &sealed)?;
+    let meta = RedbMeta::open(&layout.meta())?;
+    let (ring, wrapped) = Keyring::create(&master)?;
+    meta.put_keyring(&KeyringRecord {
+        id: *ring.id(),
+        keks: vec![wrapped],
+        min_decryption_version: 1,
+    })?;
+    let (secret, id) = tokens::generate()?;
+    meta.put_token(
+        &tokens::hash(&secret),
+        &TokenRecord {
+            id,
+            principal: "admin".into(),
+            role: "admin".into(),
+            created: vault_store::now(),
+            expires: None,
+            revoked: false,
+        },
+    )?;
+    fs::create_dir_all(layout.blobs())?;
+    let marker = serde_json::json!({"mlvault": 1, "created": vault_store::now()});
+    fs::write(layout.marker(), marker.to_string())?;
+    Ok(secret)
+}
+
+impl Vault {
+    /// Unseal and open the vault in `dir`.
+    pub fn open(dir: &Path, args: &UnsealArgs, segment_size: u32) -> Result<Self> {
+        let layout = Layout::new(dir);
+        if !layout.marker().exists() {
+            return Err(fail(
+                2,
+                format!(
+                    "`{}` is not an mlvault data directory (run `vault-server init --data-dir {}`)",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        let unseal = unsealer(&layout, args, false)?;
+        check_private(&layout.sealed_master(), "sealed master key")?;
+        let sealed = fs::read(layout.sealed_master())?;
+        let master = unseal.unseal(&sealed)?;
+        let meta = RedbMeta::open(&layout.meta())
+            .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?;
+        let rec = meta
+            .keyring()?
+            .context("metadata has no key ring: the vault was not fully initialized")?;
+        let ring = Keyring::open(&master, rec.id, &rec.keks, rec.min_decryption_version)
+            .context("key ring does not open with this master key")?;
+        fs::create_dir_all(layout.blobs())?;
+        let local = LocalFileSystem::new_with_prefix(layout.blobs())
+            .context("cannot open the blob directory")?;
+        Ok(Self {
+            meta: Arc::new(meta),
+            blobs: BlobStore::new(Arc::new(local)),
+            master,
+            keyring: RwLock::new(Arc::new(ring)),
+            segment_size,
+        })
+    }
+
+    /// The current key ring (cheap clone of an `Arc`).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        match self.keyring.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn reload_keyring(&self, rec: &KeyringRecord) -> Result<()> {
+        let ring = Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+        let mut g = match self.keyring.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Add a KEK version; new blobs use it from now on.
+    pub fn rotate(&self) -> Result<u32> {
+        let mut rec = self.meta.keyring()?.context("no key ring")?;
+        let mut ring = Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+        let wrapped = ring.rotate(&self.master)?;
+        let v = wrapped.version;
+        rec.keks.push(wrapped);
+        self.meta.put_keyring(&rec)?;
+        self.reload_keyring(&rec)?;
+        Ok(v)
+    }
+
+    /// Refuse KEK versions below `min` from now on.
+    pub fn retire(&self, min: u32) -> Result<()> {
+        let mut rec = self.meta.keyring()?.context("no key ring")?;
+        let mut ring = Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+        ring.set_min_decryption_version(min)?;
+        rec.min_decryption_version = min;
+        self.meta.put_keyring(&rec)?;
+        self.reload_keyring(&rec)
+    }
+}
