@@ -1,1 +1,345 @@
-//! e2e helpers
+//! Helpers for the end-to-end tests: start the real `vault-server` on a
+//! loopback port in a temporary data directory and drive the real
+//! `vault-cli` against it.
+//!
+//! The binaries are the ones `cargo test --workspace` builds beside this
+//! test executable (`target/<profile>/`).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Directory holding the workspace binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf();
+    for b in ["vault-server", "vault-cli"] {
+        assert!(
+            dir.join(b).exists(),
+            "`{}` is missing: run the suite with `cargo test --workspace`, which builds it",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A running server with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    /// The admin token from `init`.
+    pub token: String,
+    /// The vault's data directory.
+    pub data_dir: PathBuf,
+    /// The unseal identity (kept outside the data directory).
+    pub identity: PathBuf,
+    /// Where the server's stderr goes.
+    pub log: PathBuf,
+    /// Extra `run` arguments.
+    pub extra: Vec<String>,
+    /// Scratch space for the test (removed on drop).
+    pub tmp: TempDir,
+}
+
+impl Server {
+    /// Init a new vault and start serving it.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with extra `run` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let identity = tmp.path().join("unseal.identity");
+        let token_file = tmp.path().join("admin.token");
+        let out = Command::new(bin("vault-server"))
+            .args(["init", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--unseal-identity")
+            .arg(&identity)
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .output()
+            .expect("run vault-server init");
+        assert!(out.status.success(), "init failed: {out:?}");
+        let token = fs::read_to_string(&token_file).unwrap().trim().to_owned();
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            token,
+            data_dir,
+            identity,
+            log: tmp.path().join("server.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tmp,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(bin("vault-server"))
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .arg("--unseal-identity")
+            .arg(&self.identity)
+            .args(&self.extra)
+            .env("MLVAULT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vault-server run");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start: {line:?}\n{}",
+                    fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// A `vault-cli` command aimed at this server with the admin token.
+    pub fn cli(&self) -> Command {
+        self.cli_with_token(&self.token)
+    }
+
+    /// A `vault-cli` command with another token.
+    pub fn cli_with_token(&self, token: &str) -> Command {
+        let mut c = Command::new(bin("vault-cli"));
+        c.env("MLVAULT_ADDR", &self.addr)
+            .env("MLVAULT_TOKEN", token)
+            .env_remove("MLVAULT_LOG");
+        c
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Peak resident memory of the server so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.pid())
+    }
+
+    /// Stop with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop with SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The server log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Peak RSS (KiB) of a live process.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Run and capture.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+/// Run; panic with both streams unless it exits 0. Returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "command failed ({:?}): {cmd:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run; assert the exit code; returns stderr.
+pub fn fails_with(cmd: &mut Command, code: i32) -> String {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}: {cmd:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Parse stdout as JSON.
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// Write `size` pseudo-random bytes (xorshift, fast, reproducible by seed).
+pub fn random_file(path: &Path, size: u64, seed: u64) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path).unwrap());
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// SHA-256 hex of a file.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = fs::File::open(path).unwrap();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// Every regular file under `dir`, as paths relative to it, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Assert two trees hold the same files with the same bytes, ignoring
+/// mlvault's own `.mlvault/` records in `pulled`.
+pub fn assert_same_tree(src: &Path, pulled: &Path) {
+    let a = tree(src);
+    let b: Vec<String> = tree(pulled)
+        .into_iter()
+        .filter(|p| !p.starts_with(".mlvault/"))
+        .collect();
+    assert_eq!(a, b, "file lists differ");
+    for p in &a {
+        assert_eq!(
+            sha256_file(&src.join(p)),
+            sha256_file(&pulled.join(p)),
+            "`{p}` differs"
+        );
+    }
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    for rel in tree(dir) {
+        let p = dir.join(&rel);
+        let data = fs::read(&p).unwrap_or_default();
+        if data.windows(needle.len()).any(|w| w == needle) {
+            hits.push(p);
+        }
+    }
+    hits
+}
+
+/// Every blob object file under a data directory.
+pub fn blob_files(data_dir: &Path) -> Vec<PathBuf> {
+    let blobs = data_dir.join("blobs");
+    tree(&blobs).into_iter().map(|p| blobs.join(p)).collect()
+}
+
+/// Flip one bit of a file at `offset`.
+pub fn flip_byte(path: &Path, offset: u64) {
+    let mut data = fs::read(path).unwrap();
+    data[offset as usize] ^= 0x01;
+    fs::write(path, data).unwrap();
+}

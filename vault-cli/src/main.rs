@@ -13,11 +13,24 @@ fn main() -> ExitCode {
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();
-    match command::run(args) {
+    let result = command::run(args);
+    if std::env::var_os("MLVAULT_REPORT_PEAK_RSS").is_some() {
+        report_peak_rss();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vault-cli: {e:#}");
             ExitCode::from(command::exit_code(&e))
         }
+    }
+}
+
+/// Print this process's peak resident memory (`VmHWM`) on stderr, for the
+/// memory tests and benchmarks.
+fn report_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+        eprintln!("peak-rss-kib: {}", v.trim().trim_end_matches("kB").trim());
     }
 }

@@ -68,6 +68,30 @@ impl BlobEncryptor {
         context: EncryptionContext,
         segment_size: u32,
     ) -> Result<Self> {
+        Self::with_randomness(
+            dek,
+            keyring,
+            kek_version,
+            context,
+            segment_size,
+            random_bytes()?,
+            random_bytes()?,
+        )
+    }
+
+    /// Like [`BlobEncryptor::new`] with caller-chosen salt and nonce prefix.
+    /// Only for known-answer test vectors: reusing a (DEK, salt) pair breaks
+    /// confidentiality.
+    #[doc(hidden)]
+    pub fn with_randomness(
+        dek: &Dek,
+        keyring: &KeyringId,
+        kek_version: u32,
+        context: EncryptionContext,
+        segment_size: u32,
+        salt: [u8; 32],
+        nonce_prefix: [u8; 7],
+    ) -> Result<Self> {
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(Error::Context("segment size out of range"));
         }
@@ -75,8 +99,8 @@ impl BlobEncryptor {
             segment_size,
             *keyring.as_bytes(),
             kek_version,
-            random_bytes()?,
-            random_bytes()?,
+            salt,
+            nonce_prefix,
             context,
         );
         if header.segment_count() > u64::from(u32::MAX) {

@@ -13,6 +13,8 @@ use crate::tokens;
 pub struct Principal {
     pub name: String,
     pub role: String,
+    /// Public id of the token used (for audit and revocation).
+    #[allow(dead_code)]
     pub token_id: String,
 }
 

@@ -93,10 +93,6 @@ impl From<vault_crypto::Error> for ApiError {
     }
 }
 
-/// The request id of the current request, set by [`request_id`].
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
 tokio::task_local! {
     static REQUEST_ID: String;
 }
@@ -127,11 +123,10 @@ impl IntoResponse for ApiError {
 
 /// Middleware: give every request an id, echo it in `x-request-id`, log the
 /// outcome.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+pub async fn request_id(req: Request, next: Next) -> Response {
     let rid = vault_crypto::random_bytes::<8>()
         .map(hex::encode)
         .unwrap_or_default();
-    req.extensions_mut().insert(RequestId(rid.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let start = std::time::Instant::now();
@@ -141,6 +136,5 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     }
     tracing::debug!(request_id = %rid, %method, %path, status = resp.status().as_u16(),
         ms = start.elapsed().as_millis() as u64, "request");
-    let _ = StatusCode::OK;
     resp
 }

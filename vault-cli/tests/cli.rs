@@ -1,0 +1,45 @@
+//! The `vault-cli` binary's argument contract and offline behaviour.
+
+use std::process::Command;
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vault-cli"));
+    c.env_remove("MLVAULT_TOKEN").env_remove("MLVAULT_ADDR");
+    c
+}
+
+#[test]
+fn invalid_reference_is_a_usage_error() {
+    for bad in ["NoNamespace", "a/b:0", "a/../b", "a/b@sha256:zz"] {
+        let out = cli().args(["pull", bad, "--to", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
+}
+
+#[test]
+fn unreachable_server_exits_7() {
+    // Port 9 on loopback: nothing listens there.
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli()
+        .args([
+            "--addr",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+            "pull",
+            "a/b",
+        ])
+        .arg("--to")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+}
+
+#[test]
+fn verify_of_a_directory_without_manifest_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli().arg("verify").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mlvault manifest"));
+}
