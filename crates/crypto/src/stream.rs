@@ -280,8 +280,13 @@ impl StreamOpener {
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == want {
-                let pt = self.dec.open_segment(self.next, &mut self.buf)?;
-                out.extend_from_slice(pt);
+                self.dec.open_segment(self.next, &mut self.buf)?;
+                if out.is_empty() {
+                    // Hand the decrypted buffer over instead of copying it.
+                    std::mem::swap(out, &mut self.buf);
+                } else {
+                    out.extend_from_slice(&self.buf);
+                }
                 self.buf.clear();
                 self.next += 1;
             }
