@@ -27,15 +27,17 @@ impl<T: std::fmt::Display> DisplayProbe<T> {
 
 #[test]
 fn key_types_cannot_be_printed() {
-    assert!(!Probe::<MasterKey>::DEBUG);
-    assert!(!Probe::<Dek>::DEBUG);
-    assert!(!Probe::<Keyring>::DEBUG);
-    assert!(!Probe::<Unsealer>::DEBUG);
-    assert!(!Probe::<Sealer>::DEBUG);
-    assert!(!DisplayProbe::<MasterKey>::DISPLAY);
-    assert!(!DisplayProbe::<Dek>::DISPLAY);
+    // Checked at compile time: this test file does not build if a key type
+    // gains `Debug` or `Display`.
+    const { assert!(!Probe::<MasterKey>::DEBUG) };
+    const { assert!(!Probe::<Dek>::DEBUG) };
+    const { assert!(!Probe::<Keyring>::DEBUG) };
+    const { assert!(!Probe::<Unsealer>::DEBUG) };
+    const { assert!(!Probe::<Sealer>::DEBUG) };
+    const { assert!(!DisplayProbe::<MasterKey>::DISPLAY) };
+    const { assert!(!DisplayProbe::<Dek>::DISPLAY) };
     // The probe itself works.
-    assert!(Probe::<u8>::DEBUG);
+    const { assert!(Probe::<u8>::DEBUG) };
 }
 
 #[test]
