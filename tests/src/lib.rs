@@ -343,3 +343,42 @@ pub fn flip_byte(path: &Path, offset: u64) {
     data[offset as usize] ^= 0x01;
     fs::write(path, data).unwrap();
 }
+
+/// Copy a directory tree (files only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for rel in tree(from) {
+        let dst = to.join(&rel);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(from.join(&rel), dst).unwrap();
+    }
+}
+
+/// Run `vault-server run` expecting it to exit (a refused start); returns
+/// (exit code, stderr).
+pub fn failed_start(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut c = Command::new(bin("vault-server"));
+    c.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (st.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server started although it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -127,6 +127,7 @@ pub enum KeyCommand {
     /// Refuse KEK versions below VERSION from now on (after a rewrap).
     Retire {
         /// New minimum decryption version.
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        min_version: u32,
     },
 }

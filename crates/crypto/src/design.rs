@@ -40,6 +40,10 @@
 //!
 //! ## Limits
 //! `ring` does not zeroize its expanded AES key schedules; our own key bytes
-//! (`MasterKey`, `Kek`, `Dek`) are zeroized on drop. redb may keep freed pages
-//! until they are reused, so a destroyed wrapped DEK can linger in the
-//! metadata file (not in the blob store) until compaction.
+//! (`MasterKey`, `Kek`, `Dek`) are zeroized on drop. redb is copy-on-write and
+//! does not zero freed pages, so a destroyed wrapped DEK could linger in the
+//! metadata file; the server compacts the metadata after every delete, which
+//! in our tests leaves no trace of it, but that is redb behaviour, not a
+//! guarantee. Backups of the *metadata* taken before a delete still hold the
+//! wrapped DEK: crypto-shredding protects blob-store copies, and metadata
+//! backups must be aged out to complete a deletion.

@@ -75,6 +75,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A live blob of `namespace` holding exactly this content, for dedup.
     fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>>;
 
+    /// Compact storage after deletions so freed records (destroyed wrapped
+    /// DEKs) do not linger where the engine allows it. Default: nothing.
+    fn reclaim(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Kind check helper for callers.
     fn kind_of(&self, name: &str) -> Result<Option<Kind>> {
         Ok(self.artifact(name)?.map(|a| a.kind))

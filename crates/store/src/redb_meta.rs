@@ -1,6 +1,7 @@
 //! The embedded metadata adapter: one redb file (ACID, crash-safe).
 
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -27,7 +28,9 @@ const KEYRING_KEY: &str = "keyring";
 
 /// Metadata in a redb database file.
 pub struct RedbMeta {
-    db: Database,
+    /// Compaction needs exclusive access; every transaction holds a read
+    /// guard, so the write guard waits for them to finish.
+    db: RwLock<Database>,
 }
 
 fn vkey(name: &str, version: u64) -> String {
@@ -76,11 +79,18 @@ impl RedbMeta {
             tx.open_table(SESSIONS)?;
         }
         tx.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db: RwLock::new(db),
+        })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write<R>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> Result<R> {
-        let tx = self.db.begin_write()?;
+        let db = self.db();
+        let tx = db.begin_write()?;
         let r = f(&tx)?;
         tx.commit()?;
         Ok(r)
@@ -92,7 +102,8 @@ impl RedbMeta {
         table: &'static str,
         key: &str,
     ) -> Result<Option<T>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let t = tx.open_table(def)?;
         get(&t, table, key)
     }
@@ -102,7 +113,8 @@ impl RedbMeta {
         def: TableDefinition<&'static str, &'static [u8]>,
         table: &'static str,
     ) -> Result<Vec<T>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let t = tx.open_table(def)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -128,6 +140,12 @@ fn versions_of(
 }
 
 impl MetaStore for RedbMeta {
+    fn reclaim(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        db.compact().map_err(|e| Error::Meta(e.to_string()))?;
+        Ok(())
+    }
+
     fn keyring(&self) -> Result<Option<KeyringRecord>> {
         self.read_one(CONFIG, "config", KEYRING_KEY)
     }
@@ -328,13 +346,15 @@ impl MetaStore for RedbMeta {
     }
 
     fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
         Ok(versions_of(&t, name)?.pop())
     }
 
     fn version_by_digest(&self, digest: &str) -> Result<Option<VersionRecord>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let d = tx.open_table(DIGESTS)?;
         let Some(key) = d.get(digest)?.map(|v| v.value().to_owned()) else {
             return Ok(None);
@@ -344,7 +364,8 @@ impl MetaStore for RedbMeta {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(ArtifactRecord, Vec<VersionRecord>)>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let arts = tx.open_table(ARTIFACTS)?;
         let versions = tx.open_table(VERSIONS)?;
         let mut out = Vec::new();
@@ -415,7 +436,8 @@ impl MetaStore for RedbMeta {
     }
 
     fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>> {
-        let tx = self.db.begin_read()?;
+        let db = self.db();
+        let tx = db.begin_read()?;
         let c = tx.open_table(CONTENT)?;
         let Some(id) = c
             .get(ckey(namespace, sha256, size).as_str())?

@@ -40,8 +40,8 @@ pub async fn run(g: &Global, c: &Client, k: KeyCommand) -> Result<()> {
                 )
             })
         }
-        KeyCommand::Retire { version } => {
-            let s = c.key_retire(version).await?;
+        KeyCommand::Retire { min_version } => {
+            let s = c.key_retire(min_version).await?;
             output(g, &s, || format!("retired: {}", status_line(&s)))
         }
     }

@@ -103,6 +103,9 @@ pub async fn delete_version(
     let (name, version, shredded) = blocking(move || {
         let rec = lookup(meta.as_ref(), &r)?;
         let shredded = meta.delete_version(&rec.name, rec.version)?;
+        if let Err(e) = meta.reclaim() {
+            tracing::warn!(error = %e, "metadata compaction after delete failed");
+        }
         Ok((rec.name, rec.version, shredded))
     })
     .await?;
