@@ -99,8 +99,14 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // A restart keeps its address, as a real deployment does.
+        let listen = self
+            .addr
+            .strip_prefix("http://")
+            .unwrap_or("127.0.0.1:0")
+            .to_owned();
         let mut child = Command::new(bin("vault-server"))
-            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["run", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--unseal-identity")
             .arg(&self.identity)
@@ -381,4 +387,37 @@ pub fn failed_start(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A hostile server for client tests: answers every request on its port
+/// with `GET /v1/resolve` → `resolve_body` (JSON), anything else → 500.
+/// Returns its `http://` address. Serves until the process exits.
+pub fn fake_server(resolve_body: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut b = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&buf);
+            let (status, body) = if req.starts_with("GET /v1/resolve") {
+                ("200 OK", resolve_body.clone())
+            } else {
+                ("500 Internal Server Error", "{}".to_owned())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
 }

@@ -50,6 +50,14 @@ pub struct Global {
     /// PEM file of a private CA to trust for https:// servers.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Client configuration file (TOML: `trust = [FILE…]`, `server_key = FILE`,
+    /// `sign_key = FILE`). Default: $XDG_CONFIG_HOME/mlvault/config.toml or
+    /// ~/.config/mlvault/config.toml, when it exists.
+    #[arg(long, global = true, env = "MLVAULT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the client remembers pinned server keys and alias sequences.
+    #[arg(long, global = true, env = "MLVAULT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,9 +74,54 @@ pub enum Command {
     Show(RefArgs),
     /// Delete a version; its blobs' keys are destroyed (crypto-shredding).
     Delete(RefArgs),
+    /// Point ALIAS at the version REF names (e.g. `fraud/m:7 production`).
+    Alias(AliasArgs),
+    /// Write a new ed25519 signing key: FILE (mode 0600) and FILE.pub.
+    Keygen(KeygenArgs),
+    /// Manage the keys allowed to sign manifests for a namespace.
+    #[command(subcommand)]
+    Publisher(PublisherCommand),
     /// Key ring administration.
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct AliasArgs {
+    /// `ns/name:VERSION` or `ns/name@sha256:HEX`.
+    pub reference: String,
+    /// Alias name, e.g. `production`.
+    pub alias: String,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Secret key file to create (refuses to overwrite); FILE.pub gets the public key.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PublisherCommand {
+    /// Allow the key in PUBFILE to sign manifests for NAMESPACE.
+    Add {
+        /// Namespace.
+        namespace: String,
+        /// Public key file from `vault-cli keygen` (FILE.pub).
+        pubfile: PathBuf,
+    },
+    /// List publisher keys (of NAMESPACE, or all).
+    List {
+        /// Namespace.
+        namespace: Option<String>,
+    },
+    /// Remove a publisher key, named by key id or public key file.
+    Remove {
+        /// Namespace.
+        namespace: String,
+        /// Key id (`ed25519:…`) or public key file.
+        key: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +136,12 @@ pub struct PushArgs {
     /// Record a parent manifest digest (`sha256:…`) as lineage; repeatable.
     #[arg(long = "parent", value_name = "DIGEST")]
     pub parents: Vec<String>,
+    /// Sign the manifest with this ed25519 key (from `vault-cli keygen`).
+    #[arg(long, env = "MLVAULT_SIGN_KEY", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Point this alias at the new version; repeatable.
+    #[arg(long = "alias", value_name = "NAME")]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -92,15 +151,29 @@ pub struct PullArgs {
     /// Destination directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
-    /// Accept an alias that moved back to an older version.
+    /// Accept an alias that moved back to an older version (or an older record).
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Accept an expired alias record.
+    #[arg(long)]
+    pub allow_expired: bool,
+    /// Require the manifest to be signed by this publisher key; repeatable
+    /// (any one suffices). Also read from the config file.
+    #[arg(long = "trust", value_name = "FILE.pub")]
+    pub trust: Vec<PathBuf>,
+    /// The server's alias-signing key (DATA_DIR/server-signing.pub); without
+    /// it the key is pinned on first use.
+    #[arg(long, value_name = "FILE.pub")]
+    pub server_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// A directory written by `vault-cli pull`.
     pub dir: PathBuf,
+    /// Also require a valid signature by one of these publisher keys.
+    #[arg(long = "trust", value_name = "FILE.pub")]
+    pub trust: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -67,6 +67,14 @@ pub struct RunArgs {
     /// network in clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// How long a signed alias record stays valid; the server renews records
+    /// as they are read once half of this has passed. Like 90s, 15m, 1h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = vault_api::parse_duration)]
+    pub alias_ttl: u64,
+    /// Never renew alias records (they expire, as from a frozen mirror); for
+    /// tests of client freeze protection.
+    #[arg(long, hide = true)]
+    pub no_alias_renewal: bool,
     /// Plaintext bytes per encrypted segment (format v1 field).
     #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub segment_size: u32,

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use object_store::local::LocalFileSystem;
+use vault_crypto::WrappedSecret;
 use vault_crypto::{Keyring, MasterKey, Sealer, Unsealer};
+use vault_manifest::SecretKey;
 use vault_store::{BlobStore, KeyringRecord, MetaStore, RedbMeta, TokenRecord};
 
 use crate::cli::UnsealArgs;
@@ -41,6 +43,10 @@ impl Layout {
     }
     pub fn default_identity(&self) -> PathBuf {
         self.root.join("unseal.identity")
+    }
+    /// The server's public signing key, for clients to trust.
+    pub fn server_pub(&self) -> PathBuf {
+        self.root.join("server-signing.pub")
     }
 }
 
@@ -110,7 +116,31 @@ pub struct Vault {
     pub blobs: BlobStore,
     master: MasterKey,
     keyring: RwLock<Arc<Keyring>>,
+    /// Signs alias records, job manifests and audit checkpoints.
+    pub signing_key: SecretKey,
     pub segment_size: u32,
+    pub alias_ttl: u64,
+    pub alias_renewal: bool,
+}
+
+const SERVER_KEY_CONFIG: &str = "server_signing_key";
+const SERVER_KEY_LABEL: &str = "server signing key";
+
+/// The server signing key, created (and its public half written to the data
+/// directory) on first use.
+fn server_key(meta: &dyn MetaStore, master: &MasterKey, layout: &Layout) -> Result<SecretKey> {
+    if let Some(raw) = meta.config(SERVER_KEY_CONFIG)? {
+        let w: WrappedSecret = serde_json::from_slice(&raw).context("corrupt server key record")?;
+        let bytes = master
+            .unwrap_secret(SERVER_KEY_LABEL, &w)
+            .context("server signing key does not open with this master key")?;
+        return Ok(SecretKey::from_bytes(&bytes));
+    }
+    let key = SecretKey::generate()?;
+    let w = master.wrap_secret(SERVER_KEY_LABEL, &key.to_bytes())?;
+    meta.put_config(SERVER_KEY_CONFIG, &serde_json::to_vec(&w)?)?;
+    fs::write(layout.server_pub(), key.public().to_file_text())?;
+    Ok(key)
 }
 
 /// Create a vault in `dir`; returns the admin token secret.
@@ -139,6 +169,7 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
     write_secret_file(&layout.sealed_master(), &sealed)?;
     let meta = RedbMeta::open(&layout.meta())?;
     let (ring, wrapped) = Keyring::create(&master)?;
+    server_key(&meta, &master, &layout)?;
     meta.put_keyring(&KeyringRecord {
         id: *ring.id(),
         keks: vec![wrapped],
@@ -164,7 +195,13 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
 
 impl Vault {
     /// Unseal and open the vault in `dir`.
-    pub fn open(dir: &Path, args: &UnsealArgs, segment_size: u32) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        args: &UnsealArgs,
+        segment_size: u32,
+        alias_ttl: u64,
+        alias_renewal: bool,
+    ) -> Result<Self> {
         let layout = Layout::new(dir);
         if !layout.marker().exists() {
             return Err(fail(
@@ -190,12 +227,16 @@ impl Vault {
         fs::create_dir_all(layout.blobs())?;
         let local = LocalFileSystem::new_with_prefix(layout.blobs())
             .context("cannot open the blob directory")?;
+        let signing_key = server_key(&meta, &master, &layout)?;
         Ok(Self {
             meta: Arc::new(meta),
             blobs: BlobStore::new(Arc::new(local)),
             master,
             keyring: RwLock::new(Arc::new(ring)),
+            signing_key,
             segment_size,
+            alias_ttl,
+            alias_renewal,
         })
     }
 

@@ -22,3 +22,40 @@ pub use types::*;
 
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Parse a duration like `90s`, `15m`, `1h`, `7d` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("duration `{s}` must be a number and a unit (s, m, h, d), e.g. 15m")
+    })?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "duration `{s}`: unknown unit `{unit}` (use s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("duration `{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("90s"), Ok(90));
+        assert_eq!(super::parse_duration("15m"), Ok(900));
+        assert_eq!(super::parse_duration("1h"), Ok(3600));
+        assert_eq!(super::parse_duration("7d"), Ok(604800));
+        for bad in ["", "h", "1w", "-1h", "0s", "99999999999999999999d"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -115,6 +115,10 @@ pub struct ResolvedVersion {
     pub envelope: String,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// For an alias reference: the signed alias record (JSON of a
+    /// `SignedAlias`), which the client verifies against the server key it trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// One version in a listing.
@@ -185,4 +189,64 @@ pub struct RewrapResult {
 pub struct RetireRequest {
     /// New minimum decryption version.
     pub min_decryption_version: u32,
+}
+
+/// `POST /v1/publishers`: allow a key to sign manifests for a namespace.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublisherRequest {
+    /// Namespace (first segment of artifact names).
+    pub namespace: String,
+    /// The public key file text (`mlvault-ed25519 <base64> …`).
+    pub public_key: String,
+}
+
+/// A registered publisher key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublisherInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Key id.
+    pub keyid: String,
+    /// Registration time (epoch seconds).
+    pub added: u64,
+    /// Who registered it.
+    pub added_by: String,
+}
+
+/// `POST /v1/aliases`: point an alias at a version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasRequest {
+    /// `ns/name:VERSION` or `ns/name@sha256:…` (a bare name means the latest).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Alias name, e.g. `production`.
+    pub alias: String,
+}
+
+/// An alias as the server signed it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasInfo {
+    /// Artifact name.
+    pub name: String,
+    /// Alias.
+    pub alias: String,
+    /// Version it points at.
+    pub version: u64,
+    /// That version's digest.
+    pub digest: String,
+    /// Record sequence (only grows).
+    pub sequence: u64,
+    /// Record expiry (epoch seconds).
+    pub expires: u64,
+    /// The signed record, JSON text of a `SignedAlias`.
+    pub signed: String,
+}
+
+/// `GET /v1/server-key`: the key that signs alias records (and job manifests).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerKeyInfo {
+    /// Public key file text.
+    pub public_key: String,
+    /// Key id.
+    pub keyid: String,
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use vault_api::{
-    ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, Reference, ResolvedVersion, RetireRequest,
-    RewrapResult,
+    AliasInfo, AliasRequest, ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, PublisherInfo,
+    PublisherRequest, Reference, ResolvedVersion, RetireRequest, RewrapResult, ServerKeyInfo,
 };
 
 use crate::{Error, Result};
@@ -101,6 +101,54 @@ impl Client {
                 .query(&[("ref", r.to_string())]),
         )
         .await
+    }
+
+    /// Point `alias` at the version `r` names.
+    pub async fn set_alias(&self, r: &Reference, alias: &str) -> Result<AliasInfo> {
+        self.json(
+            self.request(Method::POST, "/v1/aliases")
+                .json(&AliasRequest {
+                    reference: r.to_string(),
+                    alias: alias.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    /// The server's alias-signing public key.
+    pub async fn server_key(&self) -> Result<ServerKeyInfo> {
+        self.json(self.request(Method::GET, "/v1/server-key")).await
+    }
+
+    /// Register a publisher key for a namespace.
+    pub async fn publisher_add(&self, namespace: &str, public_key: &str) -> Result<PublisherInfo> {
+        self.json(
+            self.request(Method::POST, "/v1/publishers")
+                .json(&PublisherRequest {
+                    namespace: namespace.to_owned(),
+                    public_key: public_key.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    /// Publisher keys of a namespace (all with `""`).
+    pub async fn publisher_list(&self, namespace: &str) -> Result<Vec<PublisherInfo>> {
+        self.json(
+            self.request(Method::GET, "/v1/publishers")
+                .query(&[("namespace", namespace)]),
+        )
+        .await
+    }
+
+    /// Remove a publisher key.
+    pub async fn publisher_remove(&self, namespace: &str, keyid: &str) -> Result<()> {
+        self.send(
+            self.request(Method::DELETE, "/v1/publishers")
+                .query(&[("namespace", namespace), ("keyid", keyid)]),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Key ring status.

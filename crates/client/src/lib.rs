@@ -12,9 +12,11 @@ mod http;
 mod local;
 mod pull;
 mod push;
+mod trust;
 
 pub use error::{Error, Result};
 pub use http::Client;
 pub use local::{hash_file, verify_dir, VerifyReport, MANIFEST_DIR};
 pub use pull::{PullOptions, PullResult};
 pub use push::PushOptions;
+pub use trust::{default_state_dir, load_public_key, Seen, ServerState};

@@ -140,8 +140,12 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
-/// Re-check a pulled directory against the manifest stored in it.
-pub fn verify_dir(dir: &Path) -> Result<(VerifyReport, Manifest)> {
+/// Re-check a pulled directory against the manifest stored in it; when
+/// `trusted` keys are given, the manifest's signature too.
+pub fn verify_dir(
+    dir: &Path,
+    trusted: &[vault_manifest::PublicKey],
+) -> Result<(VerifyReport, Manifest)> {
     let mp = manifest_path(dir);
     let text = fs::read_to_string(&mp).map_err(|e| {
         Error::io(
@@ -152,8 +156,13 @@ pub fn verify_dir(dir: &Path) -> Result<(VerifyReport, Manifest)> {
             e,
         )
     })?;
-    let (_env, m) = parse_envelope(&text).map_err(|e| Error::Integrity(e.to_string()))?;
+    let (env, m) = parse_envelope(&text).map_err(|e| Error::Integrity(e.to_string()))?;
     let mut problems = Vec::new();
+    if !trusted.is_empty() {
+        if let Err(e) = env.verify_any(trusted) {
+            problems.push(e.to_string());
+        }
+    }
     let mut bytes = 0;
     for f in m.files() {
         let p = match safe_destination(dir, &f.path) {

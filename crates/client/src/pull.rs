@@ -21,8 +21,18 @@ const RESUME_ATTEMPTS: usize = 3;
 /// Options of [`Client::pull`].
 #[derive(Clone, Debug, Default)]
 pub struct PullOptions {
-    /// Accept an alias that moved back to an older version.
+    /// Accept an alias that moved back to an older version or an older record.
     pub allow_downgrade: bool,
+    /// Accept an expired alias record.
+    pub allow_expired: bool,
+    /// Publisher keys: when any are given, the manifest must carry a valid
+    /// signature by one of them.
+    pub trusted: Vec<vault_manifest::PublicKey>,
+    /// Keys trusted to sign alias records; when empty, the key pinned for
+    /// this server is used, pinned on first use.
+    pub server_keys: Vec<vault_manifest::PublicKey>,
+    /// Client state directory (default [`crate::default_state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a pull did; the shape of `vault-cli pull --json`.
@@ -41,6 +51,15 @@ pub struct PullResult {
     pub bytes: u64,
     /// Bytes actually downloaded.
     pub downloaded_bytes: u64,
+    /// Key id of the trusted key that signed the manifest, if checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The verified alias record's sequence, for alias references.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_sequence: Option<u64>,
+    /// Things the user should know (a server key pinned on first use).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 fn integrity(m: impl Into<String>) -> Error {
@@ -49,12 +68,7 @@ fn integrity(m: impl Into<String>) -> Error {
 
 impl Client {
     /// Pull `r` into `dest`, verified.
-    pub async fn pull(
-        &self,
-        r: &Reference,
-        dest: &Path,
-        _opts: &PullOptions,
-    ) -> Result<PullResult> {
+    pub async fn pull(&self, r: &Reference, dest: &Path, opts: &PullOptions) -> Result<PullResult> {
         let rv = self.resolve(r).await?;
         let digest = digest_of(rv.envelope.as_bytes());
         if digest != rv.digest {
@@ -76,7 +90,7 @@ impl Client {
             }
             _ => {}
         }
-        let (_env, m) = parse_envelope(&rv.envelope).map_err(|e| integrity(e.to_string()))?;
+        let (env, m) = parse_envelope(&rv.envelope).map_err(|e| integrity(e.to_string()))?;
         let p = m.predicate();
         if p.name != r.name || p.version != rv.version {
             return Err(integrity(format!(
@@ -84,6 +98,22 @@ impl Client {
                 p.name, p.version, r.name, rv.version
             )));
         }
+        let signer = if opts.trusted.is_empty() {
+            None
+        } else {
+            Some(
+                env.verify_any(&opts.trusted)
+                    .map_err(|e| integrity(e.to_string()))?,
+            )
+        };
+        let mut notes = Vec::new();
+        let alias_sequence = match &r.selector {
+            Selector::Alias(a) => Some(
+                self.check_alias_record(r, a, &rv, &digest, opts, &mut notes)
+                    .await?,
+            ),
+            _ => None,
+        };
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(|e| Error::io(format!("cannot create `{}`", dest.display()), e))?;
@@ -110,7 +140,72 @@ impl Client {
             files: m.files().len(),
             bytes: m.total_bytes(),
             downloaded_bytes: downloaded,
+            signer,
+            alias_sequence,
+            notes,
         })
+    }
+
+    async fn check_alias_record(
+        &self,
+        r: &Reference,
+        alias: &str,
+        rv: &vault_api::ResolvedVersion,
+        digest: &str,
+        opts: &PullOptions,
+        notes: &mut Vec<String>,
+    ) -> Result<u64> {
+        let signed = rv
+            .alias
+            .as_deref()
+            .ok_or_else(|| integrity("the server sent no signed alias record"))?;
+        let dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::default_state_dir);
+        let mut st = crate::ServerState::load(&dir, self.base())?;
+        let mut keys = opts.server_keys.clone();
+        if keys.is_empty() {
+            match &st.server_key {
+                Some(t) => keys.push(
+                    vault_manifest::PublicKey::from_file_text(t)
+                        .map_err(|e| Error::Usage(format!("pinned server key: {e}")))?,
+                ),
+                None => {
+                    let info = self.server_key().await?;
+                    let k = vault_manifest::PublicKey::from_file_text(&info.public_key)
+                        .map_err(|e| integrity(format!("server key: {e}")))?;
+                    notes.push(format!(
+                        "pinned the alias-signing key {} of {} (trust on first use)",
+                        k.keyid(),
+                        self.base()
+                    ));
+                    st.server_key = Some(k.to_file_text());
+                    keys.push(k);
+                }
+            }
+        }
+        let key = format!("{}:{alias}", r.name);
+        let rec = crate::trust::check_alias(
+            signed,
+            &keys,
+            r.name.as_str(),
+            alias,
+            rv.version,
+            digest,
+            st.aliases.get(&key),
+            opts.allow_downgrade,
+            opts.allow_expired,
+        )?;
+        let seen = st.aliases.entry(key).or_default();
+        if rec.sequence >= seen.sequence {
+            *seen = crate::Seen {
+                sequence: rec.sequence,
+                version: rec.version,
+            };
+        }
+        st.save(&dir)?;
+        Ok(rec.sequence)
     }
 
     async fn fetch_file(

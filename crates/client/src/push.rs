@@ -13,12 +13,13 @@ use crate::local::{collect, entries};
 use crate::{Client, Error, Result};
 
 /// Options of [`Client::push`].
-#[derive(Clone, Debug)]
 pub struct PushOptions {
     /// Artifact kind.
     pub kind: Kind,
     /// Parent manifest digests to record as lineage.
     pub parents: Vec<String>,
+    /// Sign the manifest with this key.
+    pub sign_key: Option<vault_manifest::SecretKey>,
 }
 
 impl Client {
@@ -89,7 +90,15 @@ impl Client {
             opts.parents.clone(),
         )
         .map_err(|e| Error::Usage(e.to_string()))?;
-        let envelope = manifest.to_envelope().to_json();
+        let manifest = match &opts.sign_key {
+            Some(k) => manifest.with_signer(k.public().keyid()),
+            None => manifest,
+        };
+        let mut env = manifest.to_envelope();
+        if let Some(k) = &opts.sign_key {
+            env.sign(k).map_err(|e| Error::Usage(e.to_string()))?;
+        }
+        let envelope = env.to_json();
         let mut result: PushResult = self
             .json(
                 self.request(

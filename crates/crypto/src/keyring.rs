@@ -234,3 +234,39 @@ impl Keyring {
         self.wrap_dek(&dek, ctx)
     }
 }
+
+/// Associated-data label for other secrets sealed under the master key.
+const SECRET_LABEL: &[u8] = b"mlvault/v1 secret ";
+
+/// A 32-byte secret (such as the server's signing key) sealed under the
+/// master key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WrappedSecret {
+    /// AES-GCM nonce.
+    #[serde(with = "hex::serde")]
+    pub nonce: [u8; 12],
+    /// Ciphertext and tag.
+    #[serde(with = "hex::serde")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl MasterKey {
+    /// Seal a 32-byte secret under this key; `label` names its purpose and
+    /// must be given again to open it.
+    pub fn wrap_secret(&self, label: &str, secret: &[u8; 32]) -> Result<WrappedSecret> {
+        let aad = [SECRET_LABEL, label.as_bytes()].concat();
+        let (nonce, ciphertext) = seal_small(&self.aead(), &aad, secret)?;
+        Ok(WrappedSecret { nonce, ciphertext })
+    }
+
+    /// Open a secret sealed by [`MasterKey::wrap_secret`].
+    pub fn unwrap_secret(
+        &self,
+        label: &str,
+        w: &WrappedSecret,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let aad = [SECRET_LABEL, label.as_bytes()].concat();
+        let raw = open_key(&self.aead(), &aad, &w.nonce, &w.ciphertext, 0)?;
+        Ok(zeroize::Zeroizing::new(raw))
+    }
+}

@@ -45,7 +45,7 @@ mod stream;
 pub use age::secrecy::{ExposeSecret as SecretExpose, SecretString};
 pub use error::{Error, Result};
 pub use format::{EncryptionContext, Header, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, MAX_HEADER_LEN};
-pub use keyring::{Keyring, KeyringId, WrappedDek, WrappedKek};
+pub use keyring::{Keyring, KeyringId, WrappedDek, WrappedKek, WrappedSecret};
 pub use keys::{random_bytes, sha256, Dek, MasterKey};
 pub use seal::{generate_identity, Sealer, Unsealer};
 pub use stream::{BlobDecryptor, BlobEncryptor, StreamOpener};

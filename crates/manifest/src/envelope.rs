@@ -72,7 +72,8 @@ impl Envelope {
         Ok(out)
     }
 
-    pub(crate) fn wrap(payload: &[u8]) -> Self {
+    /// An unsigned envelope around `payload`.
+    pub fn wrap(payload: &[u8]) -> Self {
         Envelope {
             payload: STANDARD.encode(payload),
             payload_type: PAYLOAD_TYPE.into(),

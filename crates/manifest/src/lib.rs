@@ -21,13 +21,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alias;
 mod envelope;
 mod manifest;
 mod path;
+mod sign;
 
+pub use alias::{AliasRecord, SignedAlias};
 pub use envelope::{digest_of, Envelope, Signature, PAYLOAD_TYPE};
 pub use manifest::{parse_envelope, root_digest, Lineage, Manifest, Predicate, Statement, Subject};
 pub use path::validate_path;
+pub use sign::{PublicKey, SecretKey};
 
 use thiserror::Error;
 
@@ -52,6 +56,12 @@ pub enum Error {
     /// The statement's parts disagree (subjects, root digest, files).
     #[error("inconsistent manifest: {0}")]
     Inconsistent(String),
+    /// A key file or key is invalid.
+    #[error("{0}")]
+    Key(String),
+    /// A signature is missing, untrusted or invalid.
+    #[error("{0}")]
+    Signature(String),
     /// Too many files or too large.
     #[error("manifest too large: {0}")]
     TooLarge(String),

@@ -75,6 +75,26 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A live blob of `namespace` holding exactly this content, for dedup.
     fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>>;
 
+    /// A small configuration value (server key, …).
+    fn config(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Store a configuration value.
+    fn put_config(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Register a publisher key (replaces the same key id).
+    fn put_publisher(&self, rec: &PublisherRecord) -> Result<()>;
+    /// Publisher keys of a namespace (every namespace for `""`).
+    fn publishers(&self, namespace: &str) -> Result<Vec<PublisherRecord>>;
+    /// Remove a publisher key; false if it was not registered.
+    fn remove_publisher(&self, namespace: &str, keyid: &str) -> Result<bool>;
+
+    /// The current record of an alias.
+    fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>>;
+    /// Every alias of an artifact.
+    fn aliases(&self, name: &str) -> Result<Vec<AliasEntry>>;
+    /// Store `entry` if the alias's current sequence is `expected` (`None`:
+    /// the alias must not exist yet). Returns false if another writer won.
+    fn put_alias(&self, entry: &AliasEntry, expected: Option<u64>) -> Result<bool>;
+
     /// Compact storage after deletions so freed records (destroyed wrapped
     /// DEKs) do not linger where the engine allows it. Default: nothing.
     fn reclaim(&self) -> Result<()> {

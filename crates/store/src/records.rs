@@ -146,3 +146,35 @@ pub struct KeyringRecord {
     /// Minimum decryption version.
     pub min_decryption_version: u32,
 }
+
+/// A key allowed to sign manifests for a namespace.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublisherRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// `ed25519:<hex sha256 of the key>`.
+    pub keyid: String,
+    /// The public key file text.
+    pub public_key: String,
+    /// When it was registered (epoch seconds).
+    pub added: u64,
+    /// Who registered it.
+    pub added_by: String,
+}
+
+/// The current signed record of one alias.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasEntry {
+    /// Artifact name.
+    pub name: String,
+    /// Alias.
+    pub alias: String,
+    /// Version it points at.
+    pub version: u64,
+    /// Sequence of the signed record.
+    pub sequence: u64,
+    /// Expiry of the signed record (epoch seconds).
+    pub expires: u64,
+    /// The signed record (JSON of `vault_manifest::SignedAlias`).
+    pub signed: String,
+}

@@ -23,6 +23,10 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// Key: `namespace NUL sha256 NUL size`, value: blob id (live blobs only).
 const CONTENT: TableDefinition<&str, &str> = TableDefinition::new("content");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Key: `namespace NUL keyid`.
+const PUBLISHERS: TableDefinition<&str, &[u8]> = TableDefinition::new("publishers");
+/// Key: `name NUL alias`.
+const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 
 const KEYRING_KEY: &str = "keyring";
 
@@ -77,6 +81,8 @@ impl RedbMeta {
             tx.open_table(BLOBS)?;
             tx.open_table(CONTENT)?;
             tx.open_table(SESSIONS)?;
+            tx.open_table(PUBLISHERS)?;
+            tx.open_table(ALIASES)?;
         }
         tx.commit()?;
         Ok(Self {
@@ -125,6 +131,22 @@ impl RedbMeta {
     }
 }
 
+fn prefixed<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    table: &'static str,
+    prefix: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in t.range::<&str>(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push(dec(table, v.value())?);
+    }
+    Ok(out)
+}
+
 fn versions_of(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     name: &str,
@@ -140,6 +162,72 @@ fn versions_of(
 }
 
 impl MetaStore for RedbMeta {
+    fn config(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let db = self.db();
+        let tx = db.begin_read()?;
+        let t = tx.open_table(CONFIG)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_config(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.write(|tx| {
+            tx.open_table(CONFIG)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    fn put_publisher(&self, rec: &PublisherRecord) -> Result<()> {
+        let v = enc(rec)?;
+        let k = format!("{}\0{}", rec.namespace, rec.keyid);
+        self.write(|tx| {
+            tx.open_table(PUBLISHERS)?
+                .insert(k.as_str(), v.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn publishers(&self, namespace: &str) -> Result<Vec<PublisherRecord>> {
+        let db = self.db();
+        let tx = db.begin_read()?;
+        let t = tx.open_table(PUBLISHERS)?;
+        let prefix = if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}\0")
+        };
+        prefixed(&t, "publishers", &prefix)
+    }
+
+    fn remove_publisher(&self, namespace: &str, keyid: &str) -> Result<bool> {
+        let k = format!("{namespace}\0{keyid}");
+        self.write(|tx| Ok(tx.open_table(PUBLISHERS)?.remove(k.as_str())?.is_some()))
+    }
+
+    fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>> {
+        self.read_one(ALIASES, "aliases", &format!("{name}\0{alias}"))
+    }
+
+    fn aliases(&self, name: &str) -> Result<Vec<AliasEntry>> {
+        let db = self.db();
+        let tx = db.begin_read()?;
+        let t = tx.open_table(ALIASES)?;
+        prefixed(&t, "aliases", &format!("{name}\0"))
+    }
+
+    fn put_alias(&self, entry: &AliasEntry, expected: Option<u64>) -> Result<bool> {
+        let k = format!("{}\0{}", entry.name, entry.alias);
+        let v = enc(entry)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(ALIASES)?;
+            let current: Option<AliasEntry> = get(&t, "aliases", &k)?;
+            if current.map(|c| c.sequence) != expected {
+                return Ok(false);
+            }
+            t.insert(k.as_str(), v.as_slice())?;
+            Ok(true)
+        })
+    }
+
     fn reclaim(&self) -> Result<()> {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         db.compact().map_err(|e| Error::Meta(e.to_string()))?;
@@ -386,6 +474,16 @@ impl MetaStore for RedbMeta {
     fn delete_version(&self, name: &str, version: u64) -> Result<Vec<BlobRecord>> {
         self.write(|tx| {
             let key = vkey(name, version);
+            {
+                let aliases = tx.open_table(ALIASES)?;
+                let held: Vec<AliasEntry> = prefixed(&aliases, "aliases", &format!("{name}\0"))?;
+                if let Some(a) = held.iter().find(|a| a.version == version) {
+                    return Err(Error::Conflict(format!(
+                        "alias `{}` points at `{name}:{version}`; move it before deleting",
+                        a.alias
+                    )));
+                }
+            }
             let mut versions = tx.open_table(VERSIONS)?;
             let rec: VersionRecord = match versions.remove(key.as_str())? {
                 Some(v) => dec("versions", v.value())?,

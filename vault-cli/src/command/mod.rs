@@ -1,9 +1,11 @@
 //! One file per verb; `run` wires the client and dispatches.
 
+mod config;
 mod keys;
 mod pull;
 mod push;
 mod read;
+mod sign;
 
 use anyhow::{Context, Result};
 use vault_api::Reference;
@@ -79,18 +81,22 @@ pub fn run(cli: Cli) -> Result<()> {
         .context("cannot start the async runtime")?;
     let g = cli.global;
     rt.block_on(async move {
+        let cfg = config::load(&g)?;
         match cli.command {
-            Command::Verify(a) => read::verify(&g, a),
+            Command::Verify(a) => read::verify(&g, &cfg, a),
+            Command::Keygen(a) => sign::keygen(&g, a),
             cmd => {
                 let c = client(&g)?;
                 match cmd {
-                    Command::Push(a) => push::run(&g, &c, a).await,
-                    Command::Pull(a) => pull::run(&g, &c, a).await,
+                    Command::Push(a) => push::run(&g, &cfg, &c, a).await,
+                    Command::Pull(a) => pull::run(&g, &cfg, &c, a).await,
+                    Command::Alias(a) => sign::alias(&g, &c, a).await,
+                    Command::Publisher(p) => sign::publisher(&g, &c, p).await,
                     Command::Ls(a) => read::ls(&g, &c, a).await,
                     Command::Show(a) => read::show(&g, &c, a).await,
                     Command::Delete(a) => read::delete(&g, &c, a).await,
                     Command::Key(k) => keys::run(&g, &c, k).await,
-                    Command::Verify(_) => unreachable!("handled above"),
+                    Command::Verify(_) | Command::Keygen(_) => unreachable!("handled above"),
                 }
             }
         }

@@ -1,22 +1,42 @@
 use anyhow::Result;
-use vault_client::{Client, PullOptions};
+use vault_client::{load_public_key, Client, PullOptions};
 
+use super::config::Config;
 use super::{output, parse_ref};
 use crate::cli::{Global, PullArgs};
 
-pub async fn run(g: &Global, c: &Client, a: PullArgs) -> Result<()> {
+pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()> {
     let r = parse_ref(&a.reference)?;
-    let res = c
-        .pull(
-            &r,
-            &a.to,
-            &PullOptions {
-                allow_downgrade: a.allow_downgrade,
-            },
-        )
-        .await?;
+    let trusted = a
+        .trust
+        .iter()
+        .chain(&cfg.trust)
+        .map(|p| load_public_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let server_keys = a
+        .server_key
+        .as_ref()
+        .or(cfg.server_key.as_ref())
+        .map(|p| load_public_key(p))
+        .transpose()?
+        .into_iter()
+        .collect();
+    let opts = PullOptions {
+        allow_downgrade: a.allow_downgrade,
+        allow_expired: a.allow_expired,
+        trusted,
+        server_keys,
+        state_dir: g.state_dir.clone(),
+    };
+    if opts.trusted.is_empty() && !g.quiet && !g.json {
+        eprintln!("note: no trusted publisher keys (--trust or config); checking digests, not who signed the manifest");
+    }
+    let res = c.pull(&r, &a.to, &opts).await?;
+    for n in &res.notes {
+        eprintln!("note: {n}");
+    }
     output(g, &res, || {
-        format!(
+        let mut s = format!(
             "pulled {} ({}) into {}: {} files, {} bytes verified, {} downloaded",
             res.reference,
             res.digest,
@@ -24,6 +44,10 @@ pub async fn run(g: &Global, c: &Client, a: PullArgs) -> Result<()> {
             res.files,
             res.bytes,
             res.downloaded_bytes
-        )
+        );
+        if let Some(k) = &res.signer {
+            s.push_str(&format!("\nsigned by trusted key {k}"));
+        }
+        s
     })
 }

@@ -1,10 +1,11 @@
 use anyhow::Result;
 use vault_client::{Client, PushOptions};
 
-use super::{output, parse_ref, usage};
+use super::config::Config;
+use super::{output, parse_ref, sign, usage};
 use crate::cli::{Global, PushArgs};
 
-pub async fn run(g: &Global, c: &Client, a: PushArgs) -> Result<()> {
+pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()> {
     let r = parse_ref(&a.reference)?;
     let kind = a.kind.parse().map_err(usage)?;
     for p in &a.parents {
@@ -14,6 +15,15 @@ pub async fn run(g: &Global, c: &Client, a: PushArgs) -> Result<()> {
             )));
         }
     }
+    for al in &a.aliases {
+        if !vault_api::is_valid_alias(al) {
+            return Err(usage(format!("`{al}` is not a valid alias")));
+        }
+    }
+    let sign_key = match a.sign_key.as_ref().or(cfg.sign_key.as_ref()) {
+        Some(p) => Some(sign::load_secret_key(p)?),
+        None => None,
+    };
     let res = c
         .push(
             &r,
@@ -21,13 +31,30 @@ pub async fn run(g: &Global, c: &Client, a: PushArgs) -> Result<()> {
             &PushOptions {
                 kind,
                 parents: a.parents,
+                sign_key,
             },
         )
         .await?;
-    output(g, &res, || {
-        format!(
+    let mut aliases = Vec::new();
+    for al in &a.aliases {
+        let vr = parse_ref(&format!("{}:{}", res.name, res.version))?;
+        aliases.push(c.set_alias(&vr, al).await?);
+    }
+    let mut json = serde_json::to_value(&res)?;
+    if !aliases.is_empty() {
+        json["aliases"] = serde_json::to_value(&aliases)?;
+    }
+    output(g, &json, || {
+        let mut s = format!(
             "pushed {} ({}): {} files, {} bytes, {} uploaded",
             res.reference, res.digest, res.files, res.bytes, res.uploaded_bytes
-        )
+        );
+        for al in &aliases {
+            s.push_str(&format!(
+                "\n{}:{} → version {}",
+                al.name, al.alias, al.version
+            ));
+        }
+        s
     })
 }

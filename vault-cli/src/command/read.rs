@@ -4,8 +4,14 @@ use vault_client::Client;
 use super::{output, parse_ref, Exit};
 use crate::cli::{Global, LsArgs, RefArgs, VerifyArgs};
 
-pub fn verify(g: &Global, a: VerifyArgs) -> Result<()> {
-    let (report, _m) = vault_client::verify_dir(&a.dir)?;
+pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<()> {
+    let trusted = a
+        .trust
+        .iter()
+        .chain(&cfg.trust)
+        .map(|p| vault_client::load_public_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (report, _m) = vault_client::verify_dir(&a.dir, &trusted)?;
     output(g, &report, || {
         if report.problems.is_empty() {
             format!(
@@ -98,6 +104,12 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
             m.files().len(),
             m.total_bytes()
         );
+        if let Some(signer) = &p.signer {
+            s.push_str(&format!("\nsigner   {signer}"));
+        }
+        if let Some(a) = &rv.alias {
+            s.push_str(&format!("\nalias    {a}"));
+        }
         for parent in &p.lineage.parents {
             s.push_str(&format!("\nparent   {parent}"));
         }

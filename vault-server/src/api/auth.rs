@@ -26,6 +26,8 @@ pub enum Action {
     List,
     Show,
     Delete,
+    Alias,
+    PublisherAdmin,
     KeyAdmin,
 }
 
@@ -37,6 +39,8 @@ impl Action {
             Action::List => "list",
             Action::Show => "show",
             Action::Delete => "delete",
+            Action::Alias => "alias",
+            Action::PublisherAdmin => "publisher_admin",
             Action::KeyAdmin => "key_admin",
         }
     }

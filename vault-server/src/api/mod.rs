@@ -1,11 +1,13 @@
 //! The HTTP API. [`app`] builds the router apart from any socket so tests
 //! and `run` share it.
 
+mod aliases;
 mod auth;
 mod error;
 mod files;
 mod health;
 mod keys;
+mod publishers;
 mod read;
 mod uploads;
 
@@ -40,6 +42,14 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/artifacts", get(read::list))
         .route("/v1/versions", delete(read::delete_version))
         .route("/v1/versions/{digest}/files/{index}", get(files::download))
+        .route("/v1/server-key", get(read::server_key))
+        .route("/v1/aliases", post(aliases::set))
+        .route(
+            "/v1/publishers",
+            post(publishers::add)
+                .get(publishers::list)
+                .delete(publishers::remove),
+        )
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))

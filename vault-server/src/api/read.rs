@@ -4,12 +4,14 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use vault_api::{
-    ArtifactSummary, DeleteResult, Reference, ResolvedVersion, Selector, VersionSummary,
+    ArtifactSummary, DeleteResult, Reference, ResolvedVersion, Selector, ServerKeyInfo,
+    VersionSummary,
 };
 use vault_store::{MetaStore, VersionRecord};
 
 use super::auth::Action;
 use super::{blocking, ApiError, AppState, Principal};
+use crate::vault::Vault;
 
 #[derive(Deserialize)]
 pub struct RefQuery {
@@ -29,15 +31,43 @@ fn parse_ref(s: &str) -> Result<Reference, ApiError> {
 }
 
 /// Look a reference up. Missing and forbidden look the same to the caller.
+/// Aliases resolve through their current record (see [`lookup_alias`]).
 pub fn lookup(meta: &dyn MetaStore, r: &Reference) -> Result<VersionRecord, ApiError> {
     let name = r.name.as_str();
     let found = match &r.selector {
         Selector::Latest => meta.latest_version(name)?,
         Selector::Version(n) => meta.version(name, *n)?,
         Selector::Digest(d) => meta.version_by_digest(d)?.filter(|v| v.name == name),
-        Selector::Alias(_) => None,
+        Selector::Alias(a) => match meta.alias(name, a)? {
+            Some(e) => meta.version(name, e.version)?,
+            None => None,
+        },
     };
     found.ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))
+}
+
+/// Resolve an alias reference with its (possibly renewed) signed record.
+fn lookup_alias(
+    v: &Vault,
+    r: &Reference,
+    alias: &str,
+) -> Result<(VersionRecord, String), ApiError> {
+    let name = r.name.as_str();
+    let e = super::aliases::current(v, name, alias)?
+        .ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))?;
+    let rec = v
+        .meta
+        .version(name, e.version)?
+        .ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))?;
+    Ok((rec, e.signed))
+}
+
+pub async fn server_key(State(v): State<AppState>) -> Json<ServerKeyInfo> {
+    let p = v.signing_key.public();
+    Json(ServerKeyInfo {
+        public_key: p.to_file_text(),
+        keyid: p.keyid(),
+    })
 }
 
 pub async fn resolve(
@@ -47,8 +77,12 @@ pub async fn resolve(
 ) -> Result<Json<ResolvedVersion>, ApiError> {
     let r = parse_ref(&q.reference)?;
     p.authorize(Action::Show, r.name.as_str())?;
-    let meta = v.meta.clone();
-    let rec = blocking(move || lookup(meta.as_ref(), &r)).await?;
+    let v2 = v.clone();
+    let (rec, alias) = blocking(move || match &r.selector {
+        Selector::Alias(a) => lookup_alias(&v2, &r, a).map(|(rec, s)| (rec, Some(s))),
+        _ => lookup(v2.meta.as_ref(), &r).map(|rec| (rec, None)),
+    })
+    .await?;
     Ok(Json(ResolvedVersion {
         name: rec.name,
         version: rec.version,
@@ -56,6 +90,7 @@ pub async fn resolve(
         digest: rec.digest,
         envelope: rec.envelope,
         created: rec.created,
+        alias,
     }))
 }
 

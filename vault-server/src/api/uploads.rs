@@ -131,7 +131,7 @@ pub async fn commit(
     Json(req): Json<CommitRequest>,
 ) -> Result<Json<PushResult>, ApiError> {
     let s = own_session(&v, &p, id).await?;
-    let (_env, m) = vault_manifest::parse_envelope(&req.envelope)
+    let (env, m) = vault_manifest::parse_envelope(&req.envelope)
         .map_err(|e| ApiError::integrity(format!("manifest refused: {e}")))?;
     let pr = m.predicate();
     if pr.name.as_str() != s.name || pr.kind != s.kind || pr.version != s.version {
@@ -152,6 +152,10 @@ pub async fn commit(
             "manifest file list disagrees with the uploaded files (paths, sizes or digests)",
         ));
     }
+    let namespace = s.name.split('/').next().unwrap_or_default().to_owned();
+    let meta = v.meta.clone();
+    let signer =
+        blocking(move || super::publishers::check_signed(meta.as_ref(), &namespace, &env)).await?;
     let mut files = Vec::with_capacity(s.files.len());
     for f in m.files() {
         let i = s
@@ -188,7 +192,7 @@ pub async fn commit(
     let (meta, sid) = (v.meta.clone(), s.id.clone());
     blocking(move || Ok(meta.commit(&sid, &rec)?)).await?;
     tracing::info!(name = %result.name, version = result.version, digest = %result.digest,
-        principal = %p.name, "version committed");
+        principal = %p.name, signer = signer.as_deref().unwrap_or("-"), "version committed");
     Ok(Json(result))
 }
 

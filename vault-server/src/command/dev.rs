@@ -44,6 +44,8 @@ pub fn run(a: DevArgs) -> Result<()> {
         listen: a.listen,
         unseal,
         insecure_http: false,
+        alias_ttl: 7 * 86400,
+        no_alias_renewal: false,
         segment_size: vault_crypto::DEFAULT_SEGMENT_SIZE,
     })
 }

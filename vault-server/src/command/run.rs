@@ -22,7 +22,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         ));
     }
     tracing::info!(data_dir = %a.data_dir.display(), "unsealing vault");
-    let vault = Arc::new(Vault::open(&a.data_dir, &a.unseal, a.segment_size)?);
+    let vault = Arc::new(Vault::open(
+        &a.data_dir,
+        &a.unseal,
+        a.segment_size,
+        a.alias_ttl,
+        !a.no_alias_renewal,
+    )?);
     tracing::info!("vault unsealed, key ring open");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

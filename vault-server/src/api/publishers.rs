@@ -1,0 +1,115 @@
+//! Publisher keys: who may sign manifests for a namespace.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use vault_api::{PublisherInfo, PublisherRequest};
+use vault_manifest::PublicKey;
+use vault_store::PublisherRecord;
+
+use super::auth::Action;
+use super::{blocking, ApiError, AppState, Principal};
+
+#[derive(Deserialize)]
+pub struct NsQuery {
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    keyid: String,
+}
+
+fn valid_namespace(ns: &str) -> Result<(), ApiError> {
+    format!("{ns}/x")
+        .parse::<vault_api::ArtifactName>()
+        .map(|_| ())
+        .map_err(|_| ApiError::bad_request(format!("`{ns}` is not a valid namespace")))
+}
+
+fn info(r: PublisherRecord) -> PublisherInfo {
+    PublisherInfo {
+        namespace: r.namespace,
+        keyid: r.keyid,
+        added: r.added,
+        added_by: r.added_by,
+    }
+}
+
+pub async fn add(
+    State(v): State<AppState>,
+    p: Principal,
+    Json(req): Json<PublisherRequest>,
+) -> Result<Json<PublisherInfo>, ApiError> {
+    valid_namespace(&req.namespace)?;
+    p.authorize(Action::PublisherAdmin, &req.namespace)?;
+    let key = PublicKey::from_file_text(&req.public_key)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let rec = PublisherRecord {
+        namespace: req.namespace,
+        keyid: key.keyid(),
+        public_key: key.to_file_text(),
+        added: vault_store::now(),
+        added_by: p.name.clone(),
+    };
+    let meta = v.meta.clone();
+    let r = rec.clone();
+    blocking(move || Ok(meta.put_publisher(&r)?)).await?;
+    tracing::info!(namespace = %rec.namespace, keyid = %rec.keyid, principal = %p.name, "publisher added");
+    Ok(Json(info(rec)))
+}
+
+pub async fn list(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<NsQuery>,
+) -> Result<Json<Vec<PublisherInfo>>, ApiError> {
+    if !q.namespace.is_empty() {
+        valid_namespace(&q.namespace)?;
+    }
+    p.authorize(Action::PublisherAdmin, &q.namespace)?;
+    let meta = v.meta.clone();
+    let recs = blocking(move || Ok(meta.publishers(&q.namespace)?)).await?;
+    Ok(Json(recs.into_iter().map(info).collect()))
+}
+
+pub async fn remove(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<NsQuery>,
+) -> Result<StatusCode, ApiError> {
+    valid_namespace(&q.namespace)?;
+    p.authorize(Action::PublisherAdmin, &q.namespace)?;
+    let meta = v.meta.clone();
+    let (ns, kid) = (q.namespace.clone(), q.keyid.clone());
+    let removed = blocking(move || Ok(meta.remove_publisher(&ns, &kid)?)).await?;
+    if !removed {
+        return Err(ApiError::not_found(format!(
+            "`{}` is not a publisher of `{}`",
+            q.keyid, q.namespace
+        )));
+    }
+    tracing::info!(namespace = %q.namespace, keyid = %q.keyid, principal = %p.name, "publisher removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enforce the namespace's publishers on a manifest envelope: where any are
+/// registered, one of them must have signed it.
+pub fn check_signed(
+    meta: &dyn vault_store::MetaStore,
+    namespace: &str,
+    env: &vault_manifest::Envelope,
+) -> Result<Option<String>, ApiError> {
+    let pubs = meta.publishers(namespace)?;
+    if pubs.is_empty() {
+        return Ok(None);
+    }
+    let keys: Vec<PublicKey> = pubs
+        .iter()
+        .filter_map(|p| PublicKey::from_file_text(&p.public_key).ok())
+        .collect();
+    env.verify_any(&keys).map(Some).map_err(|e| {
+        ApiError::integrity(format!(
+            "push refused: {e}; namespace `{namespace}` accepts only manifests signed by its registered publishers"
+        ))
+    })
+}
