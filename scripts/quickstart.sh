@@ -29,7 +29,7 @@ if ! grep -q '^listening on ' "$work/server.out"; then
   echo "server did not start:" >&2; cat "$work/server.err" >&2; exit 1
 fi
 MLVAULT_ADDR=$(sed -n 's/^listening on //p' "$work/server.out" | head -1)
-MLVAULT_TOKEN=$(cat vault-dev-data/dev-admin.token)
+MLVAULT_TOKEN=$(cat vault-dev-data/dev-trainer.token)
 export MLVAULT_ADDR MLVAULT_TOKEN
 echo "    server at $MLVAULT_ADDR"
 
@@ -40,12 +40,20 @@ head -c $((32 * 1024 * 1024)) /dev/urandom >"$model/model.safetensors"
 echo '{"architecture": "tiny", "layers": 2, "hidden": 64}' >"$model/config.json"
 echo '{"vocab": ["<s>", "</s>", "hello"]}' >"$model/tokenizer/vocab.json"
 
-echo "==> vault-cli push demo/tiny-model"
-"$BIN/vault-cli" push demo/tiny-model "$model"
-echo "==> vault-cli pull demo/tiny-model --to <dir>"
-"$BIN/vault-cli" pull demo/tiny-model --to "$work/pulled"
-echo "==> vault-cli verify <dir>"
-"$BIN/vault-cli" verify "$work/pulled"
+key=vault-dev-data/quickstart-signing.key
+if [ ! -f "$key" ]; then
+  echo "==> vault-cli keygen (the training pipeline's signing key)"
+  "$BIN/vault-cli" keygen --out "$key"
+fi
+echo "==> vault-cli publisher add demo (admin: only this key may sign demo/*)"
+MLVAULT_TOKEN=$(cat vault-dev-data/dev-admin.token) "$BIN/vault-cli" publisher add demo "$key.pub"
+echo "==> vault-cli push demo/tiny-model --sign-key … --alias production"
+"$BIN/vault-cli" push demo/tiny-model "$model" --sign-key "$key" --alias production
+echo "==> vault-cli pull demo/tiny-model:production --trust … --to <dir>"
+"$BIN/vault-cli" --state-dir "$work/client-state" pull demo/tiny-model:production --trust "$key.pub" \
+  --server-key vault-dev-data/server-signing.pub --to "$work/pulled"
+echo "==> vault-cli verify <dir> --trust …"
+"$BIN/vault-cli" verify "$work/pulled" --trust "$key.pub"
 diff -r --exclude=.mlvault "$model" "$work/pulled"
 echo "    byte-for-byte identical to the source"
 echo "==> vault-cli ls / show"

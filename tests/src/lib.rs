@@ -37,13 +37,45 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A running server with its own data directory.
+/// Namespaces the test trainer token may use.
+pub const TEST_NAMESPACES: &[&str] = &[
+    "fraud", "team", "acme", "t", "k", "d", "l", "open", "big", "demo", "no",
+];
+
+/// A test CA and a server certificate for 127.0.0.1, made once per test
+/// process with the `openssl` command: (ca.pem, server.pem, server.key).
+pub fn test_tls() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static TLS: std::sync::OnceLock<(TempDir, (PathBuf, PathBuf, PathBuf))> =
+        std::sync::OnceLock::new();
+    &TLS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sh = |cmd: &str| {
+            let out = Command::new("sh").arg("-c").arg(cmd).current_dir(d).output().unwrap();
+            assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj '/CN=mlvault test CA' -keyout ca.key -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null");
+        sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=127.0.0.1' \
+            -keyout server.key -out server.csr 2>/dev/null");
+        sh("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf && \
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null");
+        let paths = (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"));
+        (dir, paths)
+    })
+    .1
+}
+
+/// A running server with its own data directory, served over TLS.
 pub struct Server {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub addr: String,
-    /// The admin token from `init`.
+    /// A trainer token scoped to [`TEST_NAMESPACES`] (what `cli()` uses).
     pub token: String,
+    /// The admin token from `init` (what `admin()` uses).
+    pub admin_token: String,
     /// The vault's data directory.
     pub data_dir: PathBuf,
     /// The unseal identity (kept outside the data directory).
@@ -78,11 +110,12 @@ impl Server {
             .output()
             .expect("run vault-server init");
         assert!(out.status.success(), "init failed: {out:?}");
-        let token = fs::read_to_string(&token_file).unwrap().trim().to_owned();
+        let admin_token = fs::read_to_string(&token_file).unwrap().trim().to_owned();
         let mut s = Server {
             child: None,
             addr: String::new(),
-            token,
+            token: String::new(),
+            admin_token,
             data_dir,
             identity,
             log: tmp.path().join("server.log"),
@@ -90,7 +123,32 @@ impl Server {
             tmp,
         };
         s.spawn();
+        s.token = s.create_token("tester", "trainer", TEST_NAMESPACES, None);
         s
+    }
+
+    /// Create a token with the admin token; returns the secret.
+    pub fn create_token(
+        &self,
+        principal: &str,
+        role: &str,
+        namespaces: &[&str],
+        ttl: Option<&str>,
+    ) -> String {
+        let mut c = self.admin();
+        c.args(["token", "create", "--principal", principal, "--role", role]);
+        for ns in namespaces {
+            c.args(["--namespace", ns]);
+        }
+        if let Some(t) = ttl {
+            c.args(["--ttl", t]);
+        }
+        ok(&mut c).trim().to_owned()
+    }
+
+    /// A `vault-cli` command with the admin token.
+    pub fn admin(&self) -> Command {
+        self.cli_with_token(&self.admin_token)
     }
 
     fn spawn(&mut self) {
@@ -102,14 +160,19 @@ impl Server {
         // A restart keeps its address, as a real deployment does.
         let listen = self
             .addr
-            .strip_prefix("http://")
+            .strip_prefix("https://")
             .unwrap_or("127.0.0.1:0")
             .to_owned();
+        let (_, cert, key) = test_tls();
         let mut child = Command::new(bin("vault-server"))
             .args(["run", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--unseal-identity")
             .arg(&self.identity)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
             .args(&self.extra)
             .env("MLVAULT_LOG", "info")
             .stdout(Stdio::piped())
@@ -143,6 +206,9 @@ impl Server {
         let mut c = Command::new(bin("vault-cli"));
         c.env("MLVAULT_ADDR", &self.addr)
             .env("MLVAULT_TOKEN", token)
+            .env("MLVAULT_CA_CERT", &test_tls().0)
+            .env("MLVAULT_STATE_DIR", self.tmp.path().join("client-state"))
+            .env_remove("MLVAULT_CONFIG")
             .env_remove("MLVAULT_LOG");
         c
     }

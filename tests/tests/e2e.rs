@@ -256,6 +256,8 @@ mod skeleton {
             "-X",
             method,
         ])
+        .arg("--cacert")
+        .arg(&test_tls().0)
         .arg("-H")
         .arg(format!("Authorization: Bearer {}", s.token))
         .arg(format!("{}{path}", s.addr));
@@ -349,27 +351,27 @@ mod keys {
         random_file(&src.join("a.bin"), 2 * MIB + 3, 21);
         random_file(&src.join("b/c.bin"), 1000, 22);
         ok(s.cli().args(["push", "k/m"]).arg(&src));
-        let st = json(&ok(s.cli().args(["--json", "key", "rotate"])));
+        let st = json(&ok(s.admin().args(["--json", "key", "rotate"])));
         assert_eq!(st["current_version"], 2);
         assert_eq!(st["versions"], serde_json::json!([1, 2]));
         ok(s.cli().args(["push", "k/m"]).arg(&src));
-        let st = json(&ok(s.cli().args(["--json", "key", "status"])));
+        let st = json(&ok(s.admin().args(["--json", "key", "status"])));
         assert_eq!(st["blobs_by_version"], serde_json::json!([[1, 2], [2, 2]]));
 
         // Retiring v1 while blobs still use it is refused, and changes nothing.
-        let err = fails_with(s.cli().args(["key", "retire", "2"]), 1);
+        let err = fails_with(s.admin().args(["key", "retire", "2"]), 1);
         assert!(err.contains("rewrap"), "{err}");
 
         let before = blob_digests(&s);
-        let r = json(&ok(s.cli().args(["--json", "key", "rewrap"])));
+        let r = json(&ok(s.admin().args(["--json", "key", "rewrap"])));
         assert_eq!(r["rewrapped"], 2);
         assert_eq!(r["already_current"], 2);
         assert_eq!(blob_digests(&s), before, "rewrap must not touch blob bytes");
         // A second run (as after an interruption) finds nothing left to do.
-        let r = json(&ok(s.cli().args(["--json", "key", "rewrap"])));
+        let r = json(&ok(s.admin().args(["--json", "key", "rewrap"])));
         assert_eq!(r["rewrapped"], 0);
 
-        let st = json(&ok(s.cli().args(["--json", "key", "retire", "2"])));
+        let st = json(&ok(s.admin().args(["--json", "key", "retire", "2"])));
         assert_eq!(st["min_decryption_version"], 2);
         s.restart();
         for v in ["k/m:1", "k/m:2"] {
@@ -377,7 +379,7 @@ mod keys {
             ok(s.cli().args(["pull", v, "--to"]).arg(&dest));
             assert_same_tree(&src, &dest);
         }
-        let st = json(&ok(s.cli().args(["--json", "key", "status"])));
+        let st = json(&ok(s.admin().args(["--json", "key", "status"])));
         assert_eq!(st["blobs_by_version"], serde_json::json!([[2, 4]]));
         assert_eq!(st["min_decryption_version"], 2);
     }
@@ -407,7 +409,7 @@ mod keys {
             hex::encode(&rec.wrapped_dek.ciphertext)
         };
         s.restart();
-        let del = json(&ok(s.cli().args(["--json", "delete", "d/m:1"])));
+        let del = json(&ok(s.admin().args(["--json", "delete", "d/m:1"])));
         assert_eq!(del["shredded_blobs"], 1);
         fails_with(
             s.cli()
@@ -615,8 +617,15 @@ mod signing {
         random_file(&src.join("w.bin"), 100_000, 1);
         // Before any publisher is registered, unsigned pushes are accepted.
         ok(s.cli().args(["push", "open/m"]).arg(&src));
-        ok(s.cli().args(["publisher", "add", "fraud"]).arg(pubf(&good)));
-        let list = json(&ok(s.cli().args(["--json", "publisher", "list", "fraud"])));
+        ok(s.admin()
+            .args(["publisher", "add", "fraud"])
+            .arg(pubf(&good)));
+        let list = json(&ok(s.admin().args([
+            "--json",
+            "publisher",
+            "list",
+            "fraud",
+        ])));
         assert_eq!(list.as_array().unwrap().len(), 1);
 
         let err = fails_with(s.cli().args(["push", "fraud/m"]).arg(&src), 5);
@@ -684,7 +693,7 @@ mod signing {
             5,
         );
         // Removing the publisher reopens the namespace to unsigned pushes.
-        ok(s.cli()
+        ok(s.admin()
             .args(["publisher", "remove", "fraud"])
             .arg(pubf(&good)));
         ok(s.cli().args(["push", "fraud/m"]).arg(&src));
@@ -829,7 +838,7 @@ mod signing {
         let err = fails_with(&mut pull(&s, &[], "p5"), 5);
         assert!(err.contains("rollback"), "{err}");
         // Deleting the version an alias points at is refused.
-        let err = fails_with(s.cli().args(["delete", "t/m:2"]), 1);
+        let err = fails_with(s.admin().args(["delete", "t/m:2"]), 1);
         assert!(err.contains("alias"), "{err}");
     }
 
@@ -965,5 +974,317 @@ mod signing {
                 "{bad:?}: a file was written before the check"
             );
         }
+    }
+}
+
+mod access {
+    use super::*;
+    use std::path::Path;
+
+    const ALLOW: i32 = 0;
+    const DENY: i32 = 3;
+
+    /// The operations of the matrix, in column order.
+    const OPS: &[&str] = &[
+        "push",
+        "pull",
+        "pull-alias",
+        "show",
+        "alias",
+        "delete",
+        "pull-raw-pii",
+        "pull-dataset",
+        "key-status",
+        "token-list",
+        "publisher-list",
+        "policy-reload",
+        "push-other-ns",
+    ];
+
+    fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process::Command {
+        let mut c = match token {
+            Some(t) => s.cli_with_token(t),
+            None => {
+                let mut c = s.cli();
+                c.env_remove("MLVAULT_TOKEN");
+                c
+            }
+        };
+        let dest = s.tmp.path().join(format!("out-{name}-{scratch}"));
+        let f = s.tmp.path().join("small.bin");
+        match name {
+            "push" => c.args(["push", "fraud/model"]).arg(&f),
+            "pull" => c.args(["pull", "fraud/model:1", "--to"]).arg(&dest),
+            "pull-alias" => c
+                .args(["pull", "fraud/model:production", "--to"])
+                .arg(&dest),
+            "show" => c.args(["show", "fraud/model:1"]),
+            "alias" => c.args(["alias", "fraud/model:1", "staging"]),
+            "delete" => c.args(["delete", &format!("fraud/scratch:{scratch}")]),
+            "pull-raw-pii" => c.args(["pull", "fraud/raw", "--to"]).arg(&dest),
+            "pull-dataset" => c.args(["pull", "fraud/data", "--to"]).arg(&dest),
+            "key-status" => c.args(["key", "status"]),
+            "token-list" => c.args(["token", "list"]),
+            "publisher-list" => c.args(["publisher", "list", "fraud"]),
+            "policy-reload" => c.args(["policy", "reload"]),
+            "push-other-ns" => c.args(["push", "ads/model"]).arg(&f),
+            other => panic!("unknown op {other}"),
+        };
+        c
+    }
+
+    #[test]
+    fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
+        let s = Server::start();
+        let f = s.tmp.path().join("small.bin");
+        random_file(&f, 4096, 1);
+        let trainer = s.create_token("ci-fraud", "trainer", &["fraud"], Some("1h"));
+        let deployer = s.create_token("fraud-api", "deployer", &["fraud"], Some("1h"));
+        let steward = s.create_token("dpo", "steward", &["fraud"], Some("1h"));
+        let other = s.create_token("ci-ads", "trainer", &["ads"], Some("1h"));
+        let expired = s.create_token("old", "trainer", &["fraud"], Some("1s"));
+        let revoked = s.create_token("gone", "trainer", &["fraud"], Some("1h"));
+        let list = json(&ok(s.admin().args(["--json", "token", "list"])));
+        let gone_id = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["principal"] == "gone")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The secret is never listed.
+        assert!(!list.to_string().contains(&revoked));
+        ok(s.admin().args(["token", "revoke", &gone_id]));
+
+        // Fixtures, made by the trainer of `fraud`.
+        let t = |c: &mut std::process::Command| ok(c);
+        t(s.cli_with_token(&trainer)
+            .args(["push", "fraud/model", "--alias", "production"])
+            .arg(&f));
+        t(s.cli_with_token(&trainer)
+            .args(["push", "fraud/data", "--kind", "dataset"])
+            .arg(&f));
+        t(s.cli_with_token(&trainer)
+            .args([
+                "push",
+                "fraud/raw",
+                "--kind",
+                "dataset",
+                "--sensitivity",
+                "raw-pii",
+            ])
+            .arg(&f));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+
+        use ALLOW as A;
+        use DENY as D;
+        #[rustfmt::skip]
+        let table: Vec<(&str, Option<&str>, [i32; 13])> = vec![
+            //                         push pull alias show  alias del  raw  data keys tok  pub  pol  other
+            ("no token",  None,              [D, D, D, D, D, D, D, D, D, D, D, D, D]),
+            ("bad token", Some("mlv_bad"),   [D, D, D, D, D, D, D, D, D, D, D, D, D]),
+            ("expired",   Some(&expired),    [D, D, D, D, D, D, D, D, D, D, D, D, D]),
+            ("revoked",   Some(&revoked),    [D, D, D, D, D, D, D, D, D, D, D, D, D]),
+            ("admin",     Some(&s.admin_token), [D, D, D, D, A, A, D, D, A, A, A, A, D]),
+            ("trainer",   Some(&trainer),    [A, A, A, A, A, D, D, A, D, D, D, D, D]),
+            ("deployer",  Some(&deployer),   [D, D, A, D, D, D, D, D, D, D, D, D, D]),
+            ("steward",   Some(&steward),    [D, D, D, D, D, D, A, A, D, D, D, D, D]),
+            ("other ns",  Some(&other),      [D, D, D, D, D, D, D, D, D, D, D, D, A]),
+        ];
+        let mut scratch = 0;
+        let mut failures = Vec::new();
+        for (who, token, expected) in &table {
+            for (i, name) in OPS.iter().enumerate() {
+                if *name == "delete" {
+                    t(s.cli_with_token(&trainer)
+                        .args(["push", "fraud/scratch"])
+                        .arg(&f));
+                    scratch += 1;
+                }
+                let out = run(&mut op(&s, *token, name, scratch));
+                let code = out.status.code().unwrap_or(-1);
+                if code != expected[i] {
+                    failures.push(format!(
+                        "{who} {name}: exit {code}, expected {} ({})",
+                        expected[i],
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "policy matrix mismatches:\n{}",
+            failures.join("\n")
+        );
+
+        // Listings show only what the caller may see.
+        let names = |tok: &str| -> Vec<String> {
+            json(&ok(s.cli_with_token(tok).args(["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&deployer), ["fraud/model", "fraud/scratch"]);
+        assert_eq!(names(&steward), ["fraud/data", "fraud/raw"]);
+        assert!(names(&other).iter().all(|n| n.starts_with("ads/")));
+    }
+
+    #[test]
+    fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
+        let s = Server::start();
+        let f = s.tmp.path().join("small.bin");
+        random_file(&f, 100, 1);
+        let fraud = s.create_token("ci-fraud", "trainer", &["fraud"], None);
+        let ads = s.create_token("ci-ads", "trainer", &["ads"], None);
+        ok(s.cli_with_token(&fraud)
+            .args(["push", "fraud/secret-model"])
+            .arg(&f));
+        let exists = fails_with(
+            s.cli_with_token(&ads).args(["show", "fraud/secret-model"]),
+            3,
+        );
+        let missing = fails_with(
+            s.cli_with_token(&ads).args(["show", "fraud/no-such-model"]),
+            3,
+        );
+        let norm = |e: &str| e.replace("secret-model", "X").replace("no-such-model", "X");
+        assert_eq!(norm(&exists), norm(&missing));
+        // With a grant on the namespace, missing is 404.
+        fails_with(
+            s.cli_with_token(&fraud)
+                .args(["show", "fraud/no-such-model"]),
+            4,
+        );
+        // Revocation takes effect on the very next request.
+        let list = json(&ok(s.admin().args(["--json", "token", "list"])));
+        let id = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["principal"] == "ci-fraud")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        ok(s.cli_with_token(&fraud).arg("ls"));
+        ok(s.admin().args(["token", "revoke", &id]));
+        let err = fails_with(s.cli_with_token(&fraud).arg("ls"), 3);
+        assert!(err.contains("revoked"), "{err}");
+    }
+
+    fn copy_policies(to: &Path) {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        fs::create_dir_all(to).unwrap();
+        for f in ["schema.cedarschema", "roles.cedar", "guards.cedar"] {
+            fs::copy(repo.join(f), to.join(f)).unwrap();
+        }
+    }
+
+    #[test]
+    fn policy_check_reports_file_and_line_and_reload_keeps_the_old_set_on_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pol");
+        copy_policies(&dir);
+        let cli = || {
+            let mut c = std::process::Command::new(bin("vault-cli"));
+            c.env_remove("MLVAULT_CONFIG");
+            c
+        };
+        let out = ok(cli().args(["policy", "check"]).arg(&dir));
+        assert!(out.contains("valid"), "{out}");
+        // The shipped folder itself is valid.
+        ok(cli()
+            .args(["policy", "check"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")));
+
+        fs::write(
+            dir.join("zz-bad.cedar"),
+            "// a typo in an action name\npermit(principal, action == Vault::Action::\"pul\", resource);\n",
+        )
+        .unwrap();
+        let err = fails_with(cli().args(["policy", "check"]).arg(&dir), 1);
+        assert!(err.contains("zz-bad.cedar:2:"), "{err}");
+
+        // A server on a good copy.
+        let live = tmp.path().join("live");
+        copy_policies(&live);
+        let mut s = Server::start_with(&["--policies", live.to_str().unwrap()]);
+        let f = s.tmp.path().join("small.bin");
+        random_file(&f, 100, 1);
+        ok(s.cli().args(["push", "t/m"]).arg(&f));
+        // An invalid set is refused; the running one stays.
+        fs::copy(dir.join("zz-bad.cedar"), live.join("zz-bad.cedar")).unwrap();
+        let err = fails_with(s.admin().args(["policy", "reload"]), 1);
+        assert!(
+            err.contains("zz-bad.cedar:2:") && err.contains("stays in force"),
+            "{err}"
+        );
+        ok(s.cli().args(["push", "t/m"]).arg(&f));
+        // A valid but stricter set takes effect at once: no trainer grant.
+        fs::remove_file(live.join("zz-bad.cedar")).unwrap();
+        let roles = fs::read_to_string(live.join("roles.cedar")).unwrap();
+        let strict = roles.replace("Vault::Role::\"trainer\"", "Vault::Role::\"nobody\"");
+        fs::write(live.join("roles.cedar"), &strict).unwrap();
+        ok(s.admin().args(["policy", "reload"]));
+        fails_with(s.cli().args(["push", "t/m"]).arg(&f), 3);
+        // SIGHUP reloads too.
+        fs::write(live.join("roles.cedar"), &roles).unwrap();
+        let pid = s.pid().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if run(s.cli().args(["push", "t/m"]).arg(&f)).status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGHUP did not reload:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // A server refuses to start on an invalid folder.
+        s.terminate();
+        fs::write(
+            live.join("zz-bad.cedar"),
+            fs::read(dir.join("zz-bad.cedar")).unwrap(),
+        )
+        .unwrap();
+        let (code, err) = failed_start(&[
+            "--data-dir".as_ref(),
+            s.data_dir.as_os_str(),
+            "--unseal-identity".as_ref(),
+            s.identity.as_os_str(),
+            "--policies".as_ref(),
+            live.as_os_str(),
+        ]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("zz-bad.cedar:2:"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_verified_by_the_client() {
+        let s = Server::start();
+        assert!(s.addr.starts_with("https://"));
+        ok(s.cli().arg("ls"));
+        // Without the private CA the server is not trusted.
+        let mut c = s.cli();
+        c.env_remove("MLVAULT_CA_CERT").arg("ls");
+        let err = fails_with(&mut c, 7);
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+        // Plain HTTP to the TLS port does not get through either.
+        let mut c = s.cli();
+        c.env("MLVAULT_ADDR", s.addr.replace("https://", "http://"))
+            .arg("ls");
+        assert_ne!(run(&mut c).status.code(), Some(0));
     }
 }

@@ -47,8 +47,9 @@ pub struct Global {
     /// Print nothing on success.
     #[arg(long, global = true)]
     pub quiet: bool,
-    /// PEM file of a private CA to trust for https:// servers.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// PEM file of a private CA to trust for https:// servers (besides the
+    /// system roots).
+    #[arg(long, global = true, env = "MLVAULT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Client configuration file (TOML: `trust = [FILE…]`, `server_key = FILE`,
     /// `sign_key = FILE`). Default: $XDG_CONFIG_HOME/mlvault/config.toml or
@@ -84,6 +85,50 @@ pub enum Command {
     /// Key ring administration.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Create, list and revoke bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check a policy folder offline, or make the server reload its own.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it (once; the server keeps only a hash).
+    Create {
+        /// Principal name (who holds the token), e.g. `ci-fraud`.
+        #[arg(long)]
+        principal: String,
+        /// Role: admin, trainer, deployer, steward (or any role your policies grant).
+        #[arg(long)]
+        role: String,
+        /// Lifetime, like 90s, 15m, 1h, 7d (default: no expiry).
+        #[arg(long, value_name = "DURATION", value_parser = vault_api::parse_duration)]
+        ttl: Option<u64>,
+        /// Namespace the token may act on; repeatable.
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; effective on its next request.
+    Revoke {
+        /// Token id (`tok_…`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate DIR (schema.cedarschema + *.cedar) offline; prints file:line diagnostics.
+    Check {
+        /// Policy folder.
+        dir: PathBuf,
+    },
+    /// Make the server reload its policy folder (an invalid set is refused
+    /// and the running one stays).
+    Reload,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +187,9 @@ pub struct PushArgs {
     /// Point this alias at the new version; repeatable.
     #[arg(long = "alias", value_name = "NAME")]
     pub aliases: Vec<String>,
+    /// Sensitivity label of a new artifact (e.g. `raw-pii`; fixed at first push).
+    #[arg(long, value_name = "LABEL")]
+    pub sensitivity: Option<String>,
 }
 
 #[derive(Args, Debug)]

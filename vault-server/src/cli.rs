@@ -67,6 +67,16 @@ pub struct RunArgs {
     /// network in clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Policy folder (schema.cedarschema + *.cedar). Default: DATA_DIR/policies
+    /// when present, else the defaults shipped with mlvault. Reloaded on SIGHUP.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How long a signed alias record stays valid; the server renews records
     /// as they are read once half of this has passed. Like 90s, 15m, 1h, 7d.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = vault_api::parse_duration)]

@@ -12,6 +12,7 @@ use object_store::local::LocalFileSystem;
 use vault_crypto::WrappedSecret;
 use vault_crypto::{Keyring, MasterKey, Sealer, Unsealer};
 use vault_manifest::SecretKey;
+use vault_policy::PolicyEngine;
 use vault_store::{BlobStore, KeyringRecord, MetaStore, RedbMeta, TokenRecord};
 
 use crate::cli::UnsealArgs;
@@ -121,6 +122,28 @@ pub struct Vault {
     pub segment_size: u32,
     pub alias_ttl: u64,
     pub alias_renewal: bool,
+    policy: RwLock<Arc<PolicyEngine>>,
+    /// Where policies come from: a folder, or the compiled-in defaults.
+    pub policy_source: Option<PathBuf>,
+}
+
+/// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
+/// when present, else the defaults compiled in.
+pub fn policy_source(layout: &Layout, flag: Option<&Path>) -> Option<PathBuf> {
+    match flag {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = layout.root.join("policies");
+            p.is_dir().then_some(p)
+        }
+    }
+}
+
+pub fn load_policy(source: Option<&Path>) -> Result<PolicyEngine, vault_policy::Error> {
+    match source {
+        Some(dir) => PolicyEngine::load_dir(dir),
+        None => PolicyEngine::defaults(),
+    }
 }
 
 const SERVER_KEY_CONFIG: &str = "server_signing_key";
@@ -185,11 +208,31 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
             created: vault_store::now(),
             expires: None,
             revoked: false,
+            namespaces: Vec::new(),
         },
     )?;
     fs::create_dir_all(layout.blobs())?;
     let marker = serde_json::json!({"mlvault": 1, "created": vault_store::now()});
     fs::write(layout.marker(), marker.to_string())?;
+    Ok(secret)
+}
+
+/// Add a token to a vault that is not running (used by `dev`); returns the secret.
+pub fn add_token(dir: &Path, principal: &str, role: &str, namespaces: &[String]) -> Result<String> {
+    let meta = RedbMeta::open(&Layout::new(dir).meta())?;
+    let (secret, id) = tokens::generate()?;
+    meta.put_token(
+        &tokens::hash(&secret),
+        &TokenRecord {
+            id,
+            principal: principal.into(),
+            role: role.into(),
+            created: vault_store::now(),
+            expires: None,
+            revoked: false,
+            namespaces: namespaces.to_vec(),
+        },
+    )?;
     Ok(secret)
 }
 
@@ -201,8 +244,22 @@ impl Vault {
         segment_size: u32,
         alias_ttl: u64,
         alias_renewal: bool,
+        policies: Option<&Path>,
     ) -> Result<Self> {
         let layout = Layout::new(dir);
+        let policy_source = policy_source(&layout, policies);
+        let policy = load_policy(policy_source.as_deref()).map_err(|e| {
+            fail(
+                2,
+                format!(
+                    "policies in `{}` refused: {e}",
+                    policy_source
+                        .as_deref()
+                        .map_or("(defaults)".into(), |p| p.display().to_string())
+                ),
+            )
+        })?;
+        tracing::info!(policies = policy.len(), source = ?policy_source, "policies loaded");
         if !layout.marker().exists() {
             return Err(fail(
                 2,
@@ -237,7 +294,30 @@ impl Vault {
             segment_size,
             alias_ttl,
             alias_renewal,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_source,
         })
+    }
+
+    /// The policy set in force.
+    pub fn policy(&self) -> Arc<PolicyEngine> {
+        match self.policy.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Reload policies from their source; an invalid set is refused and the
+    /// running one stays.
+    pub fn reload_policy(&self) -> Result<usize, vault_policy::Error> {
+        let engine = load_policy(self.policy_source.as_deref())?;
+        let n = engine.len();
+        let mut g = match self.policy.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(engine);
+        Ok(n)
     }
 
     /// The current key ring (cheap clone of an `Arc`).

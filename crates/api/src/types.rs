@@ -57,6 +57,9 @@ pub struct OpenUploadRequest {
     pub kind: Kind,
     /// Every file of the new version.
     pub files: Vec<FileEntry>,
+    /// Sensitivity label, fixed at the first push (e.g. `raw-pii`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<String>,
 }
 
 /// Answer to [`OpenUploadRequest`].
@@ -249,4 +252,57 @@ pub struct ServerKeyInfo {
     pub public_key: String,
     /// Key id.
     pub keyid: String,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// Principal name.
+    pub principal: String,
+    /// Role.
+    pub role: String,
+    /// Lifetime in seconds (none: no expiry).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Artifact namespaces the token may act on.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// A token as listed (never the secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Principal.
+    pub principal: String,
+    /// Role.
+    pub role: String,
+    /// Namespaces.
+    pub namespaces: Vec<String>,
+    /// Creation time (epoch seconds).
+    pub created: u64,
+    /// Expiry (epoch seconds).
+    pub expires: Option<u64>,
+    /// Revoked?
+    pub revoked: bool,
+}
+
+/// Answer to `POST /v1/tokens`: the secret, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The bearer token. Shown once; the server keeps only its hash.
+    pub token: String,
+    /// Its description.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// Answer to `POST /v1/policy/reload`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Policies in force.
+    pub policies: usize,
+    /// Where they were loaded from.
+    pub source: String,
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use vault_api::{
-    AliasInfo, AliasRequest, ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, PublisherInfo,
-    PublisherRequest, Reference, ResolvedVersion, RetireRequest, RewrapResult, ServerKeyInfo,
+    AliasInfo, AliasRequest, ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, PolicyStatus,
+    PublisherInfo, PublisherRequest, Reference, ResolvedVersion, RetireRequest, RewrapResult,
+    ServerKeyInfo, TokenCreated, TokenInfo, TokenRequest,
 };
 
 use crate::{Error, Result};
@@ -149,6 +150,30 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Create a token; the secret is in the answer, once.
+    pub async fn token_create(&self, req: &TokenRequest) -> Result<TokenCreated> {
+        self.json(self.request(Method::POST, "/v1/tokens").json(req))
+            .await
+    }
+
+    /// Every token (never the secrets).
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        self.json(self.request(Method::GET, "/v1/tokens")).await
+    }
+
+    /// Revoke a token by id; effective on the next request.
+    pub async fn token_revoke(&self, id: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &format!("/v1/tokens/{id}")))
+            .await
+            .map(|_| ())
+    }
+
+    /// Make the server reload its policy folder.
+    pub async fn policy_reload(&self) -> Result<PolicyStatus> {
+        self.json(self.request(Method::POST, "/v1/policy/reload"))
+            .await
     }
 
     /// Key ring status.

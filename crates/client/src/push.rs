@@ -20,6 +20,8 @@ pub struct PushOptions {
     pub parents: Vec<String>,
     /// Sign the manifest with this key.
     pub sign_key: Option<vault_manifest::SecretKey>,
+    /// Sensitivity label for a new artifact (e.g. `raw-pii`).
+    pub sensitivity: Option<String>,
 }
 
 impl Client {
@@ -45,6 +47,7 @@ impl Client {
                         name: r.name.clone(),
                         kind: opts.kind,
                         files: list.clone(),
+                        sensitivity: opts.sensitivity.clone(),
                     }),
             )
             .await?;

@@ -94,7 +94,10 @@ fn the_vector_verifies_and_its_negatives_do_not() {
     let v = load();
     let pk = PublicKey::from_file_text(v["public_key"].as_str().unwrap()).unwrap();
     let (env, m) = parse_envelope(v["envelope"].as_str().unwrap()).unwrap();
-    assert_eq!(env.verify_any(std::slice::from_ref(&pk)).unwrap(), pk.keyid());
+    assert_eq!(
+        env.verify_any(std::slice::from_ref(&pk)).unwrap(),
+        pk.keyid()
+    );
     assert_eq!(m.predicate().version, 7);
     assert_eq!(m.files()[0].path, "config.json");
     assert_eq!(

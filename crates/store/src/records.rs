@@ -94,6 +94,9 @@ pub struct ArtifactRecord {
     pub kind: Kind,
     /// Next version number to hand out (never reused).
     pub next_version: u64,
+    /// Sensitivity label fixed at first push ("" for none, "raw-pii", …).
+    #[serde(default)]
+    pub sensitivity: String,
 }
 
 /// An open upload session.
@@ -117,6 +120,9 @@ pub struct SessionRecord {
     pub created: u64,
     /// When an idle session is abandoned.
     pub expires: u64,
+    /// Sensitivity label requested by the push.
+    #[serde(default)]
+    pub sensitivity: Option<String>,
 }
 
 /// A bearer token; the secret itself is never stored, only its hash (the key).
@@ -134,6 +140,9 @@ pub struct TokenRecord {
     pub expires: Option<u64>,
     /// Revoked tokens are refused.
     pub revoked: bool,
+    /// Artifact namespaces the token is scoped to.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// Stored key ring state.

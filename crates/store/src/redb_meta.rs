@@ -294,8 +294,17 @@ impl MetaStore for RedbMeta {
                     name: session.name.clone(),
                     kind: session.kind,
                     next_version: 1,
+                    sensitivity: session.sensitivity.clone().unwrap_or_default(),
                 },
             };
+            if let Some(s) = &session.sensitivity {
+                if *s != art.sensitivity {
+                    return Err(Error::Conflict(format!(
+                        "`{}` has sensitivity `{}`, fixed at its first push",
+                        session.name, art.sensitivity
+                    )));
+                }
+            }
             if art.kind != session.kind {
                 return Err(Error::Conflict(format!(
                     "`{}` is a {}, not a {}",

@@ -6,6 +6,7 @@ mod pull;
 mod push;
 mod read;
 mod sign;
+mod tokens;
 
 use anyhow::{Context, Result};
 use vault_api::Reference;
@@ -85,6 +86,9 @@ pub fn run(cli: Cli) -> Result<()> {
         match cli.command {
             Command::Verify(a) => read::verify(&g, &cfg, a),
             Command::Keygen(a) => sign::keygen(&g, a),
+            Command::Policy(crate::cli::PolicyCommand::Check { dir }) => {
+                tokens::policy_check(&g, &dir)
+            }
             cmd => {
                 let c = client(&g)?;
                 match cmd {
@@ -96,6 +100,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Show(a) => read::show(&g, &c, a).await,
                     Command::Delete(a) => read::delete(&g, &c, a).await,
                     Command::Key(k) => keys::run(&g, &c, k).await,
+                    Command::Token(t) => tokens::token(&g, &c, t).await,
+                    Command::Policy(_) => tokens::policy_reload(&g, &c).await,
                     Command::Verify(_) | Command::Keygen(_) => unreachable!("handled above"),
                 }
             }

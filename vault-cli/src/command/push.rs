@@ -32,6 +32,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                 kind,
                 parents: a.parents,
                 sign_key,
+                sensitivity: a.sensitivity,
             },
         )
         .await?;

@@ -7,9 +7,10 @@ use vault_api::{AliasInfo, AliasRequest, Reference, Selector};
 use vault_manifest::{AliasRecord, SignedAlias};
 use vault_store::AliasEntry;
 
-use super::auth::Action;
+use super::auth::authorize_artifact;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
+use vault_policy::Action;
 
 pub fn info(e: &AliasEntry, digest: &str) -> AliasInfo {
     AliasInfo {
@@ -82,7 +83,7 @@ pub async fn set(
             req.alias
         )));
     }
-    p.authorize(Action::Alias, r.name.as_str())?;
+    authorize_artifact(&v, &p, Action::Alias, r.name.as_str(), None, false).await?;
     let v2 = v.clone();
     let alias = req.alias.clone();
     let (entry, digest) = blocking(move || {

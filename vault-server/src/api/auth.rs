@@ -3,10 +3,13 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use vault_api::Kind;
+use vault_policy::{Action, Authorize, PrincipalInfo, Resource};
 use vault_store::MetaStore;
 
 use super::{ApiError, AppState};
 use crate::tokens;
+use crate::vault::Vault;
 
 /// Who is calling, from a verified token.
 #[derive(Clone, Debug)]
@@ -16,50 +19,87 @@ pub struct Principal {
     /// Public id of the token used (for audit and revocation).
     #[allow(dead_code)]
     pub token_id: String,
-}
-
-/// Operations the authorizer decides on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Push,
-    Pull,
-    List,
-    Show,
-    Delete,
-    Alias,
-    PublisherAdmin,
-    KeyAdmin,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Push => "push",
-            Action::Pull => "pull",
-            Action::List => "list",
-            Action::Show => "show",
-            Action::Delete => "delete",
-            Action::Alias => "alias",
-            Action::PublisherAdmin => "publisher_admin",
-            Action::KeyAdmin => "key_admin",
-        }
-    }
+    /// Namespaces the token is scoped to.
+    pub namespaces: Vec<String>,
 }
 
 impl Principal {
-    /// Decide whether this principal may do `action` on `resource`. Default
-    /// deny. Until the Cedar policy engine lands, the built-in `admin` role
-    /// may do everything and no other role exists.
-    pub fn authorize(&self, action: Action, resource: &str) -> Result<(), ApiError> {
-        if self.role == "admin" {
-            return Ok(());
+    /// The principal as the policy engine sees it.
+    pub fn info(&self) -> PrincipalInfo {
+        PrincipalInfo {
+            name: self.name.clone(),
+            role: self.role.clone(),
+            namespaces: self.namespaces.clone(),
         }
-        Err(ApiError::forbidden(format!(
-            "`{}` may not {} `{resource}`",
-            self.name,
-            action.as_str()
-        )))
     }
+}
+
+/// Ask the policy set; default deny. A denial names the action and the
+/// resource, and nothing else.
+pub fn authorize(
+    v: &Vault,
+    p: &Principal,
+    action: Action,
+    resource: Resource<'_>,
+    via_alias: bool,
+) -> Result<(), ApiError> {
+    let d = v.policy().decide(&p.info(), action, &resource, via_alias);
+    if d.allowed {
+        return Ok(());
+    }
+    tracing::info!(principal = %p.name, role = %p.role, action = action.as_str(),
+        resource = %resource, "denied");
+    Err(ApiError::forbidden(format!(
+        "`{}` (role `{}`) may not {} `{resource}`",
+        p.name,
+        p.role,
+        action.as_str()
+    )))
+}
+
+/// Authorize an artifact action, with the artifact's kind and sensitivity
+/// from the metadata (a missing artifact has kind `hint` or "").
+pub fn authorize_artifact_sync(
+    v: &Vault,
+    p: &Principal,
+    action: Action,
+    name: &str,
+    hint: Option<Kind>,
+    via_alias: bool,
+) -> Result<(), ApiError> {
+    let art = v.meta.artifact(name)?;
+    let kind = art
+        .as_ref()
+        .map(|a| a.kind.as_str())
+        .or(hint.map(Kind::as_str))
+        .unwrap_or("");
+    let sensitivity = art.as_ref().map_or("", |a| a.sensitivity.as_str());
+    let namespace = name.split('/').next().unwrap_or_default();
+    authorize(
+        v,
+        p,
+        action,
+        Resource::Artifact {
+            name,
+            namespace,
+            kind,
+            sensitivity,
+        },
+        via_alias,
+    )
+}
+
+/// [`authorize_artifact_sync`] off the async workers.
+pub async fn authorize_artifact(
+    v: &AppState,
+    p: &Principal,
+    action: Action,
+    name: &str,
+    hint: Option<Kind>,
+    via_alias: bool,
+) -> Result<(), ApiError> {
+    let (v, p, name) = (v.clone(), p.clone(), name.to_owned());
+    super::blocking(move || authorize_artifact_sync(&v, &p, action, &name, hint, via_alias)).await
 }
 
 fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
@@ -76,6 +116,7 @@ fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
         name: rec.principal,
         role: rec.role,
         token_id: rec.id,
+        namespaces: rec.namespaces,
     })
 }
 

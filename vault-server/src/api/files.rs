@@ -7,8 +7,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::{stream, StreamExt};
 
-use super::auth::Action;
+use super::auth::authorize_artifact_sync;
 use super::{blocking, ApiError, AppState, Principal};
+use vault_policy::Action;
 
 /// Parse `bytes=N-`; other range forms are refused.
 fn range_start(headers: &HeaderMap) -> Result<u64, ApiError> {
@@ -33,11 +34,22 @@ pub async fn download(
         return Err(ApiError::bad_request("bad digest"));
     }
     let offset = range_start(&headers)?;
-    let meta = v.meta.clone();
-    let d = digest.clone();
-    let rec = blocking(move || Ok(meta.version_by_digest(&d)?)).await?;
-    let rec = rec.ok_or_else(|| ApiError::not_found(format!("version `{digest}` not found")))?;
-    p.authorize(Action::Pull, &rec.name)?;
+    let (v2, d) = (v.clone(), digest.clone());
+    let rec = blocking(move || {
+        let rec = v2
+            .meta
+            .version_by_digest(&d)?
+            .ok_or_else(|| ApiError::not_found(format!("version `{d}` not found")))?;
+        // "Through an alias" for a download: the version is an alias target.
+        let via_alias = v2
+            .meta
+            .aliases(&rec.name)?
+            .iter()
+            .any(|a| a.version == rec.version);
+        authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, via_alias)?;
+        Ok(rec)
+    })
+    .await?;
     let file = rec
         .files
         .get(index)

@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::Json;
 use vault_api::{ErrorCode, KeyStatus, RetireRequest, RewrapResult};
 
-use super::auth::Action;
+use super::auth::authorize;
 use super::{blocking, ApiError, AppState, Principal};
+use vault_policy::{Action, Resource};
 
 fn status_of(v: &AppState) -> Result<KeyStatus, ApiError> {
     let ring = v.keyring();
@@ -25,13 +26,13 @@ fn status_of(v: &AppState) -> Result<KeyStatus, ApiError> {
 }
 
 pub async fn status(State(v): State<AppState>, p: Principal) -> Result<Json<KeyStatus>, ApiError> {
-    p.authorize(Action::KeyAdmin, "keys")?;
+    authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
     Ok(Json(blocking(move || status_of(&v2)).await?))
 }
 
 pub async fn rotate(State(v): State<AppState>, p: Principal) -> Result<Json<KeyStatus>, ApiError> {
-    p.authorize(Action::KeyAdmin, "keys")?;
+    authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
     let s = blocking(move || {
         let version = v2.rotate()?;
@@ -49,7 +50,7 @@ pub async fn rewrap(
     State(v): State<AppState>,
     p: Principal,
 ) -> Result<Json<RewrapResult>, ApiError> {
-    p.authorize(Action::KeyAdmin, "keys")?;
+    authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
     let r = blocking(move || {
         let ring = v2.keyring();
@@ -82,7 +83,7 @@ pub async fn retire(
     p: Principal,
     Json(req): Json<RetireRequest>,
 ) -> Result<Json<KeyStatus>, ApiError> {
-    p.authorize(Action::KeyAdmin, "keys")?;
+    authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
     let s = blocking(move || {
         let min = req.min_decryption_version;

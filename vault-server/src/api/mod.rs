@@ -9,6 +9,7 @@ mod health;
 mod keys;
 mod publishers;
 mod read;
+mod tokens;
 mod uploads;
 
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub fn app(vault: Arc<Vault>) -> Router {
                 .get(publishers::list)
                 .delete(publishers::remove),
         )
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/v1/policy/reload", post(tokens::reload_policy))
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))

@@ -8,8 +8,9 @@ use vault_api::{PublisherInfo, PublisherRequest};
 use vault_manifest::PublicKey;
 use vault_store::PublisherRecord;
 
-use super::auth::Action;
+use super::auth::authorize;
 use super::{blocking, ApiError, AppState, Principal};
+use vault_policy::{Action, Resource};
 
 #[derive(Deserialize)]
 pub struct NsQuery {
@@ -41,7 +42,13 @@ pub async fn add(
     Json(req): Json<PublisherRequest>,
 ) -> Result<Json<PublisherInfo>, ApiError> {
     valid_namespace(&req.namespace)?;
-    p.authorize(Action::PublisherAdmin, &req.namespace)?;
+    authorize(
+        &v,
+        &p,
+        Action::PublisherAdmin,
+        Resource::Namespace(&req.namespace),
+        false,
+    )?;
     let key = PublicKey::from_file_text(&req.public_key)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let rec = PublisherRecord {
@@ -66,7 +73,13 @@ pub async fn list(
     if !q.namespace.is_empty() {
         valid_namespace(&q.namespace)?;
     }
-    p.authorize(Action::PublisherAdmin, &q.namespace)?;
+    authorize(
+        &v,
+        &p,
+        Action::PublisherAdmin,
+        Resource::Namespace(&q.namespace),
+        false,
+    )?;
     let meta = v.meta.clone();
     let recs = blocking(move || Ok(meta.publishers(&q.namespace)?)).await?;
     Ok(Json(recs.into_iter().map(info).collect()))
@@ -78,7 +91,13 @@ pub async fn remove(
     Query(q): Query<NsQuery>,
 ) -> Result<StatusCode, ApiError> {
     valid_namespace(&q.namespace)?;
-    p.authorize(Action::PublisherAdmin, &q.namespace)?;
+    authorize(
+        &v,
+        &p,
+        Action::PublisherAdmin,
+        Resource::Namespace(&q.namespace),
+        false,
+    )?;
     let meta = v.meta.clone();
     let (ns, kid) = (q.namespace.clone(), q.keyid.clone());
     let removed = blocking(move || Ok(meta.remove_publisher(&ns, &kid)?)).await?;

@@ -9,9 +9,10 @@ use vault_api::{
 };
 use vault_store::{MetaStore, VersionRecord};
 
-use super::auth::Action;
+use super::auth::{authorize_artifact, authorize_artifact_sync};
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
+use vault_policy::Action;
 
 #[derive(Deserialize)]
 pub struct RefQuery {
@@ -76,7 +77,10 @@ pub async fn resolve(
     Query(q): Query<RefQuery>,
 ) -> Result<Json<ResolvedVersion>, ApiError> {
     let r = parse_ref(&q.reference)?;
-    p.authorize(Action::Show, r.name.as_str())?;
+    let via_alias = matches!(r.selector, Selector::Alias(_));
+    // Authorized before the lookup: a forbidden artifact and a missing one
+    // look the same to a caller without a grant.
+    authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
     let (rec, alias) = blocking(move || match &r.selector {
         Selector::Alias(a) => lookup_alias(&v2, &r, a).map(|(rec, s)| (rec, Some(s))),
@@ -99,9 +103,18 @@ pub async fn list(
     p: Principal,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ArtifactSummary>>, ApiError> {
-    p.authorize(Action::List, &q.prefix)?;
-    let meta = v.meta.clone();
-    let items = blocking(move || Ok(meta.list(&q.prefix)?)).await?;
+    let v2 = v.clone();
+    let items = blocking(move || {
+        let all = v2.meta.list(&q.prefix)?;
+        // Only what the caller may see is listed.
+        Ok(all
+            .into_iter()
+            .filter(|(a, _)| {
+                authorize_artifact_sync(&v2, &p, Action::List, &a.name, None, false).is_ok()
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
     let out = items
         .into_iter()
         .map(|(a, vs)| ArtifactSummary {
@@ -133,7 +146,7 @@ pub async fn delete_version(
             "delete needs an exact version (`name:7` or `name@sha256:…`)",
         ));
     }
-    p.authorize(Action::Delete, r.name.as_str())?;
+    authorize_artifact(&v, &p, Action::Delete, r.name.as_str(), None, false).await?;
     let meta = v.meta.clone();
     let (name, version, shredded) = blocking(move || {
         let rec = lookup(meta.as_ref(), &r)?;

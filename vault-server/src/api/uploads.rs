@@ -9,8 +9,9 @@ use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
 
-use super::auth::Action;
+use super::auth::authorize_artifact;
 use super::{blocking, ApiError, AppState, Principal};
+use vault_policy::Action;
 
 /// Idle upload sessions are abandoned after this long.
 pub const SESSION_TTL_SECS: u64 = 6 * 3600;
@@ -26,7 +27,26 @@ pub async fn open(
     p: Principal,
     Json(req): Json<OpenUploadRequest>,
 ) -> Result<Json<OpenUploadResponse>, ApiError> {
-    p.authorize(Action::Push, req.name.as_str())?;
+    authorize_artifact(
+        &v,
+        &p,
+        Action::Push,
+        req.name.as_str(),
+        Some(req.kind),
+        false,
+    )
+    .await?;
+    if let Some(s) = &req.sensitivity {
+        if s.len() > 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ApiError::bad_request(
+                "sensitivity is a short label of lowercase letters, digits and `-`",
+            ));
+        }
+    }
     // Same path and digest rules as a manifest.
     vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, req.files.clone(), vec![])?;
     let now = vault_store::now();
@@ -41,6 +61,7 @@ pub async fn open(
         principal: p.name.clone(),
         created: now,
         expires: now + SESSION_TTL_SECS,
+        sensitivity: req.sensitivity,
     };
     let meta = v.meta.clone();
     let session = blocking(move || Ok(meta.open_session(session)?)).await?;
@@ -61,7 +82,7 @@ async fn own_session(v: &AppState, p: &Principal, id: String) -> Result<SessionR
     let s = blocking(move || Ok(meta.session(&id)?)).await?;
     match s {
         Some(s) if s.principal == p.name && s.expires > vault_store::now() => {
-            p.authorize(Action::Push, &s.name)?;
+            authorize_artifact(v, p, Action::Push, &s.name, Some(s.kind), false).await?;
             Ok(s)
         }
         _ => Err(ApiError::not_found("upload session not found or expired")),

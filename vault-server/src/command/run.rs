@@ -28,6 +28,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         a.segment_size,
         a.alias_ttl,
         !a.no_alias_renewal,
+        a.policies.as_deref(),
     )?);
     tracing::info!("vault unsealed, key ring open");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -38,16 +39,44 @@ pub fn run(a: RunArgs) -> Result<()> {
 }
 
 async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| fail(2, format!("cannot load TLS certificate or key: {e}")))?,
+        ),
+        _ => None,
+    };
+    let listener = std::net::TcpListener::bind(a.listen)
         .map_err(|e| fail(7, format!("cannot listen on {}: {e}", a.listen)))?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, tls = tls.is_some(), "listening");
+    let hup = {
+        let v = vault.clone();
+        tokio::spawn(async move {
+            let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while s.recv().await.is_some() {
+                let v2 = v.clone();
+                match tokio::task::spawn_blocking(move || v2.reload_policy()).await {
+                    Ok(Ok(n)) => tracing::info!(policies = n, "SIGHUP: policies reloaded"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "SIGHUP: policy reload refused, the running set stays in force")
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: policy reload failed"),
+                }
+            }
+        })
+    };
     let sweeper = {
         let v = vault.clone();
         tokio::spawn(async move {
@@ -62,11 +91,32 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             }
         })
     };
-    axum::serve(listener, api::app(vault))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let handle = axum_server::Handle::new();
+    {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            h.graceful_shutdown(Some(Duration::from_secs(30)));
+        });
+    }
+    let app = api::app(vault).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        Some(config) => {
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    }
+    .context("server failed")?;
     sweeper.abort();
+    hup.abort();
     tracing::info!("stopped");
     Ok(())
 }

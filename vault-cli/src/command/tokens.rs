@@ -1,0 +1,130 @@
+//! token and policy commands.
+
+use std::path::Path;
+
+use anyhow::Result;
+use vault_api::TokenRequest;
+use vault_client::Client;
+
+use super::{output, Exit};
+use crate::cli::{Global, TokenCommand};
+
+pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
+    match t {
+        TokenCommand::Create {
+            principal,
+            role,
+            ttl,
+            namespaces,
+        } => {
+            let created = c
+                .token_create(&TokenRequest {
+                    principal,
+                    role,
+                    ttl_secs: ttl,
+                    namespaces,
+                })
+                .await?;
+            // The token itself goes to stdout alone, so scripts can capture it.
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.token);
+                if !g.quiet {
+                    eprintln!(
+                        "created {} for `{}` (role {}, namespaces [{}]); it is shown only now",
+                        created.info.id,
+                        created.info.principal,
+                        created.info.role,
+                        created.info.namespaces.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::List => {
+            let list = c.token_list().await?;
+            output(g, &list, || {
+                let mut s = format!(
+                    "{:<22} {:<16} {:<10} {:<24} {:<12} STATE",
+                    "ID", "PRINCIPAL", "ROLE", "NAMESPACES", "EXPIRES"
+                );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                for t in &list {
+                    let exp = t.expires.map_or("never".into(), |e| {
+                        if e > now {
+                            format!("in {}s", e - now)
+                        } else {
+                            "expired".into()
+                        }
+                    });
+                    let state = if t.revoked { "revoked" } else { "active" };
+                    s.push_str(&format!(
+                        "\n{:<22} {:<16} {:<10} {:<24} {:<12} {state}",
+                        t.id,
+                        t.principal,
+                        t.role,
+                        t.namespaces.join(","),
+                        exp
+                    ));
+                }
+                s
+            })
+        }
+        TokenCommand::Revoke { id } => {
+            c.token_revoke(&id).await?;
+            let json = serde_json::json!({"id": id, "revoked": true});
+            output(g, &json, || format!("revoked {id}"))
+        }
+    }
+}
+
+pub fn policy_check(g: &Global, dir: &Path) -> Result<()> {
+    match vault_policy::PolicyEngine::load_dir(dir) {
+        Ok(e) => {
+            let json = serde_json::json!({"valid": true, "policies": e.len(), "dir": dir});
+            output(g, &json, || {
+                format!(
+                    "{}: {} policies, valid against the schema",
+                    dir.display(),
+                    e.len()
+                )
+            })
+        }
+        Err(vault_policy::Error::Invalid(diags)) => {
+            let json = serde_json::json!({
+                "valid": false,
+                "diagnostics": diags.iter().map(|d| serde_json::json!({
+                    "file": d.file, "line": d.line, "column": d.column, "message": d.message,
+                })).collect::<Vec<_>>(),
+            });
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                for d in &diags {
+                    eprintln!("{}", d);
+                }
+            }
+            Err(Exit {
+                code: 1,
+                message: format!(
+                    "{}: {} problem(s); policies not valid",
+                    dir.display(),
+                    diags.len()
+                ),
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn policy_reload(g: &Global, c: &Client) -> Result<()> {
+    let s = c.policy_reload().await?;
+    output(g, &s, || {
+        format!("reloaded {} policies from {}", s.policies, s.source)
+    })
+}
