@@ -56,6 +56,10 @@ pub struct Global {
     /// ~/.config/mlvault/config.toml, when it exists.
     #[arg(long, global = true, env = "MLVAULT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Retries after a 429 (rate limited), with jittered backoff, before
+    /// giving up with exit code 6.
+    #[arg(long, global = true, env = "MLVAULT_RETRIES", default_value_t = 3)]
+    pub retries: u32,
     /// Where the client remembers pinned server keys and alias sequences.
     #[arg(long, global = true, env = "MLVAULT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -91,6 +95,9 @@ pub enum Command {
     /// Check a policy folder offline, or make the server reload its own.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Read and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +123,24 @@ pub enum TokenCommand {
     Revoke {
         /// Token id (`tok_…`).
         id: String,
+    },
+    /// Lift a suspension put on a token by exfiltration detection.
+    Unsuspend {
+        /// Token id (`tok_…`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk the hash chain and the signed checkpoints; exit 5 and name the
+    /// first bad entry if anything was edited, deleted or reordered.
+    Verify,
+    /// Show the last N entries.
+    Tail {
+        /// Entries to show.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
     },
 }
 

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// network in clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Server configuration file (TOML): rate limits per role, exfiltration
+    /// thresholds. See the README's operations section.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Policy folder (schema.cedarschema + *.cedar). Default: DATA_DIR/policies
     /// when present, else the defaults shipped with mlvault. Reloaded on SIGHUP.
     #[arg(long, value_name = "DIR")]

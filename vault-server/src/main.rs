@@ -5,7 +5,10 @@
 mod api;
 mod cli;
 mod command;
+mod config;
 mod exit;
+mod guard;
+mod metrics_setup;
 mod tokens;
 mod vault;
 

@@ -9,10 +9,14 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use object_store::local::LocalFileSystem;
+use vault_audit::AuditLog;
 use vault_crypto::WrappedSecret;
 use vault_crypto::{Keyring, MasterKey, Sealer, Unsealer};
 use vault_manifest::SecretKey;
 use vault_policy::PolicyEngine;
+
+use crate::config::ServerConfig;
+use crate::guard::{ExfilDetector, RateLimits};
 use vault_store::{BlobStore, KeyringRecord, MetaStore, RedbMeta, TokenRecord};
 
 use crate::cli::UnsealArgs;
@@ -44,6 +48,10 @@ impl Layout {
     }
     pub fn default_identity(&self) -> PathBuf {
         self.root.join("unseal.identity")
+    }
+    /// The audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit").join("audit.log")
     }
     /// The server's public signing key, for clients to trust.
     pub fn server_pub(&self) -> PathBuf {
@@ -125,6 +133,12 @@ pub struct Vault {
     policy: RwLock<Arc<PolicyEngine>>,
     /// Where policies come from: a folder, or the compiled-in defaults.
     pub policy_source: Option<PathBuf>,
+    /// The tamper-evident audit log.
+    pub audit: AuditLog,
+    /// Per-token rate limits.
+    pub limits: RateLimits,
+    /// Per-principal exfiltration windows.
+    pub exfil: ExfilDetector,
 }
 
 /// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
@@ -209,6 +223,7 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
             expires: None,
             revoked: false,
             namespaces: Vec::new(),
+            suspended: false,
         },
     )?;
     fs::create_dir_all(layout.blobs())?;
@@ -231,6 +246,7 @@ pub fn add_token(dir: &Path, principal: &str, role: &str, namespaces: &[String])
             expires: None,
             revoked: false,
             namespaces: namespaces.to_vec(),
+            suspended: false,
         },
     )?;
     Ok(secret)
@@ -245,6 +261,7 @@ impl Vault {
         alias_ttl: u64,
         alias_renewal: bool,
         policies: Option<&Path>,
+        config: &ServerConfig,
     ) -> Result<Self> {
         let layout = Layout::new(dir);
         let policy_source = policy_source(&layout, policies);
@@ -285,6 +302,12 @@ impl Vault {
         let local = LocalFileSystem::new_with_prefix(layout.blobs())
             .context("cannot open the blob directory")?;
         let signing_key = server_key(&meta, &master, &layout)?;
+        let audit = AuditLog::open(
+            layout.audit_log(),
+            SecretKey::from_bytes(&signing_key.to_bytes()),
+            256,
+        )
+        .context("cannot open the audit log")?;
         Ok(Self {
             meta: Arc::new(meta),
             blobs: BlobStore::new(Arc::new(local)),
@@ -296,6 +319,9 @@ impl Vault {
             alias_renewal,
             policy: RwLock::new(Arc::new(policy)),
             policy_source,
+            audit,
+            limits: RateLimits::new(&config.limits),
+            exfil: ExfilDetector::new(&config.exfiltration),
         })
     }
 

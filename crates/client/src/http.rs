@@ -19,6 +19,7 @@ pub struct Client {
     pub(crate) http: reqwest::Client,
     base: String,
     token: Option<String>,
+    retries: u32,
 }
 
 impl Client {
@@ -48,7 +49,18 @@ impl Client {
         let http = b
             .build()
             .map_err(|e| Error::Usage(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { http, base, token })
+        Ok(Self {
+            http,
+            base,
+            token,
+            retries: RATE_LIMIT_RETRIES,
+        })
+    }
+
+    /// Retries after a 429 before giving up (default [`RATE_LIMIT_RETRIES`]).
+    pub fn with_retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
     }
 
     /// The server URL.
@@ -64,10 +76,32 @@ impl Client {
         }
     }
 
-    /// Send, and turn a non-2xx answer into an [`Error`].
+    /// Send, and turn a non-2xx answer into an [`Error`]. A 429 is retried
+    /// (when the body can be replayed) after `Retry-After` with jitter, up to
+    /// [`RATE_LIMIT_RETRIES`] times.
     pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response> {
-        let resp = rb.send().await?;
-        check(resp).await
+        let mut attempt = 0;
+        let mut rb = rb;
+        loop {
+            let retry = rb.try_clone();
+            let resp = rb.send().await?;
+            if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt >= self.retries {
+                return check(resp).await;
+            }
+            let Some(next) = retry else {
+                return check(resp).await;
+            };
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1)
+                .min(30);
+            attempt += 1;
+            tokio::time::sleep(jittered(wait, attempt)).await;
+            rb = next;
+        }
     }
 
     pub(crate) async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
@@ -170,6 +204,28 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Lift a token's suspension.
+    pub async fn token_unsuspend(&self, id: &str) -> Result<()> {
+        self.send(self.request(Method::POST, &format!("/v1/tokens/{id}/unsuspend")))
+            .await
+            .map(|_| ())
+    }
+
+    /// The last `n` audit entries.
+    pub async fn audit_tail(&self, n: usize) -> Result<serde_json::Value> {
+        self.json(
+            self.request(Method::GET, "/v1/audit/tail")
+                .query(&[("n", n.to_string())]),
+        )
+        .await
+    }
+
+    /// Walk the audit chain on the server.
+    pub async fn audit_verify(&self) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, "/v1/audit/verify"))
+            .await
+    }
+
     /// Make the server reload its policy folder.
     pub async fn policy_reload(&self) -> Result<PolicyStatus> {
         self.json(self.request(Method::POST, "/v1/policy/reload"))
@@ -203,6 +259,19 @@ impl Client {
         )
         .await
     }
+}
+
+/// How often a rate-limited request is retried before giving up (exit 6).
+pub const RATE_LIMIT_RETRIES: u32 = 3;
+
+/// `base` seconds plus up to 50% random jitter, growing with the attempt.
+fn jittered(base: u64, attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let ms = base.max(1) * 1000 * u64::from(attempt);
+    Duration::from_millis(ms + u64::from(nanos) % (ms / 2 + 1))
 }
 
 async fn check(resp: Response) -> Result<Response> {

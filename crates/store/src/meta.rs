@@ -25,6 +25,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Revoke by public id; false if no such token.
     fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Suspend or lift a suspension, by public id; false if no such token.
+    fn suspend_token(&self, id: &str, suspended: bool) -> Result<bool>;
 
     /// Open an upload session: creates the artifact record on first push
     /// (or checks that `kind` matches) and reserves the next version number,

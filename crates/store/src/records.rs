@@ -143,6 +143,9 @@ pub struct TokenRecord {
     /// Artifact namespaces the token is scoped to.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Suspended by exfiltration detection until an admin lifts it.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// Stored key ring state.

@@ -131,6 +131,31 @@ impl RedbMeta {
     }
 }
 
+impl RedbMeta {
+    fn update_token(&self, id: &str, f: impl FnOnce(&mut TokenRecord)) -> Result<bool> {
+        self.write(|tx| {
+            let mut t = tx.open_table(TOKENS)?;
+            let mut found: Option<(String, TokenRecord)> = None;
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let rec: TokenRecord = dec("tokens", v.value())?;
+                if rec.id == id {
+                    found = Some((k.value().to_owned(), rec));
+                    break;
+                }
+            }
+            match found {
+                Some((k, mut rec)) => {
+                    f(&mut rec);
+                    t.insert(k.as_str(), enc(&rec)?.as_slice())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+}
+
 fn prefixed<T: DeserializeOwned>(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     table: &'static str,
@@ -263,26 +288,11 @@ impl MetaStore for RedbMeta {
     }
 
     fn revoke_token(&self, id: &str) -> Result<bool> {
-        self.write(|tx| {
-            let mut t = tx.open_table(TOKENS)?;
-            let mut found: Option<(String, TokenRecord)> = None;
-            for item in t.iter()? {
-                let (k, v) = item?;
-                let rec: TokenRecord = dec("tokens", v.value())?;
-                if rec.id == id {
-                    found = Some((k.value().to_owned(), rec));
-                    break;
-                }
-            }
-            match found {
-                Some((k, mut rec)) => {
-                    rec.revoked = true;
-                    t.insert(k.as_str(), enc(&rec)?.as_slice())?;
-                    Ok(true)
-                }
-                None => Ok(false),
-            }
-        })
+        self.update_token(id, |t| t.revoked = true)
+    }
+
+    fn suspend_token(&self, id: &str, suspended: bool) -> Result<bool> {
+        self.update_token(id, |t| t.suspended = suspended)
     }
 
     fn open_session(&self, mut session: SessionRecord) -> Result<SessionRecord> {

@@ -58,7 +58,7 @@ fn client(g: &Global) -> Result<Client> {
         ),
         (None, None) => None,
     };
-    Ok(Client::new(&g.addr, token, g.ca_cert.as_deref())?)
+    Ok(Client::new(&g.addr, token, g.ca_cert.as_deref())?.with_retries(g.retries))
 }
 
 /// Print `value` as JSON (with --json) or `human` (unless --quiet).
@@ -102,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Key(k) => keys::run(&g, &c, k).await,
                     Command::Token(t) => tokens::token(&g, &c, t).await,
                     Command::Policy(_) => tokens::policy_reload(&g, &c).await,
+                    Command::Audit(a) => tokens::audit(&g, &c, a).await,
                     Command::Verify(_) | Command::Keygen(_) => unreachable!("handled above"),
                 }
             }

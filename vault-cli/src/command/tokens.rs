@@ -7,7 +7,7 @@ use vault_api::TokenRequest;
 use vault_client::Client;
 
 use super::{output, Exit};
-use crate::cli::{Global, TokenCommand};
+use crate::cli::{AuditCommand, Global, TokenCommand};
 
 pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
     match t {
@@ -74,6 +74,11 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
                 s
             })
         }
+        TokenCommand::Unsuspend { id } => {
+            c.token_unsuspend(&id).await?;
+            let json = serde_json::json!({"id": id, "suspended": false});
+            output(g, &json, || format!("lifted the suspension of {id}"))
+        }
         TokenCommand::Revoke { id } => {
             c.token_revoke(&id).await?;
             let json = serde_json::json!({"id": id, "revoked": true});
@@ -127,4 +132,67 @@ pub async fn policy_reload(g: &Global, c: &Client) -> Result<()> {
     output(g, &s, || {
         format!("reloaded {} policies from {}", s.policies, s.source)
     })
+}
+
+pub async fn audit(g: &Global, c: &Client, a: AuditCommand) -> Result<()> {
+    match a {
+        AuditCommand::Tail { n } => {
+            let entries = c.audit_tail(n).await?;
+            output(g, &entries, || {
+                entries
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| {
+                                let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+                                let bytes = e["bytes"]
+                                    .as_u64()
+                                    .map_or(String::new(), |b| format!(" {b}B"));
+                                format!(
+                                    "{:>6} {} {:<10} {:<16} {:<18} {}{}{}",
+                                    e["seq"],
+                                    e["time_ms"],
+                                    s("outcome"),
+                                    s("principal"),
+                                    s("action"),
+                                    s("resource"),
+                                    bytes,
+                                    if s("detail").is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("  ({})", s("detail"))
+                                    }
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            })
+        }
+        AuditCommand::Verify => {
+            let r = c.audit_verify().await?;
+            let bad = r["first_bad"].as_array().cloned();
+            output(g, &r, || {
+                match &bad {
+                None => format!(
+                    "audit log intact: {} entries, {} signed checkpoints (last at {}), {} entries after it",
+                    r["entries"], r["checkpoints"], r["last_checkpoint"], r["unsigned_tail"]
+                ),
+                Some(b) => format!(
+                    "audit log TAMPERED: first bad entry at line {} (sequence {}): {}",
+                    b[0], b[1], b[2].as_str().unwrap_or("")
+                ),
+            }
+            })?;
+            match bad {
+                None => Ok(()),
+                Some(b) => Err(Exit {
+                    code: 5,
+                    message: format!("audit log tampered at line {} (sequence {})", b[0], b[1]),
+                }
+                .into()),
+            }
+        }
+    }
 }

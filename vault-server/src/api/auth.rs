@@ -1,12 +1,16 @@
 //! Authentication (bearer tokens) and the authorization seam every route
 //! passes through.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use vault_api::Kind;
+use vault_audit::Event;
 use vault_policy::{Action, Authorize, PrincipalInfo, Resource};
 use vault_store::MetaStore;
 
+use super::error::RequestId;
 use super::{ApiError, AppState};
 use crate::tokens;
 use crate::vault::Vault;
@@ -21,9 +25,27 @@ pub struct Principal {
     pub token_id: String,
     /// Namespaces the token is scoped to.
     pub namespaces: Vec<String>,
+    /// Request id (for the audit log).
+    pub request_id: String,
+    /// Client address.
+    pub client: String,
 }
 
 impl Principal {
+    /// An audit event attributed to this principal.
+    pub fn event(&self, action: &str, resource: &str, outcome: &str) -> Event {
+        Event {
+            principal: self.name.clone(),
+            token_id: self.token_id.clone(),
+            action: action.into(),
+            resource: resource.into(),
+            outcome: outcome.into(),
+            request_id: self.request_id.clone(),
+            client: self.client.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The principal as the policy engine sees it.
     pub fn info(&self) -> PrincipalInfo {
         PrincipalInfo {
@@ -44,9 +66,19 @@ pub fn authorize(
     via_alias: bool,
 ) -> Result<(), ApiError> {
     let d = v.policy().decide(&p.info(), action, &resource, via_alias);
+    let mut ev = p.event(
+        action.as_str(),
+        &resource.to_string(),
+        if d.allowed { "allow" } else { "deny" },
+    );
+    ev.detail = d.reasons.join(",");
+    v.audit
+        .record(ev)
+        .map_err(|e| ApiError::audit_unavailable(&e))?;
     if d.allowed {
         return Ok(());
     }
+    metrics::counter!("mlvault_authz_denied_total").increment(1);
     tracing::info!(principal = %p.name, role = %p.role, action = action.as_str(),
         resource = %resource, "denied");
     Err(ApiError::forbidden(format!(
@@ -112,11 +144,19 @@ fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
     if rec.expires.is_some_and(|e| e <= vault_store::now()) {
         return Err(ApiError::unauthenticated("token expired"));
     }
+    if rec.suspended {
+        return Err(ApiError::unauthenticated(format!(
+            "token suspended by exfiltration detection; an admin can lift it with `vault-cli token unsuspend {}`",
+            rec.id
+        )));
+    }
     Ok(Principal {
         name: rec.principal,
         role: rec.role,
         token_id: rec.id,
         namespaces: rec.namespaces,
+        request_id: String::new(),
+        client: String::new(),
     })
 }
 
@@ -124,21 +164,65 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        let secret = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthenticated("missing bearer token (set MLVAULT_TOKEN or --token)")
-            })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or_else(|| ApiError::unauthenticated("malformed Authorization header"))?
-            .to_owned();
-        let meta = state.meta.clone();
-        super::blocking(move || lookup(meta.as_ref(), &secret)).await
+            .map(|h| {
+                h.to_str()
+                    .ok()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= 256)
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::unauthenticated("malformed Authorization header"))
+            })
+            .unwrap_or_else(|| {
+                Err(ApiError::unauthenticated(
+                    "missing bearer token (set MLVAULT_TOKEN or --token)",
+                ))
+            });
+        let v = state.clone();
+        let (rid, cl) = (request_id.clone(), client.clone());
+        let mut p = super::blocking(move || {
+            let found = secret.and_then(|s| lookup(v.meta.as_ref(), &s));
+            match found {
+                Ok(p) => Ok(p),
+                Err(e) => {
+                    metrics::counter!("mlvault_auth_failures_total").increment(1);
+                    let ev = Event {
+                        principal: "-".into(),
+                        action: "authenticate".into(),
+                        resource: "-".into(),
+                        outcome: "deny".into(),
+                        request_id: rid,
+                        client: cl,
+                        detail: e.message.clone(),
+                        ..Default::default()
+                    };
+                    v.audit
+                        .record(ev)
+                        .map_err(|a| ApiError::audit_unavailable(&a))?;
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+        p.request_id = request_id;
+        p.client = client;
+        state
+            .limits
+            .request(&p.role, &p.token_id)
+            .map_err(|secs| ApiError::rate_limited(secs, "requests per minute"))?;
+        Ok(p)
     }
 }

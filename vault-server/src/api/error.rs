@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +25,26 @@ impl ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    pub fn rate_limited(secs: u64, what: &str) -> Self {
+        metrics::counter!("mlvault_rate_limited_total").increment(1);
+        let mut e = Self::new(
+            ErrorCode::RateLimited,
+            format!("rate limit of this token's role reached ({what}); retry in {secs}s"),
+        );
+        e.retry_after = Some(secs);
+        e
+    }
+    /// The audit log cannot be written: fail closed.
+    pub fn audit_unavailable(detail: &str) -> Self {
+        metrics::counter!("mlvault_audit_failures_total").increment(1);
+        tracing::error!(detail, "audit log unavailable: refusing the request");
+        Self::new(
+            ErrorCode::Unavailable,
+            "the audit log cannot be written; the server refuses requests until it can (see /readyz)",
+        )
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, m)
@@ -51,6 +72,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: ErrorCode::Integrity,
             message: detail.into(),
+            retry_after: None,
         }
     }
 }
@@ -117,16 +139,44 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
     }
+}
+
+/// The request id, for handlers and the audit log.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// Route-level metrics: count and time every matched request.
+pub async fn metrics_layer(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("mlvault_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("mlvault_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
 }
 
 /// Middleware: give every request an id, echo it in `x-request-id`, log the
 /// outcome.
-pub async fn request_id(req: Request, next: Next) -> Response {
+pub async fn request_id(mut req: Request, next: Next) -> Response {
     let rid = vault_crypto::random_bytes::<8>()
         .map(hex::encode)
         .unwrap_or_default();
+    req.extensions_mut().insert(RequestId(rid.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let start = std::time::Instant::now();

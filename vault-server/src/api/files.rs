@@ -34,8 +34,9 @@ pub async fn download(
         return Err(ApiError::bad_request("bad digest"));
     }
     let offset = range_start(&headers)?;
-    let (v2, d) = (v.clone(), digest.clone());
+    let (v2, d, p2) = (v.clone(), digest.clone(), p.clone());
     let rec = blocking(move || {
+        let p = p2;
         let rec = v2
             .meta
             .version_by_digest(&d)?
@@ -63,6 +64,35 @@ pub async fn download(
             ApiError::stored_integrity(format!("blob record `{}` is missing", file.blob))
         })?;
     let size = file.entry.size;
+    v.limits
+        .bytes(&p.role, &p.token_id, size.saturating_sub(offset))
+        .map_err(|secs| ApiError::rate_limited(secs, "bytes per minute"))?;
+    if let Some(alert) = v
+        .exfil
+        .observe(&p.name, size.saturating_sub(offset), &rec.name)
+    {
+        metrics::counter!("mlvault_exfiltration_alerts_total").increment(1);
+        tracing::warn!(principal = %p.name, token = %p.token_id, %alert, "exfiltration alert");
+        let mut ev = p.event("exfiltration_alert", &rec.name, "alert");
+        ev.detail = alert.clone();
+        let (v2, tid, suspend) = (v.clone(), p.token_id.clone(), v.exfil.suspend());
+        blocking(move || {
+            v2.audit
+                .record(ev)
+                .map_err(|e| ApiError::audit_unavailable(&e))?;
+            if suspend {
+                v2.meta.suspend_token(&tid, true)?;
+            }
+            Ok(())
+        })
+        .await?;
+        if suspend {
+            return Err(ApiError::forbidden(format!(
+                "token suspended: {alert}; an admin can lift it with `vault-cli token unsuspend {}`",
+                p.token_id
+            )));
+        }
+    }
     if offset > size {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
@@ -81,9 +111,24 @@ pub async fn download(
         None
     };
     let blob_id = blob.id.clone();
+    // Record the transfer when the body has been sent (or cut).
+    let mut done = TransferDone {
+        v: Some(v.clone()),
+        event: p.event(
+            "transfer_out",
+            &format!("{}:{} {}", rec.name, rec.version, file.entry.path),
+            "ok",
+        ),
+        sent: 0,
+        expected: size - offset,
+    };
     let body = stream::iter(first.map(Ok))
         .chain(plain)
         .map(move |r| {
+            if let Ok(b) = &r {
+                done.add(b.len() as u64);
+                metrics::counter!("mlvault_bytes_out_total").increment(b.len() as u64);
+            }
             r.map_err(|e| {
                 tracing::error!(blob = %blob_id, error = %e, "blob failed verification mid-stream; aborting response");
                 std::io::Error::other(e.to_string())
@@ -108,4 +153,42 @@ pub async fn download(
         }
     }
     Ok(resp)
+}
+
+/// Writes the `transfer_out` audit entry once: when the body completes, or
+/// (dropped early) when the connection was cut.
+struct TransferDone {
+    v: Option<AppState>,
+    event: vault_audit::Event,
+    sent: u64,
+    expected: u64,
+}
+
+impl TransferDone {
+    fn add(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    fn finish(&mut self, outcome: &str) {
+        let Some(v) = self.v.take() else { return };
+        let mut ev = std::mem::take(&mut self.event);
+        ev.outcome = outcome.into();
+        ev.bytes = self.sent;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = v.audit.record(ev) {
+                tracing::error!(error = %e, "audit entry of a transfer could not be written");
+            }
+        });
+    }
+}
+
+impl Drop for TransferDone {
+    fn drop(&mut self) {
+        let outcome = if self.sent == self.expected {
+            "ok"
+        } else {
+            "incomplete"
+        };
+        self.finish(outcome);
+    }
 }

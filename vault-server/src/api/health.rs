@@ -24,6 +24,9 @@ pub async fn readyz(State(v): State<AppState>) -> (StatusCode, Json<Value>) {
     if let Err(e) = blobs_ok {
         reasons.push(e.to_string());
     }
+    if let Some(e) = v.audit.failure() {
+        reasons.push(e);
+    }
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true})))
     } else {
@@ -32,4 +35,14 @@ pub async fn readyz(State(v): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({"ready": false, "reasons": reasons})),
         )
     }
+}
+
+pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics_setup::render(),
+    )
 }

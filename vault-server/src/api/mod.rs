@@ -2,6 +2,7 @@
 //! and `run` share it.
 
 mod aliases;
+mod audit;
 mod auth;
 mod error;
 mod files;
@@ -53,11 +54,16 @@ pub fn app(vault: Arc<Vault>) -> Router {
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/v1/tokens/{id}/unsuspend", post(tokens::unsuspend))
+        .route("/v1/audit/tail", get(audit::tail))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/metrics", get(health::metrics))
         .route("/v1/policy/reload", post(tokens::reload_policy))
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))
         .route("/v1/keys/retire", post(keys::retire))
+        .route_layer(axum::middleware::from_fn(error::metrics_layer))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(vault)

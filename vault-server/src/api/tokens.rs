@@ -75,6 +75,7 @@ pub async fn create(
         expires: req.ttl_secs.map(|t| now.saturating_add(t)),
         revoked: false,
         namespaces: req.namespaces,
+        suspended: false,
     };
     let (meta, r, hash) = (v.meta.clone(), rec.clone(), tokens::hash(&secret));
     blocking(move || Ok(meta.put_token(&hash, &r)?)).await?;
@@ -156,4 +157,25 @@ pub fn source_name(v: &AppState) -> String {
     v.policy_source
         .as_deref()
         .map_or("(built-in defaults)".into(), |p| p.display().to_string())
+}
+
+pub async fn unsuspend(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(
+        &v,
+        &p,
+        Action::TokenAdmin,
+        Resource::Service("tokens"),
+        false,
+    )?;
+    let meta = v.meta.clone();
+    let i = id.clone();
+    if !blocking(move || Ok(meta.suspend_token(&i, false)?)).await? {
+        return Err(ApiError::not_found(format!("token `{id}` not found")));
+    }
+    tracing::info!(token = %id, by = %p.name, "token suspension lifted");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -96,6 +96,10 @@ pub async fn upload_file(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let s = own_session(&v, &p, id).await?;
+    let declared = s.files.get(index).map_or(0, |f| f.size);
+    v.limits
+        .bytes(&p.role, &p.token_id, declared)
+        .map_err(|secs| ApiError::rate_limited(secs, "bytes per minute"))?;
     let file = s
         .files
         .get(index)
@@ -136,7 +140,23 @@ pub async fn upload_file(
         let _ = v.blobs.delete(&old.id).await;
     }
     match v.blobs.write(&rec.id, enc, body.into_data_stream()).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            metrics::counter!("mlvault_bytes_in_total").increment(file.size);
+            let mut ev = p.event(
+                "transfer_in",
+                &format!("{}:{} {}", s.name, s.version, file.path),
+                "ok",
+            );
+            ev.bytes = file.size;
+            let v2 = v.clone();
+            blocking(move || {
+                v2.audit
+                    .record(ev)
+                    .map_err(|e| ApiError::audit_unavailable(&e))
+            })
+            .await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(e) => {
             let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
             let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;

@@ -55,6 +55,7 @@ pub fn run(a: DevArgs) -> Result<()> {
         unseal,
         insecure_http: false,
         policies: None,
+        config: None,
         tls_cert: None,
         tls_key: None,
         alias_ttl: 7 * 86400,

@@ -15,8 +15,7 @@ pub fn init_logging(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        // JSON logs arrive with the observability work; plain text until then.
-        builder.with_ansi(false).init();
+        builder.json().with_ansi(false).init();
     } else {
         builder.init();
     }

@@ -21,6 +21,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             ),
         ));
     }
+    let config = crate::config::ServerConfig::load(a.config.as_deref())?;
+    crate::metrics_setup::install();
     tracing::info!(data_dir = %a.data_dir.display(), "unsealing vault");
     let vault = Arc::new(Vault::open(
         &a.data_dir,
@@ -29,6 +31,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         a.alias_ttl,
         !a.no_alias_renewal,
         a.policies.as_deref(),
+        &config,
     )?);
     tracing::info!("vault unsealed, key ring open");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -91,6 +94,17 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             }
         })
     };
+    let checkpointer = {
+        let v = vault.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let v2 = v.clone();
+                let _ = tokio::task::spawn_blocking(move || v2.audit.checkpoint()).await;
+            }
+        })
+    };
     let handle = axum_server::Handle::new();
     {
         let h = handle.clone();
@@ -99,7 +113,7 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             h.graceful_shutdown(Some(Duration::from_secs(30)));
         });
     }
-    let app = api::app(vault).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::app(vault.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     match tls {
         Some(config) => {
             axum_server::from_tcp_rustls(listener, config)?
@@ -117,6 +131,11 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     .context("server failed")?;
     sweeper.abort();
     hup.abort();
+    checkpointer.abort();
+    match vault.audit.checkpoint() {
+        Ok(()) => tracing::info!("audit log checkpointed"),
+        Err(e) => tracing::error!(error = %e, "final audit checkpoint failed"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,48 @@
+//! `vault-audit` keeps the vault's tamper-evident audit log: one JSON line
+//! per authorization decision and per data transfer, each carrying the
+//! SHA-256 of its predecessor, with periodic checkpoints signed by the
+//! server's key. [`AuditLog`] appends (group commit: one fsync per batch);
+//! [`verify`] walks a log and names the first entry that does not fit.
+//!
+//! ```
+//! use vault_audit::{verify, AuditLog, Event};
+//! use vault_manifest::SecretKey;
+//! let dir = tempfile::tempdir().unwrap();
+//! let key = SecretKey::generate().unwrap();
+//! let log = AuditLog::open(dir.path().join("audit.log"), SecretKey::from_bytes(&key.to_bytes()), 64).unwrap();
+//! log.record(Event::new("alice", "pull", "fraud/m:1", "allow")).unwrap();
+//! log.checkpoint().unwrap();
+//! let report = verify(&dir.path().join("audit.log"), &key.public()).unwrap();
+//! assert!(report.intact());
+//! assert_eq!(report.entries, 2);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod entry;
+mod log;
+mod verify;
+
+pub use entry::{Entry, Event, GENESIS};
+pub use log::AuditLog;
+pub use verify::{verify, Report};
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The log file could not be written or read.
+    #[error("audit log `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The writer is gone (the server is stopping).
+    #[error("audit writer stopped")]
+    Stopped,
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,50 @@
+//! Reading the audit log: tail and verify.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use vault_audit::{Entry, Report};
+use vault_policy::{Action, Resource};
+
+use super::auth::authorize;
+use super::{blocking, ApiError, AppState, Principal};
+
+#[derive(Deserialize)]
+pub struct TailQuery {
+    #[serde(default = "default_n")]
+    n: usize,
+}
+
+fn default_n() -> usize {
+    20
+}
+
+pub async fn tail(
+    State(v): State<AppState>,
+    p: Principal,
+    Query(q): Query<TailQuery>,
+) -> Result<Json<Vec<Entry>>, ApiError> {
+    authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
+    let n = q.n.clamp(1, 10_000);
+    let v2 = v.clone();
+    let entries = blocking(move || {
+        v2.audit
+            .tail(n)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(Json(entries))
+}
+
+pub async fn verify(State(v): State<AppState>, p: Principal) -> Result<Json<Report>, ApiError> {
+    authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
+    let v2 = v.clone();
+    let report = blocking(move || {
+        // Seal what has been written so far, then walk the file.
+        let _ = v2.audit.checkpoint();
+        vault_audit::verify(v2.audit.path(), &v2.signing_key.public())
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(Json(report))
+}

@@ -1,0 +1,141 @@
+//! The server configuration file (`vault-server run --config FILE`, TOML).
+//!
+//! ```toml
+//! [limits.default]                 # every role without its own entry
+//! requests_per_minute = 6000
+//! burst = 300
+//! bytes_per_minute = 0             # 0: no byte limit
+//!
+//! [limits.roles.deployer]
+//! requests_per_minute = 600
+//! burst = 60
+//! bytes_per_minute = 10737418240   # 10 GiB a minute
+//!
+//! [exfiltration]
+//! window_secs = 600                # sliding window per principal
+//! max_bytes = 53687091200          # 0: off
+//! max_artifacts = 50               # distinct artifacts pulled; 0: off
+//! suspend = true                   # suspend the token when a threshold is crossed
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::exit::fail;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Rate limits per role.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Exfiltration detection.
+    #[serde(default)]
+    pub exfiltration: Exfiltration,
+}
+
+/// One role's limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Sustained requests per minute, per token.
+    pub requests_per_minute: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Bytes per minute moved by one token (0: unlimited).
+    #[serde(default)]
+    pub bytes_per_minute: u64,
+}
+
+fn default_limit() -> Limit {
+    Limit {
+        requests_per_minute: 60_000,
+        burst: 1_000,
+        bytes_per_minute: 0,
+    }
+}
+
+/// Limits: a default and per-role overrides.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// For roles without their own entry.
+    #[serde(default = "default_limit")]
+    pub default: Limit,
+    /// Per role.
+    #[serde(default)]
+    pub roles: HashMap<String, Limit>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default: default_limit(),
+            roles: HashMap::new(),
+        }
+    }
+}
+
+/// Exfiltration thresholds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exfiltration {
+    /// Sliding window length.
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    /// Bytes pulled in the window that raise an alert (0: off).
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// Distinct artifacts pulled in the window that raise an alert (0: off).
+    #[serde(default)]
+    pub max_artifacts: u64,
+    /// Suspend the token on an alert.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_window() -> u64 {
+    600
+}
+
+impl Default for Exfiltration {
+    fn default() -> Self {
+        Exfiltration {
+            window_secs: default_window(),
+            max_bytes: 0,
+            max_artifacts: 0,
+            suspend: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Load a config file; none means the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config `{}`", path.display()))?;
+        let c: ServerConfig = toml::from_str(&text)
+            .map_err(|e| fail(2, format!("config `{}`: {e}", path.display())))?;
+        for (role, l) in std::iter::once(("default", &c.limits.default))
+            .chain(c.limits.roles.iter().map(|(r, l)| (r.as_str(), l)))
+        {
+            if l.requests_per_minute == 0 || l.burst == 0 {
+                return Err(fail(
+                    2,
+                    format!(
+                        "config `{}`: limits of `{role}` must be positive",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(c)
+    }
+}
