@@ -487,3 +487,194 @@ pub fn fake_server(resolve_body: String) -> String {
     });
     addr
 }
+
+/// A private single-node Garage (S3) for one test, started with
+/// `scripts/garage.sh` on free loopback ports; stopped on drop.
+pub struct Garage {
+    /// Its directory (config, data, env, log).
+    pub dir: TempDir,
+    /// S3 API port.
+    pub port: u16,
+    /// Variables from its env file (endpoint, bucket, credentials).
+    pub env: std::collections::HashMap<String, String>,
+}
+
+fn garage_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/garage.sh")
+}
+
+fn garage_available() -> bool {
+    let cache = std::env::var_os("MLVAULT_GARAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/mlvault/garage-2.5.0")
+        });
+    cache.join("bin/garage").exists()
+}
+
+fn free_port_block() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        drop(l);
+        if p < 60000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+impl Garage {
+    /// Start one, or `None` (printing SKIPPED) when Garage is not installed
+    /// and `MLVAULT_REQUIRE_S3` is not set.
+    pub fn start(test: &str) -> Option<Garage> {
+        if !garage_available() {
+            assert!(
+                std::env::var_os("MLVAULT_REQUIRE_S3").is_none(),
+                "MLVAULT_REQUIRE_S3 is set but Garage is not installed (scripts/garage.sh install)"
+            );
+            eprintln!("SKIPPED {test}: Garage is not installed (scripts/garage.sh install; .ci/run does it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_block();
+        let mut g = Garage {
+            dir,
+            port,
+            env: Default::default(),
+        };
+        g.run("start");
+        let env = fs::read_to_string(g.dir.path().join("env")).unwrap();
+        g.env = env
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(g)
+    }
+
+    fn run(&self, verb: &str) {
+        let out = Command::new("bash")
+            .arg(garage_script())
+            .arg(verb)
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stop the server (data kept).
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    /// Start it again on the same data.
+    pub fn resume(&self) {
+        self.run("start");
+    }
+
+    /// A vault-server config file (TOML) using this Garage for blobs.
+    pub fn server_config(&self, path: &Path) {
+        let e = |k: &str| self.env.get(k).cloned().unwrap_or_default();
+        fs::write(
+            path,
+            format!(
+                "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+                e("MLVAULT_S3_ENDPOINT"),
+                e("MLVAULT_S3_BUCKET"),
+                e("MLVAULT_S3_REGION"),
+                e("AWS_ACCESS_KEY_ID"),
+                e("AWS_SECRET_ACCESS_KEY"),
+            ),
+        )
+        .unwrap();
+    }
+
+    fn curl(&self, path_and_query: &str, out: Option<&Path>) -> Vec<u8> {
+        let e = |k: &str| self.env.get(k).cloned().unwrap_or_default();
+        let mut c = Command::new("curl");
+        c.args(["-sf", "--aws-sigv4", "aws:amz:garage:s3", "--user"])
+            .arg(format!(
+                "{}:{}",
+                e("AWS_ACCESS_KEY_ID"),
+                e("AWS_SECRET_ACCESS_KEY")
+            ))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+        if let Some(o) = out {
+            c.arg("-o").arg(o);
+        }
+        let o = c
+            .arg(format!(
+                "{}/{}{path_and_query}",
+                e("MLVAULT_S3_ENDPOINT"),
+                e("MLVAULT_S3_BUCKET")
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "curl {path_and_query}: {o:?}");
+        o.stdout
+    }
+
+    /// Every object key in the bucket (S3 ListObjectsV2 through curl).
+    pub fn list_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let q = match &token {
+                Some(t) => format!("?list-type=2&continuation-token={t}"),
+                None => "?list-type=2".to_owned(),
+            };
+            let xml = String::from_utf8(self.curl(&q, None)).unwrap();
+            for part in xml.split("<Key>").skip(1) {
+                keys.push(part.split("</Key>").next().unwrap().to_owned());
+            }
+            token = xml.split("<NextContinuationToken>").nth(1).map(|t| {
+                t.split('<')
+                    .next()
+                    .unwrap()
+                    .replace('+', "%2B")
+                    .replace('/', "%2F")
+                    .replace('=', "%3D")
+            });
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// Download one object to a file.
+    pub fn get_to(&self, key: &str, out: &Path) {
+        self.curl(&format!("/{key}"), Some(out));
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True if `needle` occurs in the file (streamed, so multi-GiB files are fine).
+pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    let mut f = fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return false;
+        }
+        let mut window = std::mem::take(&mut carry);
+        window.extend_from_slice(&buf[..n]);
+        if window.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        carry = window[window.len().saturating_sub(needle.len() - 1)..].to_vec();
+    }
+}

@@ -36,6 +36,97 @@ pub struct ServerConfig {
     /// Exfiltration detection.
     #[serde(default)]
     pub exfiltration: Exfiltration,
+    /// Where blobs live.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Blob backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `DATA_DIR/blobs` (the embedded default).
+    #[default]
+    Local,
+    /// Any S3-compatible store (AWS, MinIO, Ceph, Garage).
+    S3,
+    /// Google Cloud Storage (cargo feature `gcp`).
+    Gcs,
+    /// Azure Blob Storage (cargo feature `azure`).
+    Azure,
+    /// In memory, lost at exit (tests).
+    Memory,
+}
+
+/// A secret string from the config; never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `[storage]`.
+///
+/// ```toml
+/// [storage]
+/// backend = "s3"
+/// endpoint = "http://127.0.0.1:3900"   # omit for AWS
+/// bucket = "mlvault"
+/// region = "garage"
+/// allow_http = true                     # loopback or a trusted network only
+/// # access_key_id / secret_access_key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Which backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// S3 endpoint URL (non-AWS stores).
+    pub endpoint: Option<String>,
+    /// Bucket (or Azure container).
+    pub bucket: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret key (else `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<Secret>,
+    /// Allow an `http://` endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Per-request timeout (large parts need time).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Local,
+            endpoint: None,
+            bucket: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            timeout_secs: default_timeout(),
+        }
+    }
 }
 
 /// One role's limits.

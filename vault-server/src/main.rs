@@ -9,6 +9,7 @@ mod config;
 mod exit;
 mod guard;
 mod metrics_setup;
+mod storage;
 mod tokens;
 mod vault;
 

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
-use object_store::local::LocalFileSystem;
 use vault_audit::AuditLog;
 use vault_crypto::WrappedSecret;
 use vault_crypto::{Keyring, MasterKey, Sealer, Unsealer};
@@ -298,9 +297,8 @@ impl Vault {
             .context("metadata has no key ring: the vault was not fully initialized")?;
         let ring = Keyring::open(&master, rec.id, &rec.keks, rec.min_decryption_version)
             .context("key ring does not open with this master key")?;
-        fs::create_dir_all(layout.blobs())?;
-        let local = LocalFileSystem::new_with_prefix(layout.blobs())
-            .context("cannot open the blob directory")?;
+        let store = crate::storage::build(&config.storage, &layout.blobs())?;
+        tracing::info!(backend = ?config.storage.backend, "blob store ready");
         let signing_key = server_key(&meta, &master, &layout)?;
         let audit = AuditLog::open(
             layout.audit_log(),
@@ -310,7 +308,7 @@ impl Vault {
         .context("cannot open the audit log")?;
         Ok(Self {
             meta: Arc::new(meta),
-            blobs: BlobStore::new(Arc::new(local)),
+            blobs: BlobStore::new(store),
             master,
             keyring: RwLock::new(Arc::new(ring)),
             signing_key,

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, conformance and end-to-end tests,
+# including the ones against a real S3 server (Garage, built once into
+# ~/.cache/mlvault: about 15-30 minutes on two cores the first time).
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in curl openssl; do
+  command -v "$tool" >/dev/null || { echo "tests need \`$tool\` (apt-get install $tool)" >&2; exit 1; }
+done
+scripts/garage.sh install >/dev/null
+work=$(mktemp -d)
+cleanup() { scripts/garage.sh stop "$work/garage" || true; rm -rf "$work"; }
+trap cleanup EXIT
+# A shared Garage for the backend conformance suite; end-to-end tests start their own.
+# shellcheck disable=SC1090
+source "$(scripts/garage.sh start "$work/garage" "${MLVAULT_TEST_GARAGE_PORT:-39100}")"
+export MLVAULT_REQUIRE_S3=1
+cargo test --workspace "$@"
