@@ -208,6 +208,7 @@ impl Server {
             .env("MLVAULT_TOKEN", token)
             .env("MLVAULT_CA_CERT", &test_tls().0)
             .env("MLVAULT_STATE_DIR", self.tmp.path().join("client-state"))
+            .env("MLVAULT_CACHE_DIR", self.tmp.path().join("client-cache"))
             .env_remove("MLVAULT_CONFIG")
             .env_remove("MLVAULT_LOG");
         c

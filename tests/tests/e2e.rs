@@ -354,7 +354,10 @@ mod keys {
         let st = json(&ok(s.admin().args(["--json", "key", "rotate"])));
         assert_eq!(st["current_version"], 2);
         assert_eq!(st["versions"], serde_json::json!([1, 2]));
-        ok(s.cli().args(["push", "k/m"]).arg(&src));
+        let src2 = s.tmp.path().join("src2");
+        random_file(&src2.join("a.bin"), 2 * MIB + 3, 23);
+        random_file(&src2.join("b/c.bin"), 1000, 24);
+        ok(s.cli().args(["push", "k/m"]).arg(&src2));
         let st = json(&ok(s.admin().args(["--json", "key", "status"])));
         assert_eq!(st["blobs_by_version"], serde_json::json!([[1, 2], [2, 2]]));
 
@@ -374,10 +377,10 @@ mod keys {
         let st = json(&ok(s.admin().args(["--json", "key", "retire", "2"])));
         assert_eq!(st["min_decryption_version"], 2);
         s.restart();
-        for v in ["k/m:1", "k/m:2"] {
+        for (v, want) in [("k/m:1", &src), ("k/m:2", &src2)] {
             let dest = s.tmp.path().join(v.replace(':', "-"));
             ok(s.cli().args(["pull", v, "--to"]).arg(&dest));
-            assert_same_tree(&src, &dest);
+            assert_same_tree(want, &dest);
         }
         let st = json(&ok(s.admin().args(["--json", "key", "status"])));
         assert_eq!(st["blobs_by_version"], serde_json::json!([[2, 4]]));
@@ -397,7 +400,10 @@ mod keys {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        ok(s.cli().args(["push", "d/m"]).arg(&src));
+        // Version 2 has other content (same content would share v1's blob).
+        let src2 = s.tmp.path().join("src2");
+        random_file(&src2.join("w.bin"), MIB + 1, 32);
+        ok(s.cli().args(["push", "d/m"]).arg(&src2));
         // A backup of the blob store taken before the delete.
         let backup = s.tmp.path().join("backup");
         copy_tree(&s.data_dir.join("blobs"), &backup);
@@ -432,7 +438,7 @@ mod keys {
         // Version 2 is untouched.
         let dest = s.tmp.path().join("v2");
         ok(s.cli().args(["pull", "d/m:2", "--to"]).arg(&dest));
-        assert_same_tree(&src, &dest);
+        assert_same_tree(&src2, &dest);
 
         s.terminate();
         // The wrapped DEK is gone from the metadata, and no key left in the
@@ -1513,6 +1519,7 @@ mod observe {
         let f = s.tmp.path().join("w.bin");
         random_file(&f, 1000, 1);
         for i in 0..5 {
+            random_file(&f, 1000, 50 + i);
             ok(s.cli().args(["push", &format!("t/m{i}")]).arg(&f));
         }
         ok(s.cli().args(["alias", "t/m0:1", "production"]));
@@ -1633,7 +1640,9 @@ mod s3 {
         random_file(&f, 3 << 20, 1);
         ok(s.cli().args(["push", "t/m"]).arg(&f));
         g.stop();
-        let err = fails_with(s.cli().args(["push", "t/m"]).arg(&f), 7);
+        let f2 = s.tmp.path().join("w2/w.bin");
+        random_file(&f2, 3 << 20, 2);
+        let err = fails_with(s.cli().args(["push", "t/m"]).arg(&f2), 7);
         assert!(err.contains("blob store"), "{err}");
         let err = fails_with(
             s.cli()
@@ -1654,12 +1663,13 @@ mod s3 {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&ready.stdout), "503");
         g.resume();
-        let out = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&f)));
+        let out = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&f2)));
         assert_eq!(out["version"], 3, "the failed push burned version 2");
-        for v in ["t/m:1", "t/m:3"] {
+        assert_eq!(out["uploaded_bytes"], 3 << 20);
+        for (v, want) in [("t/m:1", &f), ("t/m:3", &f2)] {
             let dest = s.tmp.path().join(v.replace(':', "-"));
-            ok(s.cli().args(["pull", v, "--to"]).arg(&dest));
-            assert_eq!(sha256_file(&f), sha256_file(&dest.join("w.bin")));
+            ok(s.cli().args(["pull", v, "--no-cache", "--to"]).arg(&dest));
+            assert_eq!(sha256_file(want), sha256_file(&dest.join("w.bin")));
         }
         fails_with(
             s.cli()
@@ -1667,5 +1677,189 @@ mod s3 {
                 .arg(s.tmp.path().join("x")),
             4,
         );
+    }
+}
+
+mod transfer {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn model(s: &Server, files: usize, size: u64) -> std::path::PathBuf {
+        let src = s.tmp.path().join("model");
+        for i in 0..files {
+            random_file(&src.join(format!("shard-{i:02}.bin")), size, 100 + i as u64);
+        }
+        src
+    }
+
+    #[test]
+    fn a_killed_pull_resumes_without_downloading_finished_files_again() {
+        let s = Server::start();
+        let src = model(&s, 8, 48 * MIB);
+        ok(s.cli().args(["push", "t/m"]).arg(&src));
+        let dest = s.tmp.path().join("dest");
+        let objects = s.tmp.path().join("client-cache/objects");
+        let mut child = s
+            .cli()
+            .args(["pull", "t/m", "--parallel", "1", "--to"])
+            .arg(&dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let done = |d: &std::path::Path| {
+            fs::read_dir(d).map_or(0, |r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".state"))
+                    .count()
+            })
+        };
+        while done(&objects) < 3 {
+            assert!(Instant::now() < deadline, "pull made no progress");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "pull finished before it could be killed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let finished = done(&objects) as u64;
+        assert!(finished < 8, "everything finished before the kill");
+        // Nothing unverified is at the destination.
+        for rel in tree(&dest).iter().filter(|p| !p.starts_with(".mlvault/")) {
+            assert_eq!(
+                sha256_file(&dest.join(rel)),
+                sha256_file(&src.join(rel)),
+                "{rel}"
+            );
+        }
+        let out = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&dest)));
+        let total = 8 * 48 * MIB;
+        let downloaded = out["downloaded_bytes"].as_u64().unwrap();
+        assert!(
+            downloaded <= total - finished * 48 * MIB,
+            "finished files downloaded again: {downloaded}"
+        );
+        assert_same_tree(&src, &dest);
+        ok(s.cli().arg("verify").arg(&dest));
+    }
+
+    #[test]
+    fn a_warm_repull_downloads_nothing_and_a_corrupted_cache_file_is_fetched_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let s = Server::start();
+        let src = model(&s, 4, 4 * MIB);
+        ok(s.cli().args(["push", "t/m"]).arg(&src));
+        let dest = s.tmp.path().join("dest");
+        let first = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&dest)));
+        assert_eq!(first["downloaded_bytes"], 16 * MIB);
+        let warm = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&dest)));
+        assert_eq!(warm["downloaded_bytes"], 0);
+        // Another destination is filled from the cache, not the network.
+        let other = s.tmp.path().join("other");
+        let linked = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&other)));
+        assert_eq!(linked["downloaded_bytes"], 0);
+        assert_same_tree(&src, &other);
+
+        // Corrupt one cached object on disk: detected by its changed state.
+        let sha = sha256_file(&src.join("shard-01.bin"));
+        let obj = s.tmp.path().join("client-cache/objects").join(&sha);
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
+        flip_byte(&obj, 12345);
+        let fresh = s.tmp.path().join("fresh");
+        let out = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&fresh)));
+        assert_eq!(out["downloaded_bytes"], 4 * MIB);
+        assert_same_tree(&src, &fresh);
+
+        // Corruption that keeps size and mtime: caught by --verify-cache.
+        let obj = s
+            .tmp
+            .path()
+            .join("client-cache/objects")
+            .join(sha256_file(&src.join("shard-02.bin")));
+        let meta = fs::metadata(&obj).unwrap();
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut data = fs::read(&obj).unwrap();
+        data[7] ^= 1;
+        fs::write(&obj, data).unwrap();
+        let mtime = meta.modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&obj)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let checked = s.tmp.path().join("checked");
+        let out = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--verify-cache", "--to"])
+            .arg(&checked)));
+        assert_eq!(out["downloaded_bytes"], 4 * MIB);
+        assert_same_tree(&src, &checked);
+    }
+
+    #[test]
+    fn two_pulls_at_once_into_one_cache_both_succeed() {
+        let s = Server::start();
+        let src = model(&s, 6, 8 * MIB);
+        ok(s.cli().args(["push", "t/m"]).arg(&src));
+        let spawn = |name: &str| {
+            s.cli()
+                .args(["--json", "pull", "t/m", "--to"])
+                .arg(s.tmp.path().join(name))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn("a"), spawn("b"));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        assert!(a.status.success() && b.status.success(), "{a:?}\n{b:?}");
+        assert_same_tree(&src, &s.tmp.path().join("a"));
+        assert_same_tree(&src, &s.tmp.path().join("b"));
+        let dl = |o: &std::process::Output| {
+            json(&String::from_utf8_lossy(&o.stdout))["downloaded_bytes"]
+                .as_u64()
+                .unwrap()
+        };
+        // Each object was downloaded once between them.
+        assert_eq!(dl(&a) + dl(&b), 48 * MIB);
+    }
+
+    #[test]
+    fn push_skips_files_the_namespace_already_holds_but_not_across_namespaces() {
+        let s = Server::start();
+        let src = model(&s, 3, MIB);
+        let first = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&src)));
+        assert_eq!(first["uploaded_bytes"], 3 * MIB);
+        fs::write(src.join("new.txt"), b"only this is new").unwrap();
+        let second = json(&ok(s.cli().args(["--json", "push", "t/other"]).arg(&src)));
+        assert_eq!(second["uploaded_bytes"], 16);
+        let third = json(&ok(s.cli().args(["--json", "push", "k/m"]).arg(&src)));
+        assert_eq!(third["uploaded_bytes"], 3 * MIB + 16);
+        // Shared blobs stay readable when one of their versions is deleted.
+        ok(s.admin().args(["delete", "t/m:1"]));
+        let dest = s.tmp.path().join("d");
+        ok(s.cli()
+            .args(["pull", "t/other", "--no-cache", "--to"])
+            .arg(&dest));
+        assert_same_tree(&src, &dest);
     }
 }

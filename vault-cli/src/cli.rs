@@ -215,6 +215,9 @@ pub struct PushArgs {
     /// Sensitivity label of a new artifact (e.g. `raw-pii`; fixed at first push).
     #[arg(long, value_name = "LABEL")]
     pub sensitivity: Option<String>,
+    /// Files hashed and uploaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +241,22 @@ pub struct PullArgs {
     /// it the key is pinned on first use.
     #[arg(long, value_name = "FILE.pub")]
     pub server_key: Option<PathBuf>,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Content-addressed cache: files already verified there are linked into
+    /// the destination instead of downloaded, and a destination that is
+    /// unchanged since it was verified costs one `stat` per file.
+    /// Default: $MLVAULT_CACHE_DIR, else $XDG_CACHE_HOME/mlvault/files or
+    /// ~/.cache/mlvault/files.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Download straight into the destination, bypassing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Re-hash cached files instead of trusting their recorded state.
+    #[arg(long)]
+    pub verify_cache: bool,
 }
 
 #[derive(Args, Debug)]

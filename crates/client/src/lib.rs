@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
+mod download;
 mod error;
 mod http;
 mod local;
@@ -14,6 +16,8 @@ mod pull;
 mod push;
 mod trust;
 
+pub use cache::{default_cache_dir, Cache};
+pub use download::{Progress, ProgressSink};
 pub use error::{Error, Result};
 pub use http::Client;
 pub use local::{hash_file, verify_dir, VerifyReport, MANIFEST_DIR};

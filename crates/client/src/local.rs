@@ -201,17 +201,32 @@ pub fn verify_dir(
     ))
 }
 
-/// Entries for a set of collected files, hashing each.
-pub(crate) fn entries(files: &[(PathBuf, String)]) -> Result<Vec<FileEntry>> {
-    files
-        .iter()
-        .map(|(p, rel)| {
-            let (sha256, size) = hash_file(p)?;
-            Ok(FileEntry {
-                path: rel.clone(),
-                size,
-                sha256,
+/// Entries for a set of collected files, hashing `parallel` files at once.
+pub(crate) async fn entries(
+    files: &[(PathBuf, String)],
+    parallel: usize,
+) -> Result<Vec<FileEntry>> {
+    use futures_util::StreamExt;
+    let jobs = files.iter().map(|(p, rel)| {
+        let (p, rel) = (p.clone(), rel.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let (sha256, size) = hash_file(&p)?;
+                Ok(FileEntry {
+                    path: rel,
+                    size,
+                    sha256,
+                })
             })
-        })
+            .await
+            .map_err(|e| Error::Server(e.to_string()))?
+        }
+    });
+    // `buffered` keeps the order of `files`.
+    futures_util::stream::iter(jobs)
+        .buffered(parallel)
+        .collect::<Vec<Result<FileEntry>>>()
+        .await
+        .into_iter()
         .collect()
 }

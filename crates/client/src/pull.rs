@@ -5,21 +5,18 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use reqwest::Method;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use vault_api::{FileEntry, Reference, Selector};
 use vault_manifest::{digest_of, parse_envelope};
 
+use crate::cache::Cache;
+use crate::download::{sync_dir, Progress};
 use crate::local::{manifest_path, safe_destination, MANIFEST_DIR};
 use crate::{Client, Error, Result};
 
-/// Retries of one file after a connection drops mid-body (each resumes with
-/// a range request where the last one stopped).
-const RESUME_ATTEMPTS: usize = 3;
-
 /// Options of [`Client::pull`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PullOptions {
     /// Accept an alias that moved back to an older version or an older record.
     pub allow_downgrade: bool,
@@ -33,6 +30,24 @@ pub struct PullOptions {
     pub server_keys: Vec<vault_manifest::PublicKey>,
     /// Client state directory (default [`crate::default_state_dir`]).
     pub state_dir: Option<PathBuf>,
+    /// Files transferred at once.
+    pub parallel: usize,
+    /// Content-addressed cache directory; `None` downloads straight into
+    /// the destination.
+    pub cache: Option<PathBuf>,
+    /// Re-hash cached files instead of trusting their recorded state.
+    pub verify_cache: bool,
+    /// Told about transferred bytes.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("parallel", &self.parallel)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a pull did; the shape of `vault-cli pull --json`.
@@ -127,10 +142,41 @@ impl Client {
         tokio::fs::create_dir_all(&partial_dir)
             .await
             .map_err(|e| Error::io(format!("cannot create `{}`", partial_dir.display()), e))?;
-        let mut downloaded = 0;
-        for (i, (f, target)) in m.files().iter().zip(&targets).enumerate() {
-            downloaded += self.fetch_file(&digest, i, f, target, &partial_dir).await?;
+        if let Some(p) = &opts.progress {
+            p.total(m.total_bytes());
         }
+        let cache = match &opts.cache {
+            Some(dir) => Some(Cache::open(dir)?),
+            None => None,
+        };
+        let jobs = m
+            .files()
+            .iter()
+            .zip(&targets)
+            .enumerate()
+            .map(|(i, (f, target))| {
+                let (cache, partial_dir, digest) =
+                    (cache.clone(), partial_dir.clone(), digest.clone());
+                async move {
+                    match cache {
+                        Some(c) => self.fetch_cached(&c, &digest, i, f, target, opts).await,
+                        None => {
+                            let partial = partial_dir.join(format!("{}-{i}", f.sha256));
+                            let n = self
+                                .download_to(&digest, i, f, &partial, opts.progress.as_ref())
+                                .await?;
+                            place(&partial, target).await?;
+                            Ok(n)
+                        }
+                    }
+                }
+            });
+        let mut downloaded = 0;
+        let mut results = futures_util::stream::iter(jobs).buffer_unordered(opts.parallel.max(1));
+        while let Some(r) = results.next().await {
+            downloaded += r?;
+        }
+        drop(results);
         write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
         let _ = tokio::fs::remove_dir(&partial_dir).await;
         Ok(PullResult {
@@ -144,6 +190,58 @@ impl Client {
             alias_sequence,
             notes,
         })
+    }
+
+    /// One file through the cache: nothing to do when the destination is
+    /// already the verified object; a link when the cache has it; else a
+    /// download into the cache first. One process fills an object at a time.
+    async fn fetch_cached(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        index: usize,
+        f: &FileEntry,
+        target: &Path,
+        opts: &PullOptions,
+    ) -> Result<u64> {
+        if !opts.verify_cache && cache.is_current(&f.sha256, f.size, target) {
+            if let Some(p) = &opts.progress {
+                p.advance(f.size);
+            }
+            return Ok(0);
+        }
+        let lock = {
+            let (c, sha) = (cache.clone(), f.sha256.clone());
+            tokio::task::spawn_blocking(move || c.lock(&sha))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))??
+        };
+        let verified = {
+            let (c, sha, size, re) = (cache.clone(), f.sha256.clone(), f.size, opts.verify_cache);
+            tokio::task::spawn_blocking(move || c.verified(&sha, size, re))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))??
+        };
+        let mut n = 0;
+        if verified {
+            if let Some(p) = &opts.progress {
+                p.advance(f.size);
+            }
+        } else {
+            n = self
+                .download_to(
+                    digest,
+                    index,
+                    f,
+                    &cache.partial(&f.sha256),
+                    opts.progress.as_ref(),
+                )
+                .await?;
+            cache.commit_partial(&f.sha256)?;
+        }
+        cache.link_into(&f.sha256, target)?;
+        drop(lock);
+        Ok(n)
     }
 
     async fn check_alias_record(
@@ -207,139 +305,22 @@ impl Client {
         st.save(&dir)?;
         Ok(rec.sequence)
     }
-
-    async fn fetch_file(
-        &self,
-        digest: &str,
-        index: usize,
-        f: &FileEntry,
-        target: &Path,
-        partial_dir: &Path,
-    ) -> Result<u64> {
-        let partial = partial_dir.join(&f.sha256);
-        let io = |what: &str, e| Error::io(format!("{what} `{}`", partial.display()), e);
-        // Resume: hash what an interrupted pull left, if it is not too long.
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut have = hash_prefix(&partial, f.size, &mut hasher).await?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&partial)
-            .await
-            .map_err(|e| io("cannot open", e))?;
-        let start = have;
-        let mut attempts = 0;
-        while have < f.size {
-            let mut rb = self.request(Method::GET, &format!("/v1/versions/{digest}/files/{index}"));
-            if have > 0 {
-                rb = rb.header(reqwest::header::RANGE, format!("bytes={have}-"));
-            }
-            let resp = match self.send(rb).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(e, Error::Integrity(_)) {
-                        drop(file);
-                        let _ = tokio::fs::remove_file(&partial).await;
-                    }
-                    return Err(e);
-                }
-            };
-            let mut body = resp.bytes_stream();
-            let mut dropped = None;
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if have + c.len() as u64 > f.size {
-                            drop(file);
-                            let _ = tokio::fs::remove_file(&partial).await;
-                            return Err(integrity(format!(
-                                "`{}`: server sent more than {} bytes",
-                                f.path, f.size
-                            )));
-                        }
-                        hasher.update(&c);
-                        file.write_all(&c)
-                            .await
-                            .map_err(|e| io("cannot write", e))?;
-                        have += c.len() as u64;
-                    }
-                    Err(e) => {
-                        dropped = Some(Error::from(e));
-                        break;
-                    }
-                }
-            }
-            if have < f.size {
-                attempts += 1;
-                if attempts > RESUME_ATTEMPTS {
-                    let e =
-                        dropped.unwrap_or_else(|| Error::Unavailable("body ended early".into()));
-                    return Err(Error::Unavailable(format!(
-                        "`{}` stopped at {have} of {} bytes after {RESUME_ATTEMPTS} resumes ({e}); run pull again to resume",
-                        f.path, f.size
-                    )));
-                }
-            }
-        }
-        let sha = hex::encode(hasher.finish().as_ref());
-        if sha != f.sha256 {
-            drop(file);
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(integrity(format!(
-                "`{}`: downloaded bytes hash to {sha}, the manifest says {}",
-                f.path, f.sha256
-            )));
-        }
-        file.sync_all().await.map_err(|e| io("cannot sync", e))?;
-        drop(file);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::io(format!("cannot create `{}`", parent.display()), e))?;
-        }
-        tokio::fs::rename(&partial, target)
-            .await
-            .map_err(|e| Error::io(format!("cannot move into place `{}`", target.display()), e))?;
-        if let Some(parent) = target.parent() {
-            sync_dir(parent).await;
-        }
-        Ok(f.size - start)
-    }
 }
 
-/// Hash an existing partial file into `hasher`; returns its length, or 0
-/// (after truncating it) when it is longer than the file can be.
-async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Context) -> Result<u64> {
-    let mut f = match tokio::fs::File::open(partial).await {
-        Ok(f) => f,
-        Err(_) => return Ok(0),
-    };
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-    if len > size {
-        drop(f);
-        let _ = tokio::fs::remove_file(partial).await;
-        return Ok(0);
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f
-            .read(&mut buf)
+/// Move a verified partial into place.
+async fn place(partial: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| Error::io(format!("cannot read `{}`", partial.display()), e))?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-        n += k as u64;
+            .map_err(|e| Error::io(format!("cannot create `{}`", parent.display()), e))?;
     }
-    Ok(n)
-}
-
-async fn sync_dir(dir: &Path) {
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await;
+    tokio::fs::rename(partial, target)
+        .await
+        .map_err(|e| Error::io(format!("cannot move into place `{}`", target.display()), e))?;
+    if let Some(parent) = target.parent() {
+        sync_dir(parent).await;
     }
+    Ok(())
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use futures_util::StreamExt;
 use reqwest::Method;
 use tokio_util::io::ReaderStream;
 use vault_api::{
@@ -22,6 +23,10 @@ pub struct PushOptions {
     pub sign_key: Option<vault_manifest::SecretKey>,
     /// Sensitivity label for a new artifact (e.g. `raw-pii`).
     pub sensitivity: Option<String>,
+    /// Files hashed and uploaded at once.
+    pub parallel: usize,
+    /// Told about hashed and uploaded bytes.
+    pub progress: Option<crate::Progress>,
 }
 
 impl Client {
@@ -34,12 +39,7 @@ impl Client {
             )));
         }
         let files = collect(path)?;
-        let list = {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || entries(&files))
-                .await
-                .map_err(|e| Error::Server(e.to_string()))??
-        };
+        let list = entries(&files, opts.parallel.max(1)).await?;
         let open: OpenUploadResponse = self
             .json(
                 self.request(Method::POST, "/v1/uploads")
@@ -51,34 +51,53 @@ impl Client {
                     }),
             )
             .await?;
-        let mut uploaded = 0u64;
-        for &i in &open.needed {
-            let (local, _) = files
-                .get(i)
-                .ok_or_else(|| Error::Server(format!("server asked for unknown file {i}")))?;
-            let entry = &list[i];
-            let f = tokio::fs::File::open(local)
-                .await
-                .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
-            let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(f, 1 << 20));
-            self.send(
-                self.request(
-                    Method::PUT,
-                    &format!("/v1/uploads/{}/files/{i}", open.session_id),
+        let uploads = open.needed.iter().map(|&i| {
+            let (files, list, sid) = (&files, &list, &open.session_id);
+            async move {
+                let (local, _) = files
+                    .get(i)
+                    .ok_or_else(|| Error::Server(format!("server asked for unknown file {i}")))?;
+                let entry = &list[i];
+                let f = tokio::fs::File::open(local)
+                    .await
+                    .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
+                let progress = opts.progress.clone();
+                let stream = ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
+                    if let (Some(p), Ok(b)) = (&progress, c) {
+                        p.advance(b.len() as u64);
+                    }
+                });
+                self.send(
+                    self.request(Method::PUT, &format!("/v1/uploads/{sid}/files/{i}"))
+                        .header(reqwest::header::CONTENT_LENGTH, entry.size)
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .body(reqwest::Body::wrap_stream(stream)),
                 )
-                .header(reqwest::header::CONTENT_LENGTH, entry.size)
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(body),
-            )
-            .await
-            .map_err(|e| match e {
-                Error::Integrity(m) => Error::Integrity(format!(
-                    "`{}` changed while being pushed or was corrupted in transit: {m}",
-                    local.display()
-                )),
-                other => other,
-            })?;
-            uploaded += entry.size;
+                .await
+                .map_err(|e| match e {
+                    Error::Integrity(m) => Error::Integrity(format!(
+                        "`{}` changed while being pushed or was corrupted in transit: {m}",
+                        local.display()
+                    )),
+                    other => other,
+                })?;
+                Ok::<u64, Error>(entry.size)
+            }
+        });
+        if let Some(p) = &opts.progress {
+            p.total(list.iter().map(|e| e.size).sum());
+        }
+        let mut uploaded = 0u64;
+        let mut results =
+            futures_util::stream::iter(uploads).buffer_unordered(opts.parallel.max(1));
+        while let Some(r) = results.next().await {
+            uploaded += r?;
+        }
+        drop(results);
+        if let Some(p) = &opts.progress {
+            // Files the server already had count as done.
+            let total: u64 = list.iter().map(|e| e.size).sum();
+            p.advance(total.saturating_sub(uploaded));
         }
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

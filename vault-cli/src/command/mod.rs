@@ -2,6 +2,7 @@
 
 mod config;
 mod keys;
+mod progress;
 mod pull;
 mod push;
 mod read;

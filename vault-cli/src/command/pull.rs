@@ -27,6 +27,18 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
         trusted,
         server_keys,
         state_dir: g.state_dir.clone(),
+        parallel: usize::from(a.parallel),
+        cache: if a.no_cache {
+            None
+        } else {
+            Some(
+                a.cache_dir
+                    .clone()
+                    .unwrap_or_else(vault_client::default_cache_dir),
+            )
+        },
+        verify_cache: a.verify_cache,
+        progress: super::progress::bar(g, "pull"),
     };
     if opts.trusted.is_empty() && !g.quiet && !g.json {
         eprintln!("note: no trusted publisher keys (--trust or config); checking digests, not who signed the manifest");

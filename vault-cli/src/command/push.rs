@@ -33,6 +33,8 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                 parents: a.parents,
                 sign_key,
                 sensitivity: a.sensitivity,
+                parallel: usize::from(a.parallel),
+                progress: super::progress::bar(g, "push"),
             },
         )
         .await?;

@@ -51,13 +51,44 @@ pub async fn open(
     vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, req.files.clone(), vec![])?;
     let now = vault_store::now();
     let n = req.files.len();
+    // File-level dedup within the namespace, offered only to a principal
+    // that may also pull there (else it would learn what the namespace holds).
+    let may_pull = authorize_artifact(
+        &v,
+        &p,
+        Action::Pull,
+        req.name.as_str(),
+        Some(req.kind),
+        false,
+    )
+    .await
+    .is_ok();
+    let namespace = req.name.namespace().to_owned();
+    let blobs: Vec<Option<String>> = if may_pull {
+        let (meta, files) = (v.meta.clone(), req.files.clone());
+        blocking(move || {
+            files
+                .iter()
+                .map(|f| {
+                    Ok(meta
+                        .find_blob(&namespace, &f.sha256, f.size)?
+                        .filter(|b| b.pending_session.is_none() && b.refs > 0)
+                        .map(|b| b.id))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await?
+    } else {
+        vec![None; n]
+    };
+    let needed: Vec<usize> = (0..n).filter(|&i| blobs[i].is_none()).collect();
     let session = SessionRecord {
         id: random_hex::<16>()?,
         name: req.name.to_string(),
         kind: req.kind,
         version: 0,
         files: req.files,
-        blobs: vec![None; n],
+        blobs,
         principal: p.name.clone(),
         created: now,
         expires: now + SESSION_TTL_SECS,
@@ -70,7 +101,7 @@ pub async fn open(
     Ok(Json(OpenUploadResponse {
         session_id: session.id,
         version: session.version,
-        needed: (0..n).collect(),
+        needed,
         expires_in: SESSION_TTL_SECS,
     }))
 }

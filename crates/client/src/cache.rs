@@ -1,0 +1,179 @@
+//! The local content-addressed cache: verified files by SHA-256, with the
+//! (size, mtime, inode) recorded when each was verified, so a warm pull is a
+//! `stat`, not a download or a re-hash. Safe for several processes at once:
+//! each object is filled under an exclusive file lock and published by an
+//! atomic rename.
+//!
+//! ```text
+//! CACHE/objects/<sha256>        verified content, read-only
+//! CACHE/objects/<sha256>.state  {"size", "mtime_ns", "ino"} at verification
+//! CACHE/partial/<sha256>        download in progress (resumable)
+//! CACHE/locks/<sha256>          lock file
+//! ```
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Default location: `$MLVAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/mlvault/files`,
+/// else `~/.cache/mlvault/files`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MLVAULT_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("mlvault/files");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/mlvault/files")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+}
+
+impl State {
+    fn of(m: &fs::Metadata) -> Self {
+        State {
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// A cache directory.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{what} `{}`", p.display()), e)
+}
+
+impl Cache {
+    /// Open (creating) a cache at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        for d in ["objects", "partial", "locks"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(|e| io("cannot create cache directory", &p, e))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Where a verified object lives.
+    pub fn object(&self, sha: &str) -> PathBuf {
+        self.root.join("objects").join(sha)
+    }
+
+    fn state_path(&self, sha: &str) -> PathBuf {
+        self.root.join("objects").join(format!("{sha}.state"))
+    }
+
+    /// The resumable download file of an object.
+    pub fn partial(&self, sha: &str) -> PathBuf {
+        self.root.join("partial").join(sha)
+    }
+
+    /// Take the object's exclusive lock (blocks while another process
+    /// fills it). Released when the returned file is dropped.
+    pub fn lock(&self, sha: &str) -> Result<fs::File> {
+        let p = self.root.join("locks").join(sha);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| io("cannot open lock", &p, e))?;
+        f.lock().map_err(|e| io("cannot lock", &p, e))?;
+        Ok(f)
+    }
+
+    fn recorded(&self, sha: &str) -> Option<State> {
+        serde_json::from_slice(&fs::read(self.state_path(sha)).ok()?).ok()
+    }
+
+    /// Is `path` exactly the verified object (same inode, size and mtime as
+    /// recorded at verification)? A `stat`, no hashing.
+    pub fn is_current(&self, sha: &str, size: u64, path: &Path) -> bool {
+        match (self.recorded(sha), fs::metadata(path)) {
+            (Some(rec), Ok(m)) => rec.size == size && State::of(&m) == rec,
+            _ => false,
+        }
+    }
+
+    /// Is the object present and unchanged since it was verified? With
+    /// `rehash`, hash it again instead of trusting the record (and drop it if
+    /// it no longer matches).
+    pub fn verified(&self, sha: &str, size: u64, rehash: bool) -> Result<bool> {
+        let obj = self.object(sha);
+        if !obj.exists() {
+            return Ok(false);
+        }
+        if !rehash && self.is_current(sha, size, &obj) {
+            return Ok(true);
+        }
+        let (h, n) = crate::hash_file(&obj)?;
+        if h == sha && n == size {
+            self.record(sha)?;
+            return Ok(true);
+        }
+        // Corrupted on disk: forget it so it is fetched again.
+        let _ = fs::remove_file(&obj);
+        let _ = fs::remove_file(self.state_path(sha));
+        Ok(false)
+    }
+
+    fn record(&self, sha: &str) -> Result<()> {
+        let obj = self.object(sha);
+        let m = fs::metadata(&obj).map_err(|e| io("cannot stat", &obj, e))?;
+        let st = self.state_path(sha);
+        let tmp = st.with_extension(format!("state.{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec(&State::of(&m)).unwrap_or_default())
+            .and_then(|_| fs::rename(&tmp, &st))
+            .map_err(|e| io("cannot write", &st, e))
+    }
+
+    /// Publish a verified, synced partial as the object.
+    pub fn commit_partial(&self, sha: &str) -> Result<()> {
+        let p = self.partial(sha);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o444))
+            .map_err(|e| io("cannot chmod", &p, e))?;
+        let obj = self.object(sha);
+        fs::rename(&p, &obj).map_err(|e| io("cannot publish", &obj, e))?;
+        self.record(sha)
+    }
+
+    /// Put the object at `dest`: a hard link where possible, else a copy;
+    /// through a temporary name and a rename, so `dest` is never partial.
+    pub fn link_into(&self, sha: &str, dest: &Path) -> Result<()> {
+        let obj = self.object(sha);
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.mlvault-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(&obj, &tmp).is_err() {
+            fs::copy(&obj, &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("cannot sync", &tmp, e))?;
+        }
+        fs::rename(&tmp, dest).map_err(|e| io("cannot move into place", dest, e))
+    }
+}

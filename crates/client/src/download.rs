@@ -1,0 +1,162 @@
+//! Downloading one file into a partial file, resuming with range requests,
+//! hashing as bytes land, and refusing anything that does not match.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vault_api::FileEntry;
+
+use crate::{Client, Error, Result};
+
+/// Retries of one file after a connection drops mid-body (each resumes with
+/// a range request where the last one stopped).
+const RESUME_ATTEMPTS: usize = 3;
+
+/// Told how far a transfer is (the CLI draws progress bars with it).
+pub trait ProgressSink: Send + Sync {
+    /// The total bytes of the transfer, once known.
+    fn total(&self, _bytes: u64) {}
+    /// `bytes` more are done.
+    fn advance(&self, bytes: u64);
+}
+
+/// A shared progress sink.
+pub type Progress = Arc<dyn ProgressSink>;
+
+fn integrity(m: impl Into<String>) -> Error {
+    Error::Integrity(m.into())
+}
+
+impl Client {
+    /// Download file `index` of version `digest` into `partial`, continuing
+    /// what an interrupted run left there. On success `partial` holds exactly
+    /// the file (size and SHA-256 checked) and is synced; returns the bytes
+    /// downloaded. On an integrity failure `partial` is removed.
+    pub(crate) async fn download_to(
+        &self,
+        digest: &str,
+        index: usize,
+        f: &FileEntry,
+        partial: &Path,
+        progress: Option<&Progress>,
+    ) -> Result<u64> {
+        let io = |what: &str, e| Error::io(format!("{what} `{}`", partial.display()), e);
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut have = hash_prefix(partial, f.size, &mut hasher).await?;
+        if let Some(p) = progress {
+            p.advance(have);
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(partial)
+            .await
+            .map_err(|e| io("cannot open", e))?;
+        let start = have;
+        let mut attempts = 0;
+        while have < f.size {
+            let mut rb = self.request(Method::GET, &format!("/v1/versions/{digest}/files/{index}"));
+            if have > 0 {
+                rb = rb.header(reqwest::header::RANGE, format!("bytes={have}-"));
+            }
+            let resp = match self.send(rb).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(e, Error::Integrity(_)) {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(partial).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let mut body = resp.bytes_stream();
+            let mut dropped = None;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => {
+                        if have + c.len() as u64 > f.size {
+                            drop(file);
+                            let _ = tokio::fs::remove_file(partial).await;
+                            return Err(integrity(format!(
+                                "`{}`: server sent more than {} bytes",
+                                f.path, f.size
+                            )));
+                        }
+                        hasher.update(&c);
+                        file.write_all(&c)
+                            .await
+                            .map_err(|e| io("cannot write", e))?;
+                        have += c.len() as u64;
+                        if let Some(p) = progress {
+                            p.advance(c.len() as u64);
+                        }
+                    }
+                    Err(e) => {
+                        dropped = Some(Error::from(e));
+                        break;
+                    }
+                }
+            }
+            if have < f.size {
+                attempts += 1;
+                if attempts > RESUME_ATTEMPTS {
+                    let e =
+                        dropped.unwrap_or_else(|| Error::Unavailable("body ended early".into()));
+                    return Err(Error::Unavailable(format!(
+                        "`{}` stopped at {have} of {} bytes after {RESUME_ATTEMPTS} resumes ({e}); run pull again to resume",
+                        f.path, f.size
+                    )));
+                }
+            }
+        }
+        let sha = hex::encode(hasher.finish().as_ref());
+        if sha != f.sha256 {
+            drop(file);
+            let _ = tokio::fs::remove_file(partial).await;
+            return Err(integrity(format!(
+                "`{}`: downloaded bytes hash to {sha}, the manifest says {}",
+                f.path, f.sha256
+            )));
+        }
+        file.sync_all().await.map_err(|e| io("cannot sync", e))?;
+        Ok(f.size - start)
+    }
+}
+
+/// Hash an existing partial file into `hasher`; returns its length, or 0
+/// (after removing it) when it is longer than the file can be.
+async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Context) -> Result<u64> {
+    let mut f = match tokio::fs::File::open(partial).await {
+        Ok(f) => f,
+        Err(_) => return Ok(0),
+    };
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if len > size {
+        drop(f);
+        let _ = tokio::fs::remove_file(partial).await;
+        return Ok(0);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io(format!("cannot read `{}`", partial.display()), e))?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok(n)
+}
+
+pub(crate) async fn sync_dir(dir: &Path) {
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+}
