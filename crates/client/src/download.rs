@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use vault_api::FileEntry;
 
 use crate::{Client, Error, Result};
@@ -14,6 +14,9 @@ use crate::{Client, Error, Result};
 /// Retries of one file after a connection drops mid-body (each resumes with
 /// a range request where the last one stopped).
 const RESUME_ATTEMPTS: usize = 3;
+
+/// Bytes gathered before one write to the partial file.
+const WRITE_BUF: usize = 4 << 20;
 
 /// Told how far a transfer is (the CLI draws progress bars with it).
 pub trait ProgressSink: Send + Sync {
@@ -49,15 +52,32 @@ impl Client {
         if let Some(p) = progress {
             p.advance(have);
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(partial)
-            .await
-            .map_err(|e| io("cannot open", e))?;
+        // Hashing and writing run on their own thread, fed through a bounded
+        // channel, so they overlap with receiving.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+        let writer = {
+            let partial = partial.to_path_buf();
+            let mut hasher = hasher;
+            tokio::task::spawn_blocking(move || -> std::io::Result<ring::digest::Context> {
+                use std::io::Write;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&partial)?;
+                let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, f);
+                for chunk in rx {
+                    hasher.update(&chunk);
+                    w.write_all(&chunk)?;
+                }
+                w.flush()?;
+                w.get_ref().sync_all()?;
+                Ok(hasher)
+            })
+        };
         let start = have;
         let mut attempts = 0;
-        while have < f.size {
+        let mut failure: Option<Error> = None;
+        'requests: while have < f.size {
             let mut rb = self.request(Method::GET, &format!("/v1/versions/{digest}/files/{index}"));
             if have > 0 {
                 rb = rb.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -65,11 +85,8 @@ impl Client {
             let resp = match self.send(rb).await {
                 Ok(r) => r,
                 Err(e) => {
-                    if matches!(e, Error::Integrity(_)) {
-                        drop(file);
-                        let _ = tokio::fs::remove_file(partial).await;
-                    }
-                    return Err(e);
+                    failure = Some(e);
+                    break;
                 }
             };
             let mut body = resp.bytes_stream();
@@ -78,20 +95,18 @@ impl Client {
                 match chunk {
                     Ok(c) => {
                         if have + c.len() as u64 > f.size {
-                            drop(file);
-                            let _ = tokio::fs::remove_file(partial).await;
-                            return Err(integrity(format!(
+                            failure = Some(integrity(format!(
                                 "`{}`: server sent more than {} bytes",
                                 f.path, f.size
                             )));
+                            break 'requests;
                         }
-                        hasher.update(&c);
-                        file.write_all(&c)
-                            .await
-                            .map_err(|e| io("cannot write", e))?;
                         have += c.len() as u64;
                         if let Some(p) = progress {
                             p.advance(c.len() as u64);
+                        }
+                        if tx.send(c).is_err() {
+                            break 'requests;
                         }
                     }
                     Err(e) => {
@@ -105,23 +120,34 @@ impl Client {
                 if attempts > RESUME_ATTEMPTS {
                     let e =
                         dropped.unwrap_or_else(|| Error::Unavailable("body ended early".into()));
-                    return Err(Error::Unavailable(format!(
+                    failure = Some(Error::Unavailable(format!(
                         "`{}` stopped at {have} of {} bytes after {RESUME_ATTEMPTS} resumes ({e}); run pull again to resume",
                         f.path, f.size
                     )));
+                    break;
                 }
             }
         }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| Error::Server(e.to_string()))?
+            .map_err(|e| io("cannot write", e));
+        if let Some(e) = failure {
+            if matches!(e, Error::Integrity(_)) {
+                let _ = tokio::fs::remove_file(partial).await;
+            }
+            return Err(e);
+        }
+        let hasher = written?;
         let sha = hex::encode(hasher.finish().as_ref());
         if sha != f.sha256 {
-            drop(file);
             let _ = tokio::fs::remove_file(partial).await;
             return Err(integrity(format!(
                 "`{}`: downloaded bytes hash to {sha}, the manifest says {}",
                 f.path, f.sha256
             )));
         }
-        file.sync_all().await.map_err(|e| io("cannot sync", e))?;
         Ok(f.size - start)
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use vault_crypto::{BlobDecryptor, BlobEncryptor, Header, Keyring, StreamOpener};
 
@@ -17,6 +17,9 @@ use crate::{Error, Result};
 
 /// A stream of verified plaintext.
 pub type PlaintextStream = BoxStream<'static, Result<Bytes>>;
+
+/// Segments fetched per ranged read when streaming a blob.
+const READ_SEGMENTS: u64 = 4;
 
 /// Part size for multipart uploads (S3 needs at least 5 MiB parts).
 const UPLOAD_PART: usize = 8 << 20;
@@ -54,7 +57,7 @@ impl BlobStore {
     {
         let path = object_path(id);
         let mut w = BufWriter::with_capacity(self.store.clone(), path.clone(), UPLOAD_PART)
-            .with_max_concurrency(4);
+            .with_max_concurrency(2);
         match self.write_inner(&mut w, enc, body).await {
             Ok(()) => match w.shutdown().await {
                 Ok(()) => Ok(()),
@@ -165,11 +168,23 @@ impl BlobStore {
         let seg_size = u64::from(header.segment_size());
         let first = offset / seg_size;
         let skip = (offset - first * seg_size) as usize;
-        let opts = GetOptions {
-            range: Some(GetRange::Offset(header.ciphertext_offset(first))),
-            ..Default::default()
-        };
-        let inner = self.store.get_opts(&path, opts).await?.into_stream();
+        // Large ranged reads, two in flight: one request (or one blocking
+        // read) per READ_SEGMENTS segments instead of many small chunks.
+        let start = header.ciphertext_offset(first);
+        let end = header.blob_len();
+        let step = READ_SEGMENTS * (seg_size + vault_crypto::TAG_LEN as u64);
+        let store = self.store.clone();
+        let ranges = (0..)
+            .map(move |i| start + i * step)
+            .take_while(move |s| *s < end)
+            .map(move |s| s..(s + step).min(end));
+        let inner = futures_util::stream::iter(ranges)
+            .map(move |r| {
+                let (store, path) = (store.clone(), path.clone());
+                async move { store.get_range(&path, r).await }
+            })
+            .buffered(2)
+            .boxed();
         let opener = StreamOpener::new(dec, first);
         let state = ReadState {
             inner,

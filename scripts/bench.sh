@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Transfer benchmark: mlvault push/pull over loopback beside a plain baseline
+# (curl PUT/GET against a Garage S3 server, no encryption, no verification)
+# and `cp` (the local limit), from one run on this machine, with peak RSS of
+# the server and the CLI, and a warm re-pull of an 8-file model.
+#
+#   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
+#
+# Needs ~8x the largest size in free disk under $TMPDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("${@:-1024 4096}")
+# shellcheck disable=SC2206
+sizes=(${sizes[@]})
+cargo build --release -j2 -p vault-server -p vault-cli >&2
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
+scripts/garage.sh install >/dev/null
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  scripts/garage.sh stop "$work/garage" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# shellcheck disable=SC1090
+source "$(scripts/garage.sh start "$work/garage" 39400)"
+"$BIN/vault-server" init --data-dir "$work/vault" --unseal-identity "$work/id" --admin-token-file "$work/admin" >/dev/null
+"$BIN/vault-server" run --data-dir "$work/vault" --unseal-identity "$work/id" --listen 127.0.0.1:0 >"$work/out" 2>"$work/log" &
+server_pid=$!
+for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
+export MLVAULT_ADDR; MLVAULT_ADDR=$(sed -n 's/^listening on //p' "$work/out")
+export MLVAULT_TOKEN; MLVAULT_TOKEN=$(MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+export MLVAULT_STATE_DIR="$work/state" MLVAULT_CACHE_DIR="$work/cache" MLVAULT_REPORT_PEAK_RSS=1
+
+now() { date +%s.%N; }
+rate() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+rss_cli() { sed -n 's/^peak-rss-kib: //p' "$1" | tail -1; }
+rss_server() { awk '/VmHWM/ {print $2}' "/proc/$server_pid/status"; }
+curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+
+printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build\n' "$(date -u +%F)" "$(nproc)"
+printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
+for mib in "${sizes[@]}"; do
+  bytes=$((mib * 1048576))
+  src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
+  head -c "$bytes" /dev/urandom >"$src"
+  t0=$(now); cp "$src" "$work/cp.bin"; sync "$work/cp.bin"; t1=$(now); cp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); rm -f "$work/cp.bin"
+  t0=$(now); curl_s3 -T "$src" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null; t1=$(now); put_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+  t0=$(now); curl_s3 -o "$work/get.bin" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib"; sync "$work/get.bin"; t1=$(now); get_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); rm -f "$work/get.bin"
+  curl_s3 -X DELETE "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null || true
+  t0=$(now); "$BIN/vault-cli" push "bench/m$mib" "$(dirname "$src")" >/dev/null 2>"$work/push.err"; t1=$(now)
+  push_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); push_rss=$(rss_cli "$work/push.err")
+  t0=$(now); "$BIN/vault-cli" pull "bench/m$mib" --no-cache --to "$work/pulled" >/dev/null 2>"$work/pull.err"; t1=$(now)
+  pull_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); pull_rss=$(rss_cli "$work/pull.err")
+  cmp "$src" "$work/pulled/model.bin"
+  rm -rf "$work/pulled" "$(dirname "$src")"
+  srv=$(rss_server)
+  printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" push "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$push_s")" "" \
+    "$(ratio "$put_s" "$push_s")" "$(ratio "$cp_s" "$push_s")" "$srv" "$push_rss"
+  printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" pull "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$pull_s")" "" \
+    "$(ratio "$get_s" "$pull_s")" "$(ratio "$cp_s" "$pull_s")" "$srv" "$pull_rss"
+done
+
+[ -n "${BENCH_SKIP_WARM:-}" ] && exit 0
+# Warm restart: a 4 GiB, 8-file model already pulled and verified.
+model="$work/model8"; mkdir -p "$model"
+for i in 0 1 2 3 4 5 6 7; do head -c $((512 * 1048576)) /dev/urandom >"$model/shard-$i.safetensors"; done
+"$BIN/vault-cli" push bench/model8 "$model" >/dev/null 2>&1
+"$BIN/vault-cli" pull bench/model8 --to "$work/deploy" >/dev/null 2>&1
+best=""
+for _ in 1 2 3 4 5; do
+  t0=$(now); "$BIN/vault-cli" --json pull bench/model8 --to "$work/deploy" >"$work/warm.json" 2>/dev/null; t1=$(now)
+  ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", (b-a)*1000}')
+  if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+done
+dl=$(sed -n 's/.*"downloaded_bytes": \([0-9]*\).*/\1/p' "$work/warm.json")
+printf '\nwarm re-pull of a 4 GiB, 8-file model (cache + verified-state records): best of 5 = %s ms, downloaded %s bytes\n' "$best" "$dl"
+printf 'SHA-256 and AES-256-GCM on one core: cargo bench -p vault-crypto --bench stream\n'
