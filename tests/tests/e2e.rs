@@ -1863,3 +1863,232 @@ mod transfer {
         assert_same_tree(&src, &dest);
     }
 }
+
+mod jobs {
+    use super::*;
+
+    const SPEC: &str = r#"
+format = "csv"
+[[columns]]
+name = "name"
+transform = "redact"
+[[columns]]
+name = "email"
+transform = "pseudonymize"
+[[columns]]
+name = "ssn"
+transform = "drop"
+[[columns]]
+name = "phone"
+transform = "mask"
+keep_last = 2
+[[columns]]
+name = "age"
+transform = "generalize"
+kind = "bucket"
+width = 20
+[[columns]]
+name = "postcode"
+transform = "generalize"
+kind = "prefix"
+keep = 1
+[[columns]]
+name = "visit_date"
+transform = "date_shift"
+subject = "customer_id"
+[[columns]]
+name = "notes"
+transform = "scrub"
+[kanon]
+quasi_identifiers = ["age", "postcode", "gender"]
+k_min = 5
+sensitive = "diagnosis"
+"#;
+
+    fn dataset(s: &Server, rows: usize) -> std::path::PathBuf {
+        let dir = s.tmp.path().join("raw");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("customers.csv"),
+            vault_anonymize::synth::generate(rows, 11),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_job_turns_raw_pii_into_a_signed_anonymized_version_with_lineage() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let trainer = s.create_token("ml", "trainer", &["hr"], None);
+        let raw = dataset(&s, 3000);
+        let pushed = json(&ok(s
+            .cli_with_token(&steward)
+            .args([
+                "--json",
+                "push",
+                "hr/customers",
+                "--kind",
+                "dataset",
+                "--sensitivity",
+                "raw-pii",
+            ])
+            .arg(&raw)));
+        // Raw PII stays with the stewards.
+        fails_with(
+            s.cli_with_token(&trainer)
+                .args(["pull", "hr/customers", "--to"])
+                .arg(s.tmp.path().join("x")),
+            3,
+        );
+        let spec = s.tmp.path().join("spec.toml");
+        fs::write(&spec, SPEC).unwrap();
+        let job = json(&ok(s
+            .cli_with_token(&steward)
+            .args([
+                "--json",
+                "anonymize",
+                "hr/customers:1",
+                "--to",
+                "hr/customers-anon",
+                "--wait",
+                "--spec",
+            ])
+            .arg(&spec)));
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(job["output"], "hr/customers-anon:1");
+        let report = &job["report"];
+        assert!(report["k_after"].as_u64().unwrap() >= 5, "{report}");
+        assert_eq!(report["rows_read"], 3000);
+        assert!(report["pii_found"]["email"].as_u64().unwrap() > 0);
+
+        // Trainers may read the anonymized output; nothing personal survives.
+        let out = s.tmp.path().join("anon");
+        let server_pub = s.data_dir.join("server-signing.pub");
+        ok(s.cli_with_token(&trainer)
+            .args(["pull", "hr/customers-anon", "--trust"])
+            .arg(&server_pub)
+            .arg("--to")
+            .arg(&out));
+        let text = fs::read_to_string(out.join("customers.csv")).unwrap();
+        let original = fs::read_to_string(raw.join("customers.csv")).unwrap();
+        for line in original.lines().skip(1).take(200) {
+            let fields: Vec<&str> = line.split(',').collect();
+            for f in [fields[2], fields[3], fields[4]] {
+                assert!(!text.contains(f), "`{f}` leaked");
+            }
+        }
+        // Lineage: the source digest and the spec digest, signed by the server.
+        let show = json(&ok(s.cli_with_token(&trainer).args([
+            "--json",
+            "show",
+            "hr/customers-anon:1",
+        ])));
+        let p = &show["manifest"]["predicate"];
+        assert_eq!(p["lineage"]["parents"][0], pushed["digest"]);
+        let spec_digest = format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, SPEC.as_bytes()))
+        );
+        assert_eq!(p["lineage"]["job_spec"], spec_digest.as_str());
+        assert_eq!(show["report"]["k_after"], report["k_after"]);
+        let status = json(&ok(s.cli_with_token(&steward).args([
+            "--json",
+            "job",
+            "status",
+            job["id"].as_str().unwrap(),
+        ])));
+        assert_eq!(status["report"], *report);
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused_before_the_job_starts() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let raw = dataset(&s, 50);
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/customers", "--kind", "dataset"])
+            .arg(&raw));
+        for (spec, why) in [
+            (
+                "format = \"csv\"\n[[columns]]\nname = \"shoe_size\"\ntransform = \"redact\"\n",
+                "not in the input",
+            ),
+            (
+                "format = \"csv\"\n[[columns]]\nname = \"email\"\ntransform = \"explode\"\n",
+                "unknown variant",
+            ),
+            (
+                "format = \"csv\"\n[scrub]\ncustom = [{ name = \"x\", pattern = \"([\" }]\n",
+                "custom detector",
+            ),
+            ("format = \"jsonl\"\n", "not a Jsonl file"),
+        ] {
+            let f = s.tmp.path().join("spec.toml");
+            fs::write(&f, spec).unwrap();
+            let err = fails_with(
+                s.cli_with_token(&steward)
+                    .args(["anonymize", "hr/customers:1", "--to", "hr/out", "--spec"])
+                    .arg(&f),
+                1,
+            );
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        let jobs = json(&ok(s
+            .cli_with_token(&steward)
+            .args(["--json", "job", "list"])));
+        assert!(jobs.as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_job_interrupted_by_a_crash_runs_again_and_commits_once() {
+        let mut s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let raw = dataset(&s, 150_000);
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/customers", "--kind", "dataset"])
+            .arg(&raw));
+        let blobs_before = blob_files(&s.data_dir).len();
+        let spec = s.tmp.path().join("spec.toml");
+        fs::write(&spec, SPEC).unwrap();
+        let id = ok(s
+            .cli_with_token(&steward)
+            .args(["anonymize", "hr/customers:1", "--to", "hr/anon", "--spec"])
+            .arg(&spec))
+        .trim()
+        .to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let st = json(&ok(s
+                .cli_with_token(&steward)
+                .args(["--json", "job", "status", &id])));
+            if st["state"] == "running" && st["rows"].as_u64().unwrap_or(0) > 1000 {
+                break;
+            }
+            assert_ne!(
+                st["state"], "succeeded",
+                "job finished before the crash could happen"
+            );
+            assert!(std::time::Instant::now() < deadline, "job never ran: {st}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        s.kill();
+        s.restart();
+        let done = json(&ok(s
+            .cli_with_token(&steward)
+            .args(["--json", "job", "wait", &id])));
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 2);
+        // One committed output; the crashed attempt left nothing behind.
+        let ls = json(&ok(s
+            .cli_with_token(&steward)
+            .args(["--json", "ls", "hr/anon"])));
+        assert_eq!(ls[0]["versions"].as_array().unwrap().len(), 1);
+        assert_eq!(blob_files(&s.data_dir).len(), blobs_before + 1);
+        let dest = s.tmp.path().join("anon");
+        ok(s.cli_with_token(&steward)
+            .args(["pull", done["output"].as_str().unwrap(), "--to"])
+            .arg(&dest));
+        assert!(fs::metadata(dest.join("customers.csv")).unwrap().len() > 1_000_000);
+    }
+}

@@ -98,6 +98,11 @@ pub enum Command {
     /// Read and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Start an anonymization job on a dataset; prints the job id.
+    Anonymize(AnonymizeArgs),
+    /// Follow anonymization jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +132,37 @@ pub enum TokenCommand {
     /// Lift a suspension put on a token by exfiltration detection.
     Unsuspend {
         /// Token id (`tok_…`).
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AnonymizeArgs {
+    /// Source dataset (`ns/name:VERSION`, …).
+    pub reference: String,
+    /// Job spec (TOML; see examples/anonymize.toml).
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    /// Target dataset name: the job commits a new version there.
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// Wait for the job to end and print its report.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// State, progress and report of a job.
+    Status {
+        /// Job id.
+        id: String,
+    },
+    /// Every job.
+    List,
+    /// Wait for a job to end; exit 1 if it failed.
+    Wait {
+        /// Job id.
         id: String,
     },
 }

@@ -8,6 +8,7 @@ mod command;
 mod config;
 mod exit;
 mod guard;
+mod jobs;
 mod metrics_setup;
 mod storage;
 mod tokens;

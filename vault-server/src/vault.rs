@@ -323,6 +323,12 @@ impl Vault {
         })
     }
 
+    /// The pseudonymization key of a namespace (same value → same pseudonym
+    /// in the namespace, unlinkable across namespaces).
+    pub fn namespace_key(&self, namespace: &str) -> [u8; 32] {
+        *self.master.derive("pseudonymize", namespace)
+    }
+
     /// The policy set in force.
     pub fn policy(&self) -> Arc<PolicyEngine> {
         match self.policy.read() {

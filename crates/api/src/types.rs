@@ -122,6 +122,9 @@ pub struct ResolvedVersion {
     /// `SignedAlias`), which the client verifies against the server key it trusts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// For anonymization outputs: the job report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 /// One version in a listing.
@@ -305,4 +308,15 @@ pub struct PolicyStatus {
     pub policies: usize,
     /// Where they were loaded from.
     pub source: String,
+}
+
+/// `POST /v1/jobs`: start an anonymization job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Source dataset reference.
+    pub source: String,
+    /// Target dataset name (a new version is committed there).
+    pub target: String,
+    /// The job spec, TOML text.
+    pub spec: String,
 }

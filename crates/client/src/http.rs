@@ -204,6 +204,23 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Start an anonymization job.
+    pub async fn job_create(&self, req: &vault_api::JobRequest) -> Result<serde_json::Value> {
+        self.json(self.request(Method::POST, "/v1/jobs").json(req))
+            .await
+    }
+
+    /// A job's record.
+    pub async fn job_status(&self, id: &str) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, &format!("/v1/jobs/{id}")))
+            .await
+    }
+
+    /// Every job.
+    pub async fn job_list(&self) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, "/v1/jobs")).await
+    }
+
     /// Lift a token's suspension.
     pub async fn token_unsuspend(&self, id: &str) -> Result<()> {
         self.send(self.request(Method::POST, &format!("/v1/tokens/{id}/unsuspend")))

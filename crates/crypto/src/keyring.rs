@@ -270,3 +270,26 @@ impl MasterKey {
         Ok(zeroize::Zeroizing::new(raw))
     }
 }
+
+impl MasterKey {
+    /// A 32-byte key for `purpose` and `context` (for example the
+    /// pseudonymization key of one namespace), derived with HKDF-SHA256 from
+    /// the master key: stable for the vault, independent across contexts.
+    pub fn derive(&self, purpose: &str, context: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"mlvault/v1 derive")
+            .extract(self.expose());
+        let info = [purpose.as_bytes(), b"\0", context.as_bytes()];
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        // Expanding 32 bytes from SHA-256 cannot fail.
+        if let Ok(okm) = prk.expand(&info, Len32) {
+            let _ = okm.fill(&mut out[..]);
+        }
+        out
+    }
+}

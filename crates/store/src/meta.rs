@@ -97,6 +97,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// the alias must not exist yet). Returns false if another writer won.
     fn put_alias(&self, entry: &AliasEntry, expected: Option<u64>) -> Result<bool>;
 
+    /// Store (insert or replace) a job.
+    fn put_job(&self, job: &JobRecord) -> Result<()>;
+    /// A job.
+    fn job(&self, id: &str) -> Result<Option<JobRecord>>;
+    /// Every job.
+    fn list_jobs(&self) -> Result<Vec<JobRecord>>;
+
     /// Compact storage after deletions so freed records (destroyed wrapped
     /// DEKs) do not linger where the engine allows it. Default: nothing.
     fn reclaim(&self) -> Result<()> {

@@ -76,6 +76,9 @@ pub struct VersionRecord {
     pub files: Vec<VersionFile>,
     /// Commit time (epoch seconds).
     pub created: u64,
+    /// For anonymization outputs: the job report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl VersionRecord {
@@ -189,4 +192,47 @@ pub struct AliasEntry {
     pub expires: u64,
     /// The signed record (JSON of `vault_manifest::SignedAlias`).
     pub signed: String,
+}
+
+/// An anonymization job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Random id (`job_…`).
+    pub id: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// Source reference as resolved (`name:version`).
+    pub source: String,
+    /// Source manifest digest.
+    pub source_digest: String,
+    /// Target artifact name.
+    pub target: String,
+    /// The spec (TOML text).
+    pub spec: String,
+    /// `sha256:` of the spec text.
+    pub spec_digest: String,
+    /// Who started it.
+    pub principal: String,
+    /// Creation time.
+    pub created: u64,
+    /// Last state change.
+    pub updated: u64,
+    /// Rows processed so far (last pass).
+    #[serde(default)]
+    pub rows: u64,
+    /// Upload session of the output while running.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Output reference once committed.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The report.
+    #[serde(default)]
+    pub report: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Times it was (re)started.
+    #[serde(default)]
+    pub attempts: u32,
 }

@@ -27,6 +27,7 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const PUBLISHERS: TableDefinition<&str, &[u8]> = TableDefinition::new("publishers");
 /// Key: `name NUL alias`.
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
 const KEYRING_KEY: &str = "keyring";
 
@@ -83,6 +84,7 @@ impl RedbMeta {
             tx.open_table(SESSIONS)?;
             tx.open_table(PUBLISHERS)?;
             tx.open_table(ALIASES)?;
+            tx.open_table(JOBS)?;
         }
         tx.commit()?;
         Ok(Self {
@@ -199,6 +201,22 @@ impl MetaStore for RedbMeta {
             tx.open_table(CONFIG)?.insert(key, value)?;
             Ok(())
         })
+    }
+
+    fn put_job(&self, job: &JobRecord) -> Result<()> {
+        let v = enc(job)?;
+        self.write(|tx| {
+            tx.open_table(JOBS)?.insert(job.id.as_str(), v.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.read_one(JOBS, "jobs", id)
+    }
+
+    fn list_jobs(&self) -> Result<Vec<JobRecord>> {
+        self.read_all(JOBS, "jobs")
     }
 
     fn put_publisher(&self, rec: &PublisherRecord) -> Result<()> {

@@ -1,6 +1,7 @@
 //! One file per verb; `run` wires the client and dispatches.
 
 mod config;
+mod jobs;
 mod keys;
 mod progress;
 mod pull;
@@ -104,6 +105,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Token(t) => tokens::token(&g, &c, t).await,
                     Command::Policy(_) => tokens::policy_reload(&g, &c).await,
                     Command::Audit(a) => tokens::audit(&g, &c, a).await,
+                    Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
+                    Command::Job(j) => jobs::job(&g, &c, j).await,
                     Command::Verify(_) | Command::Keygen(_) => unreachable!("handled above"),
                 }
             }

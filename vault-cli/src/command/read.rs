@@ -90,6 +90,7 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         "ref": format!("{}:{}", rv.name, rv.version),
         "digest": rv.digest,
         "manifest": m.statement(),
+        "report": rv.report,
     });
     output(g, &json, || {
         let p = m.predicate();
@@ -109,6 +110,19 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         }
         if let Some(a) = &rv.alias {
             s.push_str(&format!("\nalias    {a}"));
+        }
+        if let Some(j) = &p.lineage.job_spec {
+            s.push_str(&format!("\njob spec {j}"));
+        }
+        if let Some(r) = &rv.report {
+            s.push_str(&format!(
+                "\nreport   rows read {}, written {}, suppressed {}; k {} → {}",
+                r["rows_read"],
+                r["rows_written"],
+                r["rows_suppressed"],
+                r["k_before"],
+                r["k_after"]
+            ));
         }
         for parent in &p.lineage.parents {
             s.push_str(&format!("\nparent   {parent}"));

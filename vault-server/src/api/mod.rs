@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod files;
 mod health;
+mod jobs;
 mod keys;
 mod publishers;
 mod read;
@@ -55,6 +56,8 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/tokens/{id}/unsuspend", post(tokens::unsuspend))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::status))
         .route("/v1/audit/tail", get(audit::tail))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/metrics", get(health::metrics))

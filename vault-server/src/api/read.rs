@@ -95,6 +95,7 @@ pub async fn resolve(
         envelope: rec.envelope,
         created: rec.created,
         alias,
+        report: rec.report,
     }))
 }
 

@@ -251,6 +251,7 @@ pub async fn commit(
         envelope: req.envelope,
         files,
         created: vault_store::now(),
+        report: None,
     };
     let result = PushResult {
         reference: format!("{}:{}", rec.name, rec.version),

@@ -105,6 +105,11 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             }
         })
     };
+    match crate::jobs::resume(&vault) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "resumed interrupted anonymization jobs"),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "could not resume jobs"),
+    }
     let handle = axum_server::Handle::new();
     {
         let h = handle.clone();

@@ -1,0 +1,115 @@
+//! anonymize and job commands.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use vault_client::Client;
+
+use super::{output, Exit};
+use crate::cli::{AnonymizeArgs, Global, JobCommand};
+
+fn summary(j: &Value) -> String {
+    let s = |k: &str| j[k].as_str().unwrap_or("").to_owned();
+    let mut out = format!(
+        "{}  {:<9} {} → {}  rows {}",
+        s("id"),
+        s("state"),
+        s("source"),
+        j["output"].as_str().unwrap_or(&s("target")),
+        j["rows"]
+    );
+    if let Some(e) = j["error"].as_str() {
+        out.push_str(&format!("\n  error: {e}"));
+    }
+    if let Some(r) = j.get("report").filter(|r| !r.is_null()) {
+        out.push_str(&format!(
+            "\n  rows read {}, written {}, suppressed {}, malformed {}",
+            r["rows_read"], r["rows_written"], r["rows_suppressed"], r["malformed_rows"]
+        ));
+        if !r["k_before"].is_null() {
+            out.push_str(&format!(
+                "\n  k {} → {}, l {} → {}, classes {} → {}",
+                r["k_before"],
+                r["k_after"],
+                r["l_before"],
+                r["l_after"],
+                r["classes_before"],
+                r["classes_after"]
+            ));
+        }
+        if let Some(c) = r["changed"].as_object() {
+            for (col, m) in c {
+                out.push_str(&format!("\n  {col}: {m}"));
+            }
+        }
+        if let Some(p) = r["pii_found"].as_object().filter(|p| !p.is_empty()) {
+            out.push_str(&format!("\n  PII scrubbed: {}", Value::Object(p.clone())));
+        }
+    }
+    out
+}
+
+async fn wait(c: &Client, id: &str) -> Result<Value> {
+    loop {
+        let j = c.job_status(id).await?;
+        match j["state"].as_str() {
+            Some("succeeded") | Some("failed") => return Ok(j),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+fn finish(g: &Global, j: &Value) -> Result<()> {
+    output(g, j, || summary(j))?;
+    if j["state"] == "failed" {
+        return Err(Exit {
+            code: 1,
+            message: format!("job {} failed", j["id"].as_str().unwrap_or("")),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+pub async fn anonymize(g: &Global, c: &Client, a: AnonymizeArgs) -> Result<()> {
+    let spec = std::fs::read_to_string(&a.spec)
+        .with_context(|| format!("cannot read spec `{}`", a.spec.display()))?;
+    super::parse_ref(&a.reference)?;
+    let job = c
+        .job_create(&vault_api::JobRequest {
+            source: a.reference,
+            target: a.to,
+            spec,
+        })
+        .await?;
+    let id = job["id"].as_str().unwrap_or("").to_owned();
+    if !a.wait {
+        if g.json {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        } else {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    finish(g, &wait(c, &id).await?)
+}
+
+pub async fn job(g: &Global, c: &Client, j: JobCommand) -> Result<()> {
+    match j {
+        JobCommand::Status { id } => {
+            let j = c.job_status(&id).await?;
+            output(g, &j, || summary(&j))
+        }
+        JobCommand::List => {
+            let l = c.job_list().await?;
+            output(g, &l, || {
+                l.as_array()
+                    .map(|a| a.iter().map(summary).collect::<Vec<_>>().join("\n"))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "no jobs".into())
+            })
+        }
+        JobCommand::Wait { id } => finish(g, &wait(c, &id).await?),
+    }
+}

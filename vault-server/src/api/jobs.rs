@@ -1,0 +1,130 @@
+//! Anonymization jobs over HTTP: start, status, list.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use vault_api::{ErrorCode, JobRequest, Kind, Reference, Selector};
+use vault_policy::{Action, Resource};
+use vault_store::JobRecord;
+
+use super::auth::{authorize, authorize_artifact};
+use super::{blocking, ApiError, AppState, Principal};
+use crate::jobs;
+
+/// Largest spec accepted.
+const MAX_SPEC: usize = 256 << 10;
+
+fn with_live(mut j: JobRecord) -> JobRecord {
+    if let Some(rows) = jobs::live_rows(&j.id) {
+        j.rows = rows;
+    }
+    j
+}
+
+pub async fn create(
+    State(v): State<AppState>,
+    p: Principal,
+    Json(req): Json<JobRequest>,
+) -> Result<Json<JobRecord>, ApiError> {
+    if req.spec.len() > MAX_SPEC {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "job spec larger than 256 KiB",
+        ));
+    }
+    let spec = vault_anonymize::Spec::parse(&req.spec)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // A bad custom pattern is refused now, not when the job runs.
+    vault_anonymize::Job::new(spec.clone(), [0; 32])
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let r: Reference = req
+        .source
+        .parse()
+        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))?;
+    let target: vault_api::ArtifactName = req
+        .target
+        .parse()
+        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))?;
+    authorize_artifact(
+        &v,
+        &p,
+        Action::Anonymize,
+        r.name.as_str(),
+        None,
+        matches!(r.selector, Selector::Alias(_)),
+    )
+    .await?;
+    authorize_artifact(
+        &v,
+        &p,
+        Action::Push,
+        target.as_str(),
+        Some(Kind::Dataset),
+        false,
+    )
+    .await?;
+    let meta = v.meta.clone();
+    let r2 = r.clone();
+    let src = blocking(move || super::read::lookup(meta.as_ref(), &r2)).await?;
+    if src.kind != Kind::Dataset {
+        return Err(ApiError::bad_request(format!(
+            "`{r}` is a model; jobs anonymize datasets"
+        )));
+    }
+    jobs::check_source(&v, &spec, &src)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("job refused before it started: {e}")))?;
+    let now = vault_store::now();
+    let job = JobRecord {
+        id: format!(
+            "job_{}",
+            hex::encode(
+                vault_crypto::random_bytes::<8>().map_err(|e| ApiError::internal(e.to_string()))?
+            )
+        ),
+        state: "queued".into(),
+        source: format!("{}:{}", src.name, src.version),
+        source_digest: src.digest.clone(),
+        target: target.to_string(),
+        spec_digest: vault_manifest::digest_of(req.spec.as_bytes()),
+        spec: req.spec,
+        principal: p.name.clone(),
+        created: now,
+        updated: now,
+        rows: 0,
+        session: None,
+        output: None,
+        report: None,
+        error: None,
+        attempts: 0,
+    };
+    let (meta, j) = (v.meta.clone(), job.clone());
+    blocking(move || Ok(meta.put_job(&j)?)).await?;
+    tracing::info!(job = %job.id, source = %job.source, target = %job.target, principal = %p.name, "anonymization job queued");
+    tokio::spawn(jobs::run(v.clone(), job.id.clone()));
+    Ok(Json(job))
+}
+
+pub async fn status(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    authorize(&v, &p, Action::JobRead, Resource::Service("jobs"), false)?;
+    let meta = v.meta.clone();
+    let i = id.clone();
+    let job = blocking(move || Ok(meta.job(&i)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job `{id}` not found")))?;
+    Ok(Json(with_live(job)))
+}
+
+pub async fn list(
+    State(v): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<JobRecord>>, ApiError> {
+    authorize(&v, &p, Action::JobRead, Resource::Service("jobs"), false)?;
+    let meta = v.meta.clone();
+    let mut all = blocking(move || Ok(meta.list_jobs()?)).await?;
+    all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    Ok(Json(all.into_iter().map(with_live).collect()))
+}

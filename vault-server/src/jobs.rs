@@ -1,0 +1,463 @@
+//! Anonymization jobs: durable records in the metadata, one runner at a
+//! time. A job decrypts its source as it streams, transforms it in memory
+//! (plaintext never reaches a file), hashes the output (the blob header
+//! declares size and SHA-256), then transforms again into the encryptor, and
+//! commits a new dataset version signed by the server's key. A crash
+//! mid-job leaves only a pending upload session, which is abandoned when the
+//! job runs again from the start.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+use vault_anonymize::{Job, Report, Spec};
+use vault_api::{FileEntry, Kind, Reference, Selector};
+use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
+use vault_manifest::Manifest;
+use vault_store::{BlobRecord, JobRecord, SessionRecord, VersionFile, VersionRecord};
+
+use crate::vault::Vault;
+
+/// One job at a time: they are CPU-bound.
+fn slots() -> &'static Semaphore {
+    static S: OnceLock<Semaphore> = OnceLock::new();
+    S.get_or_init(|| Semaphore::new(1))
+}
+
+/// Live row counters of running jobs.
+pub fn progress() -> &'static Mutex<HashMap<String, Arc<AtomicU64>>> {
+    static P: OnceLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = OnceLock::new();
+    P.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Rows processed so far by a running job.
+pub fn live_rows(id: &str) -> Option<u64> {
+    progress()
+        .lock()
+        .ok()?
+        .get(id)
+        .map(|c| c.load(Ordering::Relaxed))
+}
+
+/// Files a job can read.
+pub fn file_format_ok(spec: &Spec, path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    match spec.format {
+        vault_anonymize::Format::Csv => {
+            p.ends_with(".csv") || p.ends_with(".tsv") || p.ends_with(".txt")
+        }
+        vault_anonymize::Format::Jsonl => {
+            p.ends_with(".jsonl") || p.ends_with(".ndjson") || p.ends_with(".json")
+        }
+    }
+}
+
+/// A blocking `Read` over a channel of plaintext chunks.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Stream a stored file's verified plaintext into a blocking reader.
+async fn reader(v: &Arc<Vault>, blob: &BlobRecord) -> anyhow::Result<ChannelReader> {
+    let mut s = v.blobs.read(blob, &v.keyring(), 0).await?;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Some(b) = s.next().await {
+            let stop = b.is_err();
+            if tx.send(b.map_err(|e| e.to_string())).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    Ok(ChannelReader {
+        rx,
+        cur: Bytes::new(),
+    })
+}
+
+/// A blocking `Write` that hashes and counts.
+struct HashWriter {
+    ctx: ring::digest::Context,
+    n: u64,
+}
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.ctx.update(buf);
+        self.n += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blocking `Write` into a channel of 1 MiB chunks.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("blob writer stopped"))
+    }
+}
+
+fn merge(total: &mut Report, r: Report) {
+    total.rows_read += r.rows_read;
+    total.rows_written += r.rows_written;
+    total.rows_suppressed += r.rows_suppressed;
+    total.malformed_rows += r.malformed_rows;
+    total
+        .malformed_lines
+        .extend(r.malformed_lines.into_iter().take(100));
+    total.bytes_written += r.bytes_written;
+    for (c, m) in r.changed {
+        let e = total.changed.entry(c).or_default();
+        for (t, n) in m {
+            *e.entry(t).or_default() += n;
+        }
+    }
+    for (k, n) in r.pii_found {
+        *total.pii_found.entry(k).or_default() += n;
+    }
+    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    };
+    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, None) | (None, x) => x,
+    };
+    total.k_before = min(total.k_before, r.k_before);
+    total.k_after = min(total.k_after, r.k_after);
+    total.l_before = min(total.l_before, r.l_before);
+    total.l_after = min(total.l_after, r.l_after);
+    total.classes_before = sum(total.classes_before, r.classes_before);
+    total.classes_after = sum(total.classes_after, r.classes_after);
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Run job `id` to its end (or until the process dies).
+pub async fn run(v: Arc<Vault>, id: String) {
+    let _slot = slots().acquire().await;
+    let counter = Arc::new(AtomicU64::new(0));
+    if let Ok(mut p) = progress().lock() {
+        p.insert(id.clone(), counter.clone());
+    }
+    let outcome = execute(&v, &id, counter.clone()).await;
+    if let Ok(mut p) = progress().lock() {
+        p.remove(&id);
+    }
+    let v2 = v.clone();
+    let res = blocking(move || {
+        let mut job = v2.meta.job(&id)?.ok_or_else(|| anyhow::anyhow!("job vanished"))?;
+        job.updated = vault_store::now();
+        job.rows = counter.load(Ordering::Relaxed);
+        match outcome {
+            Ok((output, report)) => {
+                job.state = "succeeded".into();
+                job.output = Some(output);
+                job.report = serde_json::to_value(report).ok();
+                job.session = None;
+                tracing::info!(job = %job.id, output = ?job.output, "anonymization job succeeded");
+            }
+            Err(e) => {
+                if let Some(sid) = job.session.take() {
+                    for b in v2.meta.abandon_session(&sid).unwrap_or_default() {
+                        let blobs = v2.blobs.clone();
+                        tokio::runtime::Handle::current().block_on(async move {
+                            let _ = blobs.delete(&b.id).await;
+                        });
+                    }
+                }
+                job.state = "failed".into();
+                job.error = Some(format!("{e:#}"));
+                tracing::warn!(job = %job.id, error = %format!("{e:#}"), "anonymization job failed");
+            }
+        }
+        v2.meta.put_job(&job)?;
+        Ok(())
+    })
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %format!("{e:#}"), "could not record a job's outcome");
+    }
+}
+
+async fn execute(
+    v: &Arc<Vault>,
+    id: &str,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<(String, Report)> {
+    let (v2, jid) = (v.clone(), id.to_owned());
+    let mut job: JobRecord = blocking(move || {
+        let mut job = v2
+            .meta
+            .job(&jid)?
+            .ok_or_else(|| anyhow::anyhow!("job `{jid}` not found"))?;
+        // A previous attempt's partial output is thrown away.
+        if let Some(sid) = job.session.take() {
+            for b in v2.meta.abandon_session(&sid)? {
+                let blobs = v2.blobs.clone();
+                tokio::runtime::Handle::current().block_on(async move {
+                    let _ = blobs.delete(&b.id).await;
+                });
+            }
+        }
+        job.state = "running".into();
+        job.attempts += 1;
+        job.updated = vault_store::now();
+        v2.meta.put_job(&job)?;
+        Ok(job)
+    })
+    .await?;
+    tracing::info!(job = %job.id, source = %job.source, target = %job.target, attempt = job.attempts, "anonymization job started");
+    let r: Reference = job.source.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Selector::Version(version) = r.selector else {
+        anyhow::bail!("job source must name a version");
+    };
+    let meta = v.meta.clone();
+    let name = r.name.to_string();
+    let src = blocking(move || Ok(meta.version(&name, version)?))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("source `{}` no longer exists", job.source))?;
+    let spec = Spec::parse(&job.spec)?;
+    let target: vault_api::ArtifactName = job.target.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = v.namespace_key(target.namespace());
+
+    // Reserve the output version through an upload session.
+    let n = src.files.len();
+    let placeholder: Vec<FileEntry> = src.files.iter().map(|f| f.entry.clone()).collect();
+    let now = vault_store::now();
+    let session = SessionRecord {
+        id: format!("job-{}", hex::encode(vault_crypto::random_bytes::<12>()?)),
+        name: target.to_string(),
+        kind: Kind::Dataset,
+        version: 0,
+        files: placeholder,
+        blobs: vec![None; n],
+        principal: format!("job:{}", job.id),
+        created: now,
+        expires: now + 7 * 86400,
+        sensitivity: None,
+    };
+    let (v2, mut j2) = (v.clone(), job.clone());
+    let session = blocking(move || {
+        let s = v2.meta.open_session(session)?;
+        j2.session = Some(s.id.clone());
+        v2.meta.put_job(&j2)?;
+        Ok(s)
+    })
+    .await?;
+    job.session = Some(session.id.clone());
+
+    let mut total = Report::default();
+    let mut entries = Vec::with_capacity(n);
+    let mut files = Vec::with_capacity(n);
+    for (i, f) in src.files.iter().enumerate() {
+        let meta = v.meta.clone();
+        let bid = f.blob.clone();
+        let blob = blocking(move || Ok(meta.blob(&bid)?))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("blob of `{}` is missing", f.entry.path))?;
+        let anon = Arc::new(Job::new(spec.clone(), key)?.with_progress(counter.clone()));
+        // Pass 1 (k-anonymity): the equivalence classes.
+        let classes = if spec.kanon.is_some() {
+            let rd = reader(v, &blob).await?;
+            let a = anon.clone();
+            Some(Arc::new(blocking(move || Ok(a.classes(rd)?)).await?))
+        } else {
+            None
+        };
+        // Pass 2: size and SHA-256 of the output, for the blob header.
+        counter.store(0, Ordering::Relaxed);
+        let rd = reader(v, &blob).await?;
+        let (a, c) = (anon.clone(), classes.clone());
+        let (size, sha, report) = blocking(move || {
+            let mut h = HashWriter {
+                ctx: ring::digest::Context::new(&ring::digest::SHA256),
+                n: 0,
+            };
+            let report = a.run(rd, &mut h, c.as_deref())?;
+            let mut sha = [0u8; 32];
+            sha.copy_from_slice(h.ctx.finish().as_ref());
+            Ok((h.n, sha, report))
+        })
+        .await?;
+        // Pass 3: the same output, encrypted into a new blob.
+        counter.store(0, Ordering::Relaxed);
+        let blob_id: [u8; 16] = vault_crypto::random_bytes()?;
+        let ctx = EncryptionContext::new(blob_id, target.namespace(), size, sha)?;
+        let ring = v.keyring();
+        let dek = Dek::generate()?;
+        let wrapped = ring.wrap_dek(&dek, &ctx)?;
+        let enc = BlobEncryptor::new(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)?;
+        drop(dek);
+        let rec = BlobRecord {
+            id: hex::encode(blob_id),
+            namespace: target.namespace().to_owned(),
+            size,
+            sha256: hex::encode(sha),
+            wrapped_dek: wrapped,
+            refs: 0,
+            pending_session: Some(session.id.clone()),
+            created: vault_store::now(),
+        };
+        let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
+        blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;
+        let rd = reader(v, &blob).await?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let (a, c) = (anon.clone(), classes.clone());
+        let transform = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
+            let mut w = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(1 << 20),
+            };
+            let r = a.run(rd, &mut w, c.as_deref())?;
+            w.flush()?;
+            Ok(r)
+        });
+        let body =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            )
+            .boxed();
+        let written = v.blobs.write(&rec.id, enc, body).await;
+        let again = transform.await??;
+        written?;
+        if again != report {
+            anyhow::bail!("the job's output was not deterministic between passes");
+        }
+        merge(&mut total, report);
+        let entry = FileEntry {
+            path: f.entry.path.clone(),
+            size,
+            sha256: hex::encode(sha),
+        };
+        entries.push(entry.clone());
+        files.push(VersionFile {
+            entry,
+            blob: rec.id,
+        });
+    }
+
+    // The manifest: lineage to the source and the spec, signed by the server.
+    let manifest = Manifest::new(
+        target.clone(),
+        Kind::Dataset,
+        session.version,
+        vault_store::now(),
+        entries,
+        vec![src.digest.clone()],
+    )?
+    .with_job_spec(job.spec_digest.clone())
+    .with_signer(v.signing_key.public().keyid());
+    let mut env = manifest.to_envelope();
+    env.sign(&v.signing_key)?;
+    let envelope = env.to_json();
+    files.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    let record = VersionRecord {
+        name: target.to_string(),
+        version: session.version,
+        kind: Kind::Dataset,
+        digest: vault_manifest::digest_of(envelope.as_bytes()),
+        envelope,
+        files,
+        created: vault_store::now(),
+        report: serde_json::to_value(&total).ok(),
+    };
+    let output = format!("{}:{}", record.name, record.version);
+    let (meta, sid) = (v.meta.clone(), session.id.clone());
+    blocking(move || Ok(meta.commit(&sid, &record)?)).await?;
+    Ok((output, total))
+}
+
+/// At start-up: jobs that were queued or running when the server stopped
+/// run again from the start.
+pub fn resume(v: &Arc<Vault>) -> anyhow::Result<usize> {
+    let pending: Vec<JobRecord> = v
+        .meta
+        .list_jobs()?
+        .into_iter()
+        .filter(|j| j.state == "queued" || j.state == "running")
+        .collect();
+    for j in &pending {
+        tracing::info!(job = %j.id, state = %j.state, "resuming anonymization job from the start");
+        tokio::spawn(run(v.clone(), j.id.clone()));
+    }
+    Ok(pending.len())
+}
+
+/// Refuse a job before it starts: files of the wrong format, or (CSV) a
+/// spec naming a column a file lacks.
+pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> Result<(), String> {
+    let probe = Arc::new(Job::new(spec.clone(), [0; 32]).map_err(|e| e.to_string())?);
+    for f in &src.files {
+        if !file_format_ok(spec, &f.entry.path) {
+            return Err(format!(
+                "`{}` is not a {:?} file; the job reads every file of the source",
+                f.entry.path, spec.format
+            ));
+        }
+        if spec.format != vault_anonymize::Format::Csv {
+            continue;
+        }
+        let meta = v.meta.clone();
+        let bid = f.blob.clone();
+        let blob = blocking(move || Ok(meta.blob(&bid)?))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("blob of `{}` is missing", f.entry.path))?;
+        let rd = reader(v, &blob).await.map_err(|e| format!("{e:#}"))?;
+        let p = probe.clone();
+        let header = blocking(move || Ok(p.csv_header(rd)?))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        probe
+            .check_header(&header)
+            .map_err(|e| format!("`{}`: {e}", f.entry.path))?;
+    }
+    Ok(())
+}
