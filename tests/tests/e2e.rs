@@ -2092,3 +2092,236 @@ sensitive = "diagnosis"
         assert!(fs::metadata(dest.join("customers.csv")).unwrap().len() > 1_000_000);
     }
 }
+
+mod reliability {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn curl_json(
+        s: &Server,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let f = s.tmp.path().join("hostile-body");
+        fs::write(&f, body).unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(&test_tls().0)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", s.token))
+            .arg("-H")
+            .arg(format!("Content-Type: {content_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", f.display()))
+            .arg(format!("{}{path}", s.addr))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn fsck(s: &Server, repair: bool) -> (Option<i32>, serde_json::Value) {
+        let mut c = Command::new(bin("vault-server"));
+        c.args(["fsck", "--json", "--data-dir"]).arg(&s.data_dir);
+        if repair {
+            c.arg("--repair");
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice(&out.stdout).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn hostile_http_input_gets_a_clear_4xx_and_changes_nothing() {
+        let s = Server::start_with(&["--body-timeout-secs", "2", "--header-timeout-secs", "2"]);
+        let sha = "ab".repeat(32);
+        let cases: Vec<(&str, &str, &str, Vec<u8>, u16)> = vec![
+            ("malformed JSON", "/v1/uploads", "application/json", b"{\"name\": ".to_vec(), 400),
+            ("wrong content type", "/v1/uploads", "text/plain", b"{}".to_vec(), 400),
+            ("path traversal in a name", "/v1/uploads", "application/json",
+                b"{\"name\":\"../etc/passwd\",\"kind\":\"model\",\"files\":[]}".to_vec(), 400),
+            ("path traversal in a file", "/v1/uploads", "application/json",
+                format!("{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{{\"path\":\"../../x\",\"size\":1,\"sha256\":\"{sha}\"}}]}}").into_bytes(), 400),
+            ("oversized JSON", "/v1/uploads", "application/json", vec![b' '; 65 << 20], 413),
+        ];
+        for (what, path, ct, body, want) in cases {
+            let (code, v) = curl_json(&s, "POST", path, ct, &body);
+            if want == 413 && code == 0 {
+                // Over TLS the server answers 413 from the Content-Length and
+                // closes while curl is still sending; curl may see the reset
+                // first. (Over plain HTTP it reads the 413 JSON body.)
+                continue;
+            }
+            assert_eq!(code, want, "{what}: {v}");
+            assert!(
+                v["error"]["message"].is_string(),
+                "{what}: not a JSON error: {v}"
+            );
+        }
+        // A manifest with too many files.
+        let files: Vec<String> = (0..100_001)
+            .map(|i| format!("{{\"path\":\"f{i}\",\"size\":1,\"sha256\":\"{sha}\"}}"))
+            .collect();
+        let body = format!(
+            "{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{}]}}",
+            files.join(",")
+        );
+        let (code, v) = curl_json(
+            &s,
+            "POST",
+            "/v1/uploads",
+            "application/json",
+            body.as_bytes(),
+        );
+        assert_eq!(code, 400, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("too large"),
+            "{v}"
+        );
+        // Invalid references.
+        for r in ["a/../b", "UPPER/x", "a/b@sha256:nothex", "x"] {
+            let out = run(Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(&test_tls().0)
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {}", s.token))
+                .arg(format!(
+                    "{}/v1/resolve?ref={}",
+                    s.addr,
+                    r.replace('/', "%2F").replace('@', "%40")
+                )));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{r}");
+        }
+
+        // Nothing changed and the server keeps serving.
+        fails_with(s.cli().args(["show", "t/m"]), 4);
+        let f = s.tmp.path().join("ok.bin");
+        random_file(&f, 1000, 1);
+        ok(s.cli().args(["push", "t/m"]).arg(&f));
+    }
+
+    #[test]
+    fn sigterm_stops_cleanly_and_an_interrupted_upload_is_never_half_committed() {
+        let mut s = Server::start();
+        let f = s.tmp.path().join("big.bin");
+        random_file(&f, 256 * MIB, 3);
+        let push = s
+            .cli()
+            .args(["--json", "push", "t/big"])
+            .arg(&f)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(
+            s.terminate(),
+            Some(0),
+            "SIGTERM must exit 0:\n{}",
+            s.log_text()
+        );
+        let out = push.wait_with_output().unwrap();
+        s.restart();
+        let shown = run(s.cli().args(["--json", "show", "t/big"]));
+        if out.status.success() {
+            // Acknowledged: complete and verifiable.
+            let dest = s.tmp.path().join("d");
+            ok(s.cli().args(["pull", "t/big", "--to"]).arg(&dest));
+            assert_eq!(sha256_file(&f), sha256_file(&dest.join("big.bin")));
+        } else {
+            assert_eq!(
+                shown.status.code(),
+                Some(4),
+                "an unacknowledged push is visible"
+            );
+        }
+        s.terminate();
+        let (code, report) = fsck(&s, true);
+        assert_eq!(code, Some(0), "{report}");
+        let (code, report) = fsck(&s, false);
+        assert_eq!(code, Some(0), "{report}");
+    }
+
+    /// 20 SIGKILLs at random moments while pushes run: every acknowledged
+    /// version pulls and verifies afterwards, and fsck finds nothing lost.
+    #[test]
+    fn sigkill_at_random_moments_loses_no_acknowledged_version() {
+        let mut s = Server::start();
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..20u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let kill_after = Duration::from_millis(150 + seed % 600);
+            let started = Instant::now();
+            let mut i = 0;
+            while started.elapsed() < kill_after {
+                let f = s.tmp.path().join(format!("r{round}-{i}.bin"));
+                random_file(&f, 200_000 + (seed % 3) * 1_000_000, round * 100 + i);
+                let child = s
+                    .cli()
+                    .args(["--json", "push", "t/crash"])
+                    .arg(&f)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let remaining = kill_after.saturating_sub(started.elapsed());
+                std::thread::sleep(remaining.min(Duration::from_millis(60)));
+                if started.elapsed() >= kill_after {
+                    s.kill();
+                }
+                let out = child.wait_with_output().unwrap();
+                if out.status.success() {
+                    let v = json(&String::from_utf8_lossy(&out.stdout));
+                    acked.push((v["version"].as_u64().unwrap(), sha256_file(&f)));
+                }
+                i += 1;
+            }
+            s.kill();
+            s.restart();
+        }
+        assert!(
+            acked.len() >= 10,
+            "too few acknowledged pushes: {}",
+            acked.len()
+        );
+        for (v, sha) in &acked {
+            let dest = s.tmp.path().join(format!("check-{v}"));
+            ok(s.cli()
+                .args(["pull", &format!("t/crash:{v}"), "--no-cache", "--to"])
+                .arg(&dest));
+            let file = tree(&dest)
+                .into_iter()
+                .find(|p| !p.starts_with(".mlvault/"))
+                .unwrap();
+            assert_eq!(&sha256_file(&dest.join(file)), sha, "version {v}");
+        }
+        s.terminate();
+        let (code, report) = fsck(&s, true);
+        assert_eq!(code, Some(0), "{report}");
+        assert!(
+            report["missing_objects"].as_array().unwrap().is_empty(),
+            "{report}"
+        );
+        assert!(
+            report["dangling_references"].as_array().unwrap().is_empty(),
+            "{report}"
+        );
+        let (code, report) = fsck(&s, false);
+        assert_eq!(code, Some(0), "after repair: {report}");
+    }
+}

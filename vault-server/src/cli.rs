@@ -26,6 +26,9 @@ pub enum Command {
     /// Try mlvault in one command: init ./vault-dev-data if needed and serve on
     /// loopback. Not a production setup.
     Dev(DevArgs),
+    /// Check metadata against the blob store (run while the server is
+    /// stopped): orphaned objects, dangling references, stale uploads.
+    Fsck(FsckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -89,9 +92,32 @@ pub struct RunArgs {
     /// tests of client freeze protection.
     #[arg(long, hide = true)]
     pub no_alias_renewal: bool,
+    /// Seconds a client has to send its request headers (slow-loris guard).
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub header_timeout_secs: u64,
+    /// Seconds an upload body may stall between two chunks before it is
+    /// aborted (nothing of it is kept).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
     /// Plaintext bytes per encrypted segment (format v1 field).
     #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub segment_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    /// Vault directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Server configuration file (for the blob backend).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Remove orphaned objects and abandon stale upload sessions.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

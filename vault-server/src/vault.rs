@@ -138,6 +138,8 @@ pub struct Vault {
     pub limits: RateLimits,
     /// Per-principal exfiltration windows.
     pub exfil: ExfilDetector,
+    /// Longest stall allowed between two chunks of an upload body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
@@ -320,6 +322,7 @@ impl Vault {
             audit,
             limits: RateLimits::new(&config.limits),
             exfil: ExfilDetector::new(&config.exfiltration),
+            body_timeout: std::time::Duration::from_secs(60),
         })
     }
 

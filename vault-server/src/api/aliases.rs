@@ -8,6 +8,7 @@ use vault_manifest::{AliasRecord, SignedAlias};
 use vault_store::AliasEntry;
 
 use super::auth::authorize_artifact;
+use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
 use vault_policy::Action;
@@ -66,7 +67,7 @@ pub fn write_alias(
 pub async fn set(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<AliasRequest>,
+    ApiJson(req): ApiJson<AliasRequest>,
 ) -> Result<Json<AliasInfo>, ApiError> {
     let r: Reference = req
         .reference

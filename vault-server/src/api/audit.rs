@@ -1,12 +1,13 @@
 //! Reading the audit log: tail and verify.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use vault_audit::{Entry, Report};
 use vault_policy::{Action, Resource};
 
 use super::auth::authorize;
+use super::error::ApiQuery;
 use super::{blocking, ApiError, AppState, Principal};
 
 #[derive(Deserialize)]
@@ -22,7 +23,7 @@ fn default_n() -> usize {
 pub async fn tail(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<TailQuery>,
+    ApiQuery(q): ApiQuery<TailQuery>,
 ) -> Result<Json<Vec<Entry>>, ApiError> {
     authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
     let n = q.n.clamp(1, 10_000);

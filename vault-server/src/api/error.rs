@@ -188,3 +188,47 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         ms = start.elapsed().as_millis() as u64, "request");
     resp
 }
+
+/// `Json<T>` whose rejections (malformed JSON, wrong content type, too
+/// large) answer in the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(match rej.status().as_u16() {
+                413 => ApiError::new(ErrorCode::TooLarge, "request body too large"),
+                415 => ApiError::bad_request("expected `Content-Type: application/json`"),
+                _ => ApiError::bad_request(rej.body_text()),
+            }),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections answer in the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|rej| ApiError::bad_request(rej.body_text()))
+    }
+}

@@ -7,6 +7,7 @@ use vault_policy::{Action, Resource};
 use vault_store::JobRecord;
 
 use super::auth::{authorize, authorize_artifact};
+use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::jobs;
 
@@ -23,7 +24,7 @@ fn with_live(mut j: JobRecord) -> JobRecord {
 pub async fn create(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<JobRequest>,
+    ApiJson(req): ApiJson<JobRequest>,
 ) -> Result<Json<JobRecord>, ApiError> {
     if req.spec.len() > MAX_SPEC {
         return Err(ApiError::new(

@@ -7,6 +7,7 @@ use axum::Json;
 use vault_api::{ErrorCode, KeyStatus, RetireRequest, RewrapResult};
 
 use super::auth::authorize;
+use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::{Action, Resource};
 
@@ -81,7 +82,7 @@ pub async fn rewrap(
 pub async fn retire(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<RetireRequest>,
+    ApiJson(req): ApiJson<RetireRequest>,
 ) -> Result<Json<KeyStatus>, ApiError> {
     authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();

@@ -1,6 +1,6 @@
 //! Publisher keys: who may sign manifests for a namespace.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -9,6 +9,7 @@ use vault_manifest::PublicKey;
 use vault_store::PublisherRecord;
 
 use super::auth::authorize;
+use super::error::{ApiJson, ApiQuery};
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::{Action, Resource};
 
@@ -39,7 +40,7 @@ fn info(r: PublisherRecord) -> PublisherInfo {
 pub async fn add(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<PublisherRequest>,
+    ApiJson(req): ApiJson<PublisherRequest>,
 ) -> Result<Json<PublisherInfo>, ApiError> {
     valid_namespace(&req.namespace)?;
     authorize(
@@ -68,7 +69,7 @@ pub async fn add(
 pub async fn list(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<NsQuery>,
+    ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Json<Vec<PublisherInfo>>, ApiError> {
     if !q.namespace.is_empty() {
         valid_namespace(&q.namespace)?;
@@ -88,7 +89,7 @@ pub async fn list(
 pub async fn remove(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<NsQuery>,
+    ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<StatusCode, ApiError> {
     valid_namespace(&q.namespace)?;
     authorize(

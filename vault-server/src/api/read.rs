@@ -1,6 +1,6 @@
 //! Resolve references, list artifacts, delete versions.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use vault_api::{
@@ -10,6 +10,7 @@ use vault_api::{
 use vault_store::{MetaStore, VersionRecord};
 
 use super::auth::{authorize_artifact, authorize_artifact_sync};
+use super::error::ApiQuery;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
 use vault_policy::Action;
@@ -74,7 +75,7 @@ pub async fn server_key(State(v): State<AppState>) -> Json<ServerKeyInfo> {
 pub async fn resolve(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<RefQuery>,
+    ApiQuery(q): ApiQuery<RefQuery>,
 ) -> Result<Json<ResolvedVersion>, ApiError> {
     let r = parse_ref(&q.reference)?;
     let via_alias = matches!(r.selector, Selector::Alias(_));
@@ -102,7 +103,7 @@ pub async fn resolve(
 pub async fn list(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<ArtifactSummary>>, ApiError> {
     let v2 = v.clone();
     let items = blocking(move || {
@@ -139,7 +140,7 @@ pub async fn list(
 pub async fn delete_version(
     State(v): State<AppState>,
     p: Principal,
-    Query(q): Query<RefQuery>,
+    ApiQuery(q): ApiQuery<RefQuery>,
 ) -> Result<Json<DeleteResult>, ApiError> {
     let r = parse_ref(&q.reference)?;
     if matches!(r.selector, Selector::Latest | Selector::Alias(_)) {

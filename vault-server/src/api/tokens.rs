@@ -8,6 +8,7 @@ use vault_policy::{Action, Resource};
 use vault_store::TokenRecord;
 
 use super::auth::authorize;
+use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::tokens;
 
@@ -46,7 +47,7 @@ fn check_label(what: &str, s: &str, extra: &[u8]) -> Result<(), ApiError> {
 pub async fn create(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<TokenRequest>,
+    ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenCreated>, ApiError> {
     authorize(
         &v,

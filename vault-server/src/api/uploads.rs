@@ -5,11 +5,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use futures_util::StreamExt;
 use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
 
 use super::auth::authorize_artifact;
+use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::Action;
 
@@ -25,7 +27,7 @@ fn random_hex<const N: usize>() -> Result<String, ApiError> {
 pub async fn open(
     State(v): State<AppState>,
     p: Principal,
-    Json(req): Json<OpenUploadRequest>,
+    ApiJson(req): ApiJson<OpenUploadRequest>,
 ) -> Result<Json<OpenUploadResponse>, ApiError> {
     authorize_artifact(
         &v,
@@ -170,7 +172,17 @@ pub async fn upload_file(
     if let Some(old) = old {
         let _ = v.blobs.delete(&old.id).await;
     }
-    match v.blobs.write(&rec.id, enc, body.into_data_stream()).await {
+    // A body that stalls is cut off (slow uploads that never finish).
+    let timeout = v.body_timeout;
+    let timed = futures_util::stream::unfold(body.into_data_stream(), move |mut b| async move {
+        match tokio::time::timeout(timeout, b.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), b)),
+            Ok(None) => None,
+            Err(_) => Some((Err(format!("no data for {}s", timeout.as_secs())), b)),
+        }
+    })
+    .boxed();
+    match v.blobs.write(&rec.id, enc, timed).await {
         Ok(()) => {
             metrics::counter!("mlvault_bytes_in_total").increment(file.size);
             let mut ev = p.event(
@@ -200,7 +212,7 @@ pub async fn commit(
     State(v): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    Json(req): Json<CommitRequest>,
+    ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<PushResult>, ApiError> {
     let s = own_session(&v, &p, id).await?;
     let (env, m) = vault_manifest::parse_envelope(&req.envelope)

@@ -55,6 +55,8 @@ pub fn run(a: DevArgs) -> Result<()> {
         unseal,
         insecure_http: false,
         policies: None,
+        header_timeout_secs: 15,
+        body_timeout_secs: 60,
         config: None,
         tls_cert: None,
         tls_key: None,

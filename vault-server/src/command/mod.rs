@@ -1,6 +1,7 @@
 //! One module per verb.
 
 mod dev;
+mod fsck;
 mod init;
 mod run;
 
@@ -26,5 +27,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init::run(a),
         Command::Run(a) => run::run(a),
         Command::Dev(a) => dev::run(a),
+        Command::Fsck(a) => fsck::run(a),
     }
 }

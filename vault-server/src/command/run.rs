@@ -24,7 +24,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let config = crate::config::ServerConfig::load(a.config.as_deref())?;
     crate::metrics_setup::install();
     tracing::info!(data_dir = %a.data_dir.display(), "unsealing vault");
-    let vault = Arc::new(Vault::open(
+    let mut vault = Vault::open(
         &a.data_dir,
         &a.unseal,
         a.segment_size,
@@ -32,12 +32,14 @@ pub fn run(a: RunArgs) -> Result<()> {
         !a.no_alias_renewal,
         a.policies.as_deref(),
         &config,
-    )?);
+    )?;
     tracing::info!("vault unsealed, key ring open");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    vault.body_timeout = Duration::from_secs(a.body_timeout_secs);
+    let vault = Arc::new(vault);
     rt.block_on(serve(vault, a))
 }
 
@@ -119,18 +121,24 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
         });
     }
     let app = api::app(vault.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Slow-loris: a client gets this long to send its request headers.
+    let header_timeout = Duration::from_secs(a.header_timeout_secs);
     match tls {
         Some(config) => {
-            axum_server::from_tcp_rustls(listener, config)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp_rustls(listener, config)?;
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            server.handle(handle).serve(app).await
         }
         None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp(listener)?;
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            server.handle(handle).serve(app).await
         }
     }
     .context("server failed")?;

@@ -1,0 +1,136 @@
+//! `vault-server fsck`: metadata against the blob store, offline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use vault_store::{BlobStore, MetaStore, RedbMeta};
+
+use crate::cli::FsckArgs;
+use crate::config::ServerConfig;
+use crate::exit::fail;
+use crate::vault::Layout;
+
+#[derive(Debug, Default, Serialize)]
+struct Findings {
+    versions: usize,
+    blob_records: usize,
+    objects: usize,
+    /// Objects no record names (left by a crash mid-upload, or a failed delete).
+    orphaned_objects: Vec<String>,
+    /// Records whose object is missing.
+    missing_objects: Vec<String>,
+    /// Version files naming a blob record that does not exist.
+    dangling_references: Vec<String>,
+    /// Upload sessions (and their pending blobs) left by interrupted pushes.
+    stale_sessions: Vec<String>,
+    repaired: bool,
+}
+
+pub fn run(a: FsckArgs) -> Result<()> {
+    let layout = Layout::new(&a.data_dir);
+    if !layout.marker().exists() {
+        return Err(fail(
+            2,
+            format!(
+                "`{}` is not an mlvault data directory",
+                a.data_dir.display()
+            ),
+        ));
+    }
+    let config = ServerConfig::load(a.config.as_deref())?;
+    let meta = RedbMeta::open(&layout.meta()).map_err(|e| {
+        fail(
+            1,
+            format!("cannot open the metadata (is the server still running?): {e}"),
+        )
+    })?;
+    let store = crate::storage::build(&config.storage, &layout.blobs())?;
+    let blobs = BlobStore::new(store);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut f = Findings::default();
+    let objects: HashSet<String> = rt
+        .block_on(blobs.list_ids())
+        .context("cannot list the blob store")?
+        .into_iter()
+        .collect();
+    let records = meta.list_blobs()?;
+    let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    f.objects = objects.len();
+    f.blob_records = records.len();
+    let mut orphans: Vec<String> = objects
+        .iter()
+        .filter(|o| !known.contains(o.as_str()))
+        .cloned()
+        .collect();
+    orphans.sort();
+    f.orphaned_objects = orphans;
+    f.missing_objects = records
+        .iter()
+        .filter(|r| r.pending_session.is_none() && !objects.contains(&r.id))
+        .map(|r| r.id.clone())
+        .collect();
+    for (_, versions) in meta.list("")? {
+        for v in versions {
+            f.versions += 1;
+            for file in &v.files {
+                if !known.contains(file.blob.as_str()) {
+                    f.dangling_references
+                        .push(format!("{}:{} {}", v.name, v.version, file.entry.path));
+                }
+            }
+        }
+    }
+    let sessions = meta.list_sessions()?;
+    f.stale_sessions = sessions.iter().map(|s| s.id.clone()).collect();
+    if a.repair {
+        for s in &sessions {
+            for b in meta.abandon_session(&s.id)? {
+                rt.block_on(blobs.delete(&b.id))?;
+            }
+        }
+        // Orphans: listed again, after the sessions' blobs went.
+        let known: HashSet<String> = meta.list_blobs()?.into_iter().map(|r| r.id).collect();
+        for o in &f.orphaned_objects {
+            if !known.contains(o) {
+                rt.block_on(blobs.delete(o))?;
+            }
+        }
+        f.repaired = true;
+    }
+    let problems = f.orphaned_objects.len()
+        + f.missing_objects.len()
+        + f.dangling_references.len()
+        + f.stale_sessions.len();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        println!(
+            "{} versions, {} blob records, {} objects: {} orphaned objects, {} missing objects, {} dangling references, {} stale upload sessions{}",
+            f.versions,
+            f.blob_records,
+            f.objects,
+            f.orphaned_objects.len(),
+            f.missing_objects.len(),
+            f.dangling_references.len(),
+            f.stale_sessions.len(),
+            if a.repair { " (repaired: orphans and stale sessions removed)" } else { "" }
+        );
+    }
+    let _ = Arc::new(());
+    // Missing objects and dangling references are data loss: exit 5. Orphans
+    // and stale sessions are only clutter.
+    if !f.missing_objects.is_empty() || !f.dangling_references.is_empty() {
+        return Err(fail(5, "metadata names blobs that are gone"));
+    }
+    if problems > 0 && !a.repair {
+        return Err(fail(
+            1,
+            "run with --repair to remove orphans and stale sessions",
+        ));
+    }
+    Ok(())
+}
