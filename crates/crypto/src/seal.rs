@@ -18,7 +18,7 @@ pub enum Sealer {
 
 /// What opens a sealed master key. Has no `Debug`: it holds a secret.
 pub enum Unsealer {
-    /// An age X25519 identity (`AGE-SECRET-KEY-1…`).
+    /// An age X25519 identity (an `AGE-SECRET-KEY-…` line).
     Identity(age::x25519::Identity),
     /// A passphrase.
     Passphrase(SecretString),
