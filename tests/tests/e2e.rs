@@ -1482,6 +1482,42 @@ mod observe {
     }
 
     #[test]
+    fn a_bytes_per_minute_limit_stops_a_token_that_moves_too_much() {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        fs::write(
+            cfg.path(),
+            "[limits.roles.deployer]\nrequests_per_minute = 6000\nburst = 100\nbytes_per_minute = 3145728\n",
+        )
+        .unwrap();
+        let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+        let f = s.tmp.path().join("w.bin");
+        random_file(&f, 2 * MIB, 1);
+        ok(s.cli()
+            .args(["push", "t/m", "--alias", "production"])
+            .arg(&f));
+        let deploy = s.create_token("api", "deployer", &["t"], None);
+        let other = s.create_token("api2", "deployer", &["t"], None);
+        let pull = |tok: &str, to: &str| {
+            let mut c = s.cli_with_token(tok);
+            c.args([
+                "--retries",
+                "0",
+                "pull",
+                "t/m:production",
+                "--no-cache",
+                "--to",
+            ])
+            .arg(s.tmp.path().join(to));
+            c
+        };
+        ok(&mut pull(&deploy, "a"));
+        let err = fails_with(&mut pull(&deploy, "b"), 6);
+        assert!(err.contains("bytes per minute"), "{err}");
+        // Another token has its own budget.
+        ok(&mut pull(&other, "c"));
+    }
+
+    #[test]
     fn metrics_count_requests_bytes_and_failures() {
         let s = Server::start();
         let f = s.tmp.path().join("w.bin");
@@ -1999,6 +2035,17 @@ sensitive = "diagnosis"
             job["id"].as_str().unwrap(),
         ])));
         assert_eq!(status["report"], *report);
+        let m = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&test_tls().0)
+            .arg(format!("{}/metrics", s.addr))
+            .output()
+            .unwrap();
+        let m = String::from_utf8_lossy(&m.stdout);
+        assert!(
+            m.contains("mlvault_jobs_total{state=\"succeeded\"} 1"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -156,6 +156,12 @@ fn merge(total: &mut Report, r: Report) {
     for (k, n) in r.pii_found {
         *total.pii_found.entry(k).or_default() += n;
     }
+    for (c, m) in r.scan_findings {
+        let e = total.scan_findings.entry(c).or_default();
+        for (k, n) in m {
+            *e.entry(k).or_default() += n;
+        }
+    }
     let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) | (None, x) => x,
@@ -180,6 +186,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Run job `id` to its end (or until the process dies).
 pub async fn run(v: Arc<Vault>, id: String) {
+    metrics::counter!("mlvault_jobs_total", "state" => "started").increment(1);
     let _slot = slots().acquire().await;
     let counter = Arc::new(AtomicU64::new(0));
     if let Ok(mut p) = progress().lock() {
@@ -196,6 +203,7 @@ pub async fn run(v: Arc<Vault>, id: String) {
         job.rows = counter.load(Ordering::Relaxed);
         match outcome {
             Ok((output, report)) => {
+                metrics::counter!("mlvault_jobs_total", "state" => "succeeded").increment(1);
                 job.state = "succeeded".into();
                 job.output = Some(output);
                 job.report = serde_json::to_value(report).ok();
@@ -211,6 +219,7 @@ pub async fn run(v: Arc<Vault>, id: String) {
                         });
                     }
                 }
+                metrics::counter!("mlvault_jobs_total", "state" => "failed").increment(1);
                 job.state = "failed".into();
                 job.error = Some(format!("{e:#}"));
                 tracing::warn!(job = %job.id, error = %format!("{e:#}"), "anonymization job failed");

@@ -58,6 +58,10 @@ fn describe() {
         "mlvault_exfiltration_alerts_total",
         "exfiltration thresholds crossed"
     );
+    describe_counter!(
+        "mlvault_jobs_total",
+        "anonymization jobs started, succeeded and failed"
+    );
     describe_gauge!("mlvault_sealed", "1 while the vault is sealed");
     metrics::gauge!("mlvault_sealed").set(0.0);
 }

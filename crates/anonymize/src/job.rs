@@ -46,6 +46,9 @@ pub struct Report {
     pub classes_after: Option<u64>,
     /// Output bytes.
     pub bytes_written: u64,
+    /// With `scan = true`: PII still found in the output, per column and detector.
+    #[serde(default)]
+    pub scan_findings: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// A validated job: spec, namespace key, compiled detectors.
@@ -335,6 +338,19 @@ impl Job {
                 }
             }
             let _ = line;
+            if self.spec.scan && w.is_some() {
+                for (i, f) in fields.iter().enumerate() {
+                    let Some(f) = f else { continue };
+                    for found in self.scanner.find(f) {
+                        *report
+                            .scan_findings
+                            .entry(header[i].clone())
+                            .or_default()
+                            .entry(found.kind)
+                            .or_default() += 1;
+                    }
+                }
+            }
             if let Some(w) = w.as_mut() {
                 w.write_record(fields.iter().flatten().map(|c| c.as_bytes()))
                     .map_err(io)?;
@@ -574,6 +590,17 @@ mod tests {
             "{text}"
         );
         assert_eq!((r.rows_written, r.malformed_rows), (1, 1));
+    }
+
+    #[test]
+    fn a_whole_file_scan_reports_pii_left_in_other_columns() {
+        let j = job(
+            "format = \"csv\"\nscan = true\n[[columns]]\nname = \"a\"\ntransform = \"scrub\"\n",
+        );
+        let input = "a,b\nmail x@y.io,call 192.168.0.1\n";
+        let r = j.run(input.as_bytes(), Vec::new(), None).unwrap();
+        assert!(!r.scan_findings.contains_key("a"));
+        assert_eq!(r.scan_findings["b"]["ipv4"], 1);
     }
 
     #[test]

@@ -200,6 +200,11 @@ pub struct Spec {
     /// Detectors for `scrub`.
     #[serde(default)]
     pub scrub: ScrubSpec,
+    /// Also scan every output value (not only `scrub` columns) with the
+    /// detectors and report what is found per column, as a check that
+    /// nothing personal is left.
+    #[serde(default)]
+    pub scan: bool,
 }
 
 fn default_delimiter() -> char {
