@@ -278,3 +278,17 @@ impl Spec {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_spec_is_valid() {
+        let text = include_str!("../../../examples/anonymize.toml");
+        let s = Spec::parse(text).unwrap();
+        assert!(s.scan);
+        assert_eq!(s.kanon.as_ref().map(|k| k.k_min), Some(5));
+        crate::Job::new(s, [0; 32]).unwrap();
+    }
+}
