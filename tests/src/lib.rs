@@ -84,6 +84,8 @@ pub struct Server {
     pub log: PathBuf,
     /// Extra `run` arguments.
     pub extra: Vec<String>,
+    /// Serve HTTPS (the default) or plain HTTP on loopback.
+    pub tls: bool,
     /// Scratch space for the test (removed on drop).
     pub tmp: TempDir,
 }
@@ -96,6 +98,15 @@ impl Server {
 
     /// Like [`Server::start`], with extra `run` arguments.
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_inner(extra, true)
+    }
+
+    /// A server on plain HTTP (loopback), for raw-socket tests.
+    pub fn start_plain(extra: &[&str]) -> Server {
+        Self::start_inner(extra, false)
+    }
+
+    fn start_inner(extra: &[&str], tls: bool) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let identity = tmp.path().join("unseal.identity");
@@ -120,6 +131,7 @@ impl Server {
             identity,
             log: tmp.path().join("server.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
             tmp,
         };
         s.spawn();
@@ -160,19 +172,19 @@ impl Server {
         // A restart keeps its address, as a real deployment does.
         let listen = self
             .addr
-            .strip_prefix("https://")
-            .unwrap_or("127.0.0.1:0")
+            .split_once("://")
+            .map_or("127.0.0.1:0", |(_, a)| a)
             .to_owned();
         let (_, cert, key) = test_tls();
-        let mut child = Command::new(bin("vault-server"))
-            .args(["run", "--listen", &listen, "--data-dir"])
+        let mut cmd = Command::new(bin("vault-server"));
+        cmd.args(["run", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--unseal-identity")
-            .arg(&self.identity)
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
+            .arg(&self.identity);
+        if self.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd
             .args(&self.extra)
             .env("MLVAULT_LOG", "info")
             .stdout(Stdio::piped())
