@@ -2203,13 +2203,14 @@ mod reliability {
         for (what, path, ct, body, want) in cases {
             let (code, v) = curl_json(&s, "POST", path, ct, &body);
             if want == 413 && code != 413 {
-                eprintln!(
-                    "oversized JSON: connection closed before curl read the answer (code {code})"
+                // Over TLS the server may answer before curl has sent the
+                // body and close; curl then sees the connection end (0), or
+                // the server reports the broken body read (400).
+                assert!(code == 0 || code == 400, "{what}: {code} {v}");
+                assert!(
+                    code == 0 || v["error"]["message"].is_string(),
+                    "{what}: {v}"
                 );
-                assert!(code == 0 || code == 413, "{what}: {code} {v}");
-                // Over TLS the server answers 413 from the Content-Length and
-                // closes while curl is still sending; curl may see the reset
-                // first. (Over plain HTTP it reads the 413 JSON body.)
                 continue;
             }
             assert_eq!(code, want, "{what}: {v}");
