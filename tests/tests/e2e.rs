@@ -249,6 +249,7 @@ mod skeleton {
         let mut c = std::process::Command::new("curl");
         c.args([
             "-s",
+            "--http1.1",
             "-o",
             "/dev/stdout",
             "-w",
@@ -1300,7 +1301,8 @@ mod observe {
 
     fn https(s: &Server, path: &str, token: Option<&str>) -> (u16, String, String) {
         let mut c = std::process::Command::new("curl");
-        c.args(["-s", "-D", "-", "--cacert"]).arg(&test_tls().0);
+        c.args(["-s", "--http1.1", "-D", "-", "--cacert"])
+            .arg(&test_tls().0);
         if let Some(t) = token {
             c.arg("-H").arg(format!("Authorization: Bearer {t}"));
         }
@@ -2155,7 +2157,15 @@ mod reliability {
         let f = s.tmp.path().join("hostile-body");
         fs::write(&f, body).unwrap();
         let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .args([
+                "-sS",
+                "--http1.1",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+                "--cacert",
+            ])
             .arg(&test_tls().0)
             .arg("-H")
             .arg(format!("Authorization: Bearer {}", s.token))
@@ -2168,8 +2178,16 @@ mod reliability {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
+        let code = code.trim().parse().unwrap_or(0);
+        if code == 0 {
+            eprintln!(
+                "curl failed: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         (
-            code.trim().parse().unwrap_or(0),
+            code,
             serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
         )
     }
