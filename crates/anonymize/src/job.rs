@@ -294,7 +294,6 @@ impl Job {
             }
             report.rows_read += 1;
             self.tick();
-            let line = rec.position().map_or(line, |p| p.line());
             let collecting = collect.is_some();
             let mut fields: Vec<Option<std::borrow::Cow<'_, str>>> =
                 Vec::with_capacity(header.len());
@@ -337,7 +336,6 @@ impl Job {
                     }
                 }
             }
-            let _ = line;
             if self.spec.scan && w.is_some() {
                 for (i, f) in fields.iter().enumerate() {
                     let Some(f) = f else { continue };

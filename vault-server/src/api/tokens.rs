@@ -105,25 +105,44 @@ pub async fn list(
     Ok(Json(all.into_iter().map(info).collect()))
 }
 
+/// Apply `change` to token `id` (an admin action); 404 if there is no such token.
+async fn change_token(
+    v: &AppState,
+    p: &Principal,
+    id: &str,
+    change: fn(&dyn vault_store::MetaStore, &str) -> vault_store::Result<bool>,
+    what: &'static str,
+) -> Result<StatusCode, ApiError> {
+    authorize(v, p, Action::TokenAdmin, Resource::Service("tokens"), false)?;
+    let (meta, i) = (v.meta.clone(), id.to_owned());
+    if !blocking(move || Ok(change(meta.as_ref(), &i)?)).await? {
+        return Err(ApiError::not_found(format!("token `{id}` not found")));
+    }
+    tracing::info!(token = %id, by = %p.name, "{what}");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn revoke(
     State(v): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(
+    change_token(&v, &p, &id, |m, i| m.revoke_token(i), "token revoked").await
+}
+
+pub async fn unsuspend(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change_token(
         &v,
         &p,
-        Action::TokenAdmin,
-        Resource::Service("tokens"),
-        false,
-    )?;
-    let meta = v.meta.clone();
-    let i = id.clone();
-    if !blocking(move || Ok(meta.revoke_token(&i)?)).await? {
-        return Err(ApiError::not_found(format!("token `{id}` not found")));
-    }
-    tracing::info!(token = %id, by = %p.name, "token revoked");
-    Ok(StatusCode::NO_CONTENT)
+        &id,
+        |m, i| m.suspend_token(i, false),
+        "token suspension lifted",
+    )
+    .await
 }
 
 pub async fn reload_policy(
@@ -158,25 +177,4 @@ pub fn source_name(v: &AppState) -> String {
     v.policy_source
         .as_deref()
         .map_or("(built-in defaults)".into(), |p| p.display().to_string())
-}
-
-pub async fn unsuspend(
-    State(v): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    authorize(
-        &v,
-        &p,
-        Action::TokenAdmin,
-        Resource::Service("tokens"),
-        false,
-    )?;
-    let meta = v.meta.clone();
-    let i = id.clone();
-    if !blocking(move || Ok(meta.suspend_token(&i, false)?)).await? {
-        return Err(ApiError::not_found(format!("token `{id}` not found")));
-    }
-    tracing::info!(token = %id, by = %p.name, "token suspension lifted");
-    Ok(StatusCode::NO_CONTENT)
 }

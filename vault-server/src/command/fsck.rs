@@ -1,7 +1,6 @@
 //! `vault-server fsck`: metadata against the blob store, offline.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -120,7 +119,6 @@ pub fn run(a: FsckArgs) -> Result<()> {
             if a.repair { " (repaired: orphans and stale sessions removed)" } else { "" }
         );
     }
-    let _ = Arc::new(());
     // Missing objects and dangling references are data loss: exit 5. Orphans
     // and stale sessions are only clutter.
     if !f.missing_objects.is_empty() || !f.dangling_references.is_empty() {
