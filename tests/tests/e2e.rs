@@ -1905,7 +1905,7 @@ mod transfer {
 mod jobs {
     use super::*;
 
-    const SPEC: &str = r#"
+    pub(super) const SPEC: &str = r#"
 format = "csv"
 [[columns]]
 name = "name"
@@ -1943,7 +1943,7 @@ k_min = 5
 sensitive = "diagnosis"
 "#;
 
-    fn dataset(s: &Server, rows: usize) -> std::path::PathBuf {
+    pub(super) fn dataset(s: &Server, rows: usize) -> std::path::PathBuf {
         let dir = s.tmp.path().join("raw");
         fs::create_dir_all(&dir).unwrap();
         fs::write(
@@ -2283,6 +2283,70 @@ mod reliability {
     }
 
     #[test]
+    fn request_limits_come_from_the_config_file() {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        fs::write(
+            cfg.path(),
+            "[http]\nmax_json_bytes = 1048576\nmax_files = 1000\nheader_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+        let sha = "ab".repeat(32);
+        let manifest = |n: usize| {
+            let files: Vec<String> = (0..n)
+                .map(|i| format!("{{\"path\":\"f{i}\",\"size\":1,\"sha256\":\"{sha}\"}}"))
+                .collect();
+            format!(
+                "{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{}]}}",
+                files.join(",")
+            )
+        };
+        // 1001 files: over the configured count, under the byte limit.
+        let (code, v) = curl_json(
+            &s,
+            "POST",
+            "/v1/uploads",
+            "application/json",
+            manifest(1001).as_bytes(),
+        );
+        assert_eq!(code, 400, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("at most 1000"), "{msg}");
+        // 1000 files pass the count check.
+        let (code, v) = curl_json(
+            &s,
+            "POST",
+            "/v1/uploads",
+            "application/json",
+            manifest(1000).as_bytes(),
+        );
+        assert_eq!(code, 200, "{v}");
+        // 1.5 MiB of JSON: over the configured byte limit.
+        let mut big = manifest(1);
+        big.insert_str(1, &format!("\"pad\":\"{}\",", "x".repeat(1536 << 10)));
+        let (code, v) = curl_json(
+            &s,
+            "POST",
+            "/v1/uploads",
+            "application/json",
+            big.as_bytes(),
+        );
+        assert!(code == 413 || code == 0, "{code} {v}");
+        // Bad values are refused at start with a clear message.
+        fs::write(cfg.path(), "[http]\nmax_files = 0\n").unwrap();
+        let (code, err) = failed_start(&[
+            "--data-dir".as_ref(),
+            s.data_dir.as_os_str(),
+            "--unseal-identity".as_ref(),
+            s.identity.as_os_str(),
+            "--config".as_ref(),
+            cfg.path().as_os_str(),
+        ]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("max_files"), "{err}");
+    }
+
+    #[test]
     fn stalled_bodies_and_slow_headers_are_cut_off() {
         use std::io::{Read, Write};
         use std::net::TcpStream;
@@ -2427,6 +2491,35 @@ mod reliability {
             "too few acknowledged pushes: {}",
             acked.len()
         );
+        // Versions visible beyond the acknowledged ones can only be pushes
+        // that committed while the kill cut their answer off: complete and
+        // verifiable, never half-written.
+        let ls = json(&ok(s.cli().args(["--json", "ls", "t/crash"])));
+        let visible: Vec<u64> = ls[0]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        for (v, _) in &acked {
+            assert!(visible.contains(v), "acknowledged version {v} is gone");
+        }
+        let unacked: Vec<u64> = visible
+            .iter()
+            .copied()
+            .filter(|v| !acked.iter().any(|(a, _)| a == v))
+            .collect();
+        eprintln!(
+            "{} acknowledged versions, {} committed with the answer lost: {unacked:?}",
+            acked.len(),
+            unacked.len()
+        );
+        for v in &unacked {
+            let dest = s.tmp.path().join(format!("unacked-{v}"));
+            ok(s.cli()
+                .args(["pull", &format!("t/crash:{v}"), "--no-cache", "--to"])
+                .arg(&dest));
+        }
         for (v, sha) in &acked {
             let dest = s.tmp.path().join(format!("check-{v}"));
             ok(s.cli()
@@ -2451,5 +2544,130 @@ mod reliability {
         );
         let (code, report) = fsck(&s, false);
         assert_eq!(code, Some(0), "after repair: {report}");
+    }
+
+    /// SIGKILL while keys are rewrapped and while anonymization jobs run
+    /// (the test above kills during uploads and commits): every version
+    /// still pulls, rewrap resumes to completion so the old KEKs retire,
+    /// and every job commits its output exactly once.
+    #[test]
+    fn sigkill_during_rewrap_and_anonymization_loses_nothing() {
+        let mut s = Server::start();
+        let src = s.tmp.path().join("many");
+        for i in 0..600u64 {
+            random_file(&src.join(format!("part-{i:03}.bin")), 1500 + i, 500 + i);
+        }
+        ok(s.cli().args(["push", "t/many"]).arg(&src));
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let raw = super::jobs::dataset(&s, 120_000);
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/customers", "--kind", "dataset"])
+            .arg(&raw));
+        let spec = s.tmp.path().join("spec.toml");
+        fs::write(&spec, super::jobs::SPEC).unwrap();
+
+        let (mut rewrap_cut, mut job_cut) = (0, 0);
+        let mut jobs = Vec::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..6 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Rewrap under a fresh KEK, killed at a random moment.
+            ok(s.admin().args(["key", "rotate"]));
+            let child = s
+                .admin()
+                .args(["--json", "key", "rewrap"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(10 + seed % 150));
+            s.kill();
+            if !child.wait_with_output().unwrap().status.success() {
+                rewrap_cut += 1;
+            }
+            s.restart();
+
+            // An anonymization job, killed once it has read some rows.
+            let id = ok(s
+                .cli_with_token(&steward)
+                .args([
+                    "anonymize",
+                    "hr/customers:1",
+                    "--to",
+                    &format!("hr/anon-{round}"),
+                    "--spec",
+                ])
+                .arg(&spec))
+            .trim()
+            .to_owned();
+            let want_rows = 1000 + seed % 60_000;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let st = json(&ok(s
+                    .cli_with_token(&steward)
+                    .args(["--json", "job", "status", &id])));
+                if st["state"] != "running" && st["state"] != "queued" {
+                    break;
+                }
+                if st["rows"].as_u64().unwrap_or(0) >= want_rows {
+                    job_cut += 1;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "job never ran: {st}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            s.kill();
+            s.restart();
+            jobs.push((round, id));
+        }
+        eprintln!("kills: {rewrap_cut} cut a rewrap short, {job_cut} cut a running job");
+        assert!(
+            rewrap_cut >= 4,
+            "only {rewrap_cut} kills landed inside a rewrap"
+        );
+        assert!(
+            job_cut >= 4,
+            "only {job_cut} kills landed inside a running job"
+        );
+
+        // Rewrap resumes and finishes; then every older KEK can retire.
+        ok(s.admin().args(["key", "rewrap"]));
+        let st = json(&ok(s.admin().args(["--json", "key", "status"])));
+        let current = st["current_version"].as_u64().unwrap();
+        assert_eq!(current, 7, "{st}");
+        ok(s.admin().args(["key", "retire", &current.to_string()]));
+        for (round, id) in &jobs {
+            let done = json(&ok(s
+                .cli_with_token(&steward)
+                .args(["--json", "job", "wait", id])));
+            assert_eq!(done["state"], "succeeded", "{done}");
+            let ls = json(&ok(s.cli_with_token(&steward).args([
+                "--json",
+                "ls",
+                &format!("hr/anon-{round}"),
+            ])));
+            assert_eq!(ls[0]["versions"].as_array().unwrap().len(), 1, "{ls}");
+        }
+        s.restart();
+        let dest = s.tmp.path().join("many-back");
+        ok(s.cli()
+            .args(["pull", "t/many", "--no-cache", "--to"])
+            .arg(&dest));
+        assert_same_tree(&src, &dest);
+        for (round, _) in &jobs {
+            let d = s.tmp.path().join(format!("anon-{round}"));
+            ok(s.cli_with_token(&steward)
+                .args(["pull", &format!("hr/anon-{round}"), "--no-cache", "--to"])
+                .arg(&d));
+        }
+        s.terminate();
+        let (code, report) = fsck(&s, false);
+        assert_eq!(
+            code,
+            Some(0),
+            "crash left orphans or dangling references: {report}"
+        );
     }
 }

@@ -93,12 +93,14 @@ pub struct RunArgs {
     #[arg(long, hide = true)]
     pub no_alias_renewal: bool,
     /// Seconds a client has to send its request headers (slow-loris guard).
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
-    pub header_timeout_secs: u64,
+    /// Default: `[http] header_timeout_secs` of --config, else 15.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: Option<u64>,
     /// Seconds an upload body may stall between two chunks before it is
-    /// aborted (nothing of it is kept).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub body_timeout_secs: u64,
+    /// aborted (nothing of it is kept). Default: `[http] body_timeout_secs`
+    /// of --config, else 60.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: Option<u64>,
     /// Plaintext bytes per encrypted segment (format v1 field).
     #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub segment_size: u32,

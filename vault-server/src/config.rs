@@ -16,6 +16,12 @@
 //! max_bytes = 53687091200          # 0: off
 //! max_artifacts = 50               # distinct artifacts pulled; 0: off
 //! suspend = true                   # suspend the token when a threshold is crossed
+//!
+//! [http]
+//! max_json_bytes = 67108864        # largest JSON request body (413 above)
+//! max_files = 100000               # most files in one manifest (at most 100000)
+//! header_timeout_secs = 15         # slow-loris guard; --header-timeout-secs wins
+//! body_timeout_secs = 60           # longest stall inside an upload body
 //! ```
 
 use std::collections::HashMap;
@@ -39,6 +45,51 @@ pub struct ServerConfig {
     /// Where blobs live.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Request limits and timeouts.
+    #[serde(default)]
+    pub http: HttpLimits,
+}
+
+/// Limits on what one request may carry and how slowly.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Largest JSON request body in bytes (larger: 413).
+    #[serde(default = "default_json_bytes")]
+    pub max_json_bytes: usize,
+    /// Most files one manifest may list (at most 100,000).
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+    /// Seconds a client has to send its request headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds an upload body may stall between two chunks.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+}
+
+fn default_json_bytes() -> usize {
+    64 << 20
+}
+fn default_max_files() -> usize {
+    vault_manifest::MAX_FILES
+}
+fn default_header_timeout() -> u64 {
+    15
+}
+fn default_body_timeout() -> u64 {
+    60
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_json_bytes: default_json_bytes(),
+            max_files: default_max_files(),
+            header_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
+        }
+    }
 }
 
 /// Blob backends.
@@ -226,6 +277,22 @@ impl ServerConfig {
                     ),
                 ));
             }
+        }
+        let h = &c.http;
+        let bad = |what: &str| {
+            Err(fail(
+                2,
+                format!("config `{}`: [http] {what}", path.display()),
+            ))
+        };
+        if h.max_json_bytes < 4096 {
+            return bad("max_json_bytes must be at least 4096");
+        }
+        if h.max_files == 0 || h.max_files > vault_manifest::MAX_FILES {
+            return bad("max_files must be between 1 and 100000");
+        }
+        if h.header_timeout_secs == 0 || h.body_timeout_secs == 0 {
+            return bad("timeouts must be at least 1 second");
         }
         Ok(c)
     }

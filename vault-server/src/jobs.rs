@@ -78,9 +78,15 @@ impl Read for ChannelReader {
     }
 }
 
-/// Stream a stored file's verified plaintext into a blocking reader.
-async fn reader(v: &Arc<Vault>, blob: &BlobRecord) -> anyhow::Result<ChannelReader> {
-    let mut s = v.blobs.read(blob, &v.keyring(), 0).await?;
+/// Stream a stored file's verified plaintext into a blocking reader. The
+/// blob record is read afresh for every pass: a key rewrap may have moved
+/// its DEK to a newer KEK (and retired the old one) since the last pass.
+async fn reader(v: &Arc<Vault>, blob_id: &str) -> anyhow::Result<ChannelReader> {
+    let (meta, id) = (v.meta.clone(), blob_id.to_owned());
+    let blob = blocking(move || Ok(meta.blob(&id)?))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("blob {blob_id} is missing"))?;
+    let mut s = v.blobs.read(&blob, &v.keyring(), 0).await?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         while let Some(b) = s.next().await {
@@ -313,7 +319,7 @@ async fn execute(
         let anon = Arc::new(Job::new(spec.clone(), key)?.with_progress(counter.clone()));
         // Pass 1 (k-anonymity): the equivalence classes.
         let classes = if spec.kanon.is_some() {
-            let rd = reader(v, &blob).await?;
+            let rd = reader(v, &blob.id).await?;
             let a = anon.clone();
             Some(Arc::new(blocking(move || Ok(a.classes(rd)?)).await?))
         } else {
@@ -321,7 +327,7 @@ async fn execute(
         };
         // Pass 2: size and SHA-256 of the output, for the blob header.
         counter.store(0, Ordering::Relaxed);
-        let rd = reader(v, &blob).await?;
+        let rd = reader(v, &blob.id).await?;
         let (a, c) = (anon.clone(), classes.clone());
         let (size, sha, report) = blocking(move || {
             let mut h = HashWriter {
@@ -355,7 +361,7 @@ async fn execute(
         };
         let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
         blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;
-        let rd = reader(v, &blob).await?;
+        let rd = reader(v, &blob.id).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let (a, c) = (anon.clone(), classes.clone());
         let transform = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
@@ -459,7 +465,7 @@ pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> R
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("blob of `{}` is missing", f.entry.path))?;
-        let rd = reader(v, &blob).await.map_err(|e| format!("{e:#}"))?;
+        let rd = reader(v, &blob.id).await.map_err(|e| format!("{e:#}"))?;
         let p = probe.clone();
         let header = blocking(move || Ok(p.csv_header(rd)?))
             .await

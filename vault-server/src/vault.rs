@@ -138,8 +138,8 @@ pub struct Vault {
     pub limits: RateLimits,
     /// Per-principal exfiltration windows.
     pub exfil: ExfilDetector,
-    /// Longest stall allowed between two chunks of an upload body.
-    pub body_timeout: std::time::Duration,
+    /// Request limits and timeouts (`[http]` of the config, flags win).
+    pub http: crate::config::HttpLimits,
 }
 
 /// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
@@ -322,7 +322,7 @@ impl Vault {
             audit,
             limits: RateLimits::new(&config.limits),
             exfil: ExfilDetector::new(&config.exfiltration),
-            body_timeout: std::time::Duration::from_secs(60),
+            http: config.http.clone(),
         })
     }
 

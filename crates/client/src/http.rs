@@ -111,6 +111,14 @@ impl Client {
             .map_err(|e| Error::Server(format!("unexpected answer from the server: {e}")))
     }
 
+    /// Liveness: `GET /healthz` answers 200 (no token needed).
+    pub async fn health(&self) -> Result<()> {
+        let resp = self.send(self.request(Method::GET, "/healthz")).await?;
+        // Read the body so the connection goes back to the pool.
+        resp.bytes().await?;
+        Ok(())
+    }
+
     /// Resolve a reference to a version and its manifest envelope.
     pub async fn resolve(&self, r: &Reference) -> Result<ResolvedVersion> {
         self.json(

@@ -26,14 +26,14 @@ pub use auth::Principal;
 pub use error::ApiError;
 pub use uploads::sweep_sessions as sweep;
 
-/// Largest JSON request body (a manifest of 100,000 files fits).
-const JSON_LIMIT: usize = 64 << 20;
-
 /// Shared state of every handler.
 pub type AppState = Arc<Vault>;
 
 /// The API router.
 pub fn app(vault: Arc<Vault>) -> Router {
+    // Largest JSON request body (`[http] max_json_bytes`; the default of
+    // 64 MiB fits a manifest of 100,000 files).
+    let json_limit = vault.http.max_json_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -67,7 +67,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/keys/rewrap", post(keys::rewrap))
         .route("/v1/keys/retire", post(keys::retire))
         .route_layer(axum::middleware::from_fn(error::metrics_layer))
-        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(vault)
 }

@@ -49,6 +49,13 @@ pub async fn open(
             ));
         }
     }
+    if req.files.len() > v.http.max_files {
+        return Err(ApiError::bad_request(format!(
+            "manifest too large: {} files (this server takes at most {})",
+            req.files.len(),
+            v.http.max_files
+        )));
+    }
     // Same path and digest rules as a manifest.
     vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, req.files.clone(), vec![])?;
     let now = vault_store::now();
@@ -173,7 +180,7 @@ pub async fn upload_file(
         let _ = v.blobs.delete(&old.id).await;
     }
     // A body that stalls is cut off (slow uploads that never finish).
-    let timeout = v.body_timeout;
+    let timeout = std::time::Duration::from_secs(v.http.body_timeout_secs);
     let timed = futures_util::stream::unfold(body.into_data_stream(), move |mut b| async move {
         match tokio::time::timeout(timeout, b.next()).await {
             Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), b)),

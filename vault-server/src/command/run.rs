@@ -38,7 +38,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    vault.body_timeout = Duration::from_secs(a.body_timeout_secs);
+    if let Some(secs) = a.body_timeout_secs {
+        vault.http.body_timeout_secs = secs;
+    }
+    if let Some(secs) = a.header_timeout_secs {
+        vault.http.header_timeout_secs = secs;
+    }
     let vault = Arc::new(vault);
     rt.block_on(serve(vault, a))
 }
@@ -122,7 +127,7 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     }
     let app = api::app(vault.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Slow-loris: a client gets this long to send its request headers.
-    let header_timeout = Duration::from_secs(a.header_timeout_secs);
+    let header_timeout = Duration::from_secs(vault.http.header_timeout_secs);
     match tls {
         Some(config) => {
             let mut server = axum_server::from_tcp_rustls(listener, config)?;
