@@ -213,6 +213,15 @@ impl BlobDecryptor {
     /// Decrypt segment `index` in place; on success `buf` is truncated to the
     /// plaintext and a view of it is returned.
     pub fn open_segment<'a>(&self, index: u64, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        let len = self.open_in_place(index, buf)?;
+        buf.truncate(len);
+        Ok(&buf[..])
+    }
+
+    /// Decrypt segment `index` in place in `buf` (exactly its ciphertext,
+    /// tag included); returns the plaintext length: `buf[..len]` is the
+    /// verified plaintext. On error `buf` holds garbage.
+    pub fn open_in_place(&self, index: u64, buf: &mut [u8]) -> Result<usize> {
         let count = self.header.segment_count();
         if index >= count {
             return Err(Error::SegmentOutOfRange { index, count });
@@ -231,8 +240,7 @@ impl BlobDecryptor {
             .open_in_place(n, Aad::empty(), buf)
             .map_err(|_| Error::SegmentAuth { index })?
             .len();
-        buf.truncate(len);
-        Ok(&buf[..])
+        Ok(len)
     }
 }
 
@@ -292,6 +300,35 @@ impl StreamOpener {
             }
         }
         Ok(())
+    }
+
+    /// True when no partial segment is buffered (the next input starts a
+    /// segment), so [`StreamOpener::open_next_in_place`] may be used.
+    pub fn is_aligned(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Ciphertext length of the next segment expected, or `None` once the
+    /// final segment has been verified.
+    pub fn next_len(&self) -> Option<usize> {
+        (!self.is_done()).then(|| self.dec.ciphertext_len_of(self.next))
+    }
+
+    /// Zero-copy path: decrypt the next segment in place. `seg` must be
+    /// exactly [`StreamOpener::next_len`] bytes and nothing may be buffered
+    /// from [`StreamOpener::feed`]; returns the plaintext length.
+    pub fn open_next_in_place(&mut self, seg: &mut [u8]) -> Result<usize> {
+        if self.is_done() {
+            return Err(Error::TrailingData);
+        }
+        if !self.buf.is_empty() {
+            return Err(Error::Context(
+                "open_next_in_place with ciphertext buffered by feed",
+            ));
+        }
+        let len = self.dec.open_in_place(self.next, seg)?;
+        self.next += 1;
+        Ok(len)
     }
 
     /// Call at end of input: fails if the final segment was not reached.

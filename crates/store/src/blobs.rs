@@ -2,9 +2,10 @@
 //! ranged decryption on read. Object names are random ids under `blobs/`;
 //! artifact names never appear in the blob store.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -18,8 +19,17 @@ use crate::{Error, Result};
 /// A stream of verified plaintext.
 pub type PlaintextStream = BoxStream<'static, Result<Bytes>>;
 
-/// Segments fetched per ranged read when streaming a blob.
+/// Most segments fetched per ranged read when streaming a blob.
 const READ_SEGMENTS: u64 = 4;
+
+/// Ranged reads in flight per stream.
+const READ_AHEAD: usize = 2;
+
+/// Ciphertext that all concurrent reads together aim to keep in flight.
+/// A lone stream reads [`READ_SEGMENTS`] segments at a time; as more
+/// streams run, each reads fewer (never less than one segment, the unit
+/// that can be verified), so memory stays flat under many pulls at once.
+const READ_BUDGET: u64 = 64 << 20;
 
 /// Part size for multipart uploads (S3 needs at least 5 MiB parts).
 const UPLOAD_PART: usize = 8 << 20;
@@ -28,6 +38,24 @@ const UPLOAD_PART: usize = 8 << 20;
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// Plaintext streams open now (for the read-ahead budget).
+    reading: Arc<AtomicUsize>,
+}
+
+/// Counts one open read stream; uncounts it when the stream is dropped.
+struct Reading(Arc<AtomicUsize>);
+
+impl Reading {
+    fn new(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Reading(n.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Object path of a blob: `blobs/<first two hex digits>/<id>`.
@@ -39,7 +67,10 @@ fn object_path(id: &str) -> Path {
 impl BlobStore {
     /// Wrap an object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            reading: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// The underlying object store.
@@ -168,29 +199,44 @@ impl BlobStore {
         let seg_size = u64::from(header.segment_size());
         let first = offset / seg_size;
         let skip = (offset - first * seg_size) as usize;
-        // Large ranged reads, two in flight: one request (or one blocking
-        // read) per READ_SEGMENTS segments instead of many small chunks.
+        // Large ranged reads, READ_AHEAD in flight: one request (or one
+        // blocking read) per few segments instead of many small chunks. The
+        // size of each read is chosen when it is issued, from the number of
+        // streams open then (see READ_BUDGET).
         let start = header.ciphertext_offset(first);
         let end = header.blob_len();
-        let step = READ_SEGMENTS * (seg_size + vault_crypto::TAG_LEN as u64);
+        let seg_ct = seg_size + vault_crypto::TAG_LEN as u64;
+        let reading = Reading::new(&self.reading);
+        let open = reading.0.clone();
         let store = self.store.clone();
-        let ranges = (0..)
-            .map(move |i| start + i * step)
-            .take_while(move |s| *s < end)
-            .map(move |s| s..(s + step).min(end));
-        let inner = futures_util::stream::iter(ranges)
+        let ranges = futures_util::stream::unfold(start, move |pos| {
+            let open = open.clone();
+            async move {
+                if pos >= end {
+                    return None;
+                }
+                let streams = open.load(Ordering::Relaxed).max(1) as u64;
+                let segs =
+                    (READ_BUDGET / (streams * READ_AHEAD as u64 * seg_ct)).clamp(1, READ_SEGMENTS);
+                let next = (pos + segs * seg_ct).min(end);
+                Some((pos..next, next))
+            }
+        });
+        let inner = ranges
             .map(move |r| {
                 let (store, path) = (store.clone(), path.clone());
                 async move { store.get_range(&path, r).await }
             })
-            .buffered(2)
+            .buffered(READ_AHEAD)
             .boxed();
         let opener = StreamOpener::new(dec, first);
         let state = ReadState {
             inner,
             opener,
+            pending: BytesMut::new(),
             skip,
             done: false,
+            _reading: reading,
         };
         Ok(futures_util::stream::unfold(state, next_plaintext).boxed())
     }
@@ -231,8 +277,31 @@ impl BlobStore {
 struct ReadState {
     inner: BoxStream<'static, object_store::Result<Bytes>>,
     opener: StreamOpener,
+    /// Ciphertext of the last ranged read not yet decrypted, starting at a
+    /// segment boundary: segments are opened in place and handed out as
+    /// slices of this one buffer (no copy, no allocation per segment).
+    pending: BytesMut,
     skip: usize,
     done: bool,
+    _reading: Reading,
+}
+
+impl ReadState {
+    /// Drop the first `skip` plaintext bytes (a read that starts inside a
+    /// segment); `None` when nothing of `b` is left.
+    fn trim(&mut self, mut b: Bytes) -> Option<Bytes> {
+        if self.skip > 0 {
+            let s = self.skip.min(b.len());
+            b = b.slice(s..);
+            self.skip -= s;
+        }
+        (!b.is_empty()).then_some(b)
+    }
+
+    fn fail(mut self, e: Error) -> Option<(Result<Bytes>, ReadState)> {
+        self.done = true;
+        Some((Err(e), self))
+    }
 }
 
 async fn next_plaintext(mut st: ReadState) -> Option<(Result<Bytes>, ReadState)> {
@@ -240,38 +309,57 @@ async fn next_plaintext(mut st: ReadState) -> Option<(Result<Bytes>, ReadState)>
         return None;
     }
     loop {
-        match st.inner.next().await {
-            Some(Ok(chunk)) => {
-                let mut out = Vec::new();
-                if let Err(e) = st.opener.feed(&chunk, &mut out) {
-                    st.done = true;
-                    return Some((Err(e.into()), st));
+        // Whole segments left from the last read: decrypt in place.
+        if let Some(want) = st.opener.next_len() {
+            if st.pending.len() >= want {
+                let mut seg = st.pending.split_to(want);
+                match st.opener.open_next_in_place(&mut seg) {
+                    Ok(n) => {
+                        seg.truncate(n);
+                        match st.trim(seg.freeze()) {
+                            Some(b) => return Some((Ok(b), st)),
+                            None => continue,
+                        }
+                    }
+                    Err(e) => return st.fail(e.into()),
                 }
-                if out.is_empty() {
-                    continue;
-                }
-                let mut b = Bytes::from(out);
-                if st.skip > 0 {
-                    let s = st.skip.min(b.len());
-                    b = b.slice(s..);
-                    st.skip -= s;
-                    if b.is_empty() {
-                        continue;
+            }
+        }
+        // A part of a segment, or bytes past the end: the copying decoder
+        // buffers the former and reports the latter.
+        let chunk = if st.pending.is_empty() {
+            match st.inner.next().await {
+                Some(Ok(chunk)) => {
+                    if st.opener.is_aligned() {
+                        match chunk.try_into_mut() {
+                            Ok(m) => {
+                                st.pending = m;
+                                continue;
+                            }
+                            Err(shared) => shared,
+                        }
+                    } else {
+                        chunk
                     }
                 }
-                return Some((Ok(b), st));
+                Some(Err(e)) => return st.fail(e.into()),
+                None => {
+                    st.done = true;
+                    return match st.opener.finish() {
+                        Ok(()) => None,
+                        Err(e) => Some((Err(e.into()), st)),
+                    };
+                }
             }
-            Some(Err(e)) => {
-                st.done = true;
-                return Some((Err(e.into()), st));
-            }
-            None => {
-                st.done = true;
-                return match st.opener.finish() {
-                    Ok(()) => None,
-                    Err(e) => Some((Err(e.into()), st)),
-                };
-            }
+        } else {
+            st.pending.split().freeze()
+        };
+        let mut out = Vec::new();
+        if let Err(e) = st.opener.feed(&chunk, &mut out) {
+            return st.fail(e.into());
+        }
+        if let Some(b) = st.trim(Bytes::from(out)) {
+            return Some((Ok(b), st));
         }
     }
 }

@@ -161,11 +161,30 @@ async fn suite(raw: Arc<dyn ObjectStore>) {
         .await
         .unwrap()
         .to_vec();
+    let intact = stored.clone();
     let last = stored.len() - 5;
     stored[last] ^= 0x40;
     f.raw.put(&path, stored.into()).await.unwrap();
     let err = f.read(&rec, 0).await.unwrap_err();
     assert!(matches!(err, Error::Crypto(_)), "{err:?}");
+    // A flip in a middle segment fails a read that starts before it, and
+    // one that starts inside it.
+    let mut stored = intact.clone();
+    let mid = stored.len() / 2;
+    stored[mid] ^= 1;
+    f.raw.put(&path, stored.into()).await.unwrap();
+    for off in [0u64, 4096 + 7] {
+        let err = f.read(&rec, off).await.unwrap_err();
+        assert!(matches!(err, Error::Crypto(_)), "offset {off}: {err:?}");
+    }
+    // A truncated object is an error, never a short plaintext.
+    f.raw
+        .put(&path, intact[..intact.len() - 100].to_vec().into())
+        .await
+        .unwrap();
+    assert!(f.read(&rec, 0).await.is_err());
+    f.raw.put(&path, intact.into()).await.unwrap();
+    assert_eq!(f.read(&rec, 0).await.unwrap(), d);
     // Delete, idempotently; a deleted blob is gone.
     f.store.delete(&rec.id).await.unwrap();
     f.store.delete(&rec.id).await.unwrap();
