@@ -6,6 +6,9 @@
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
+# Each transfer runs BENCH_REPS times (default 3) after a `sync`; the table
+# shows the median. BENCH_SKIP_WARM=1 skips the warm re-pull.
+#
 # Needs ~8x the largest size in free disk under $TMPDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,22 +45,41 @@ rss_server() { awk '/VmHWM/ {print $2}' "/proc/$server_pid/status"; }
 curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
   -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
 
-printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build\n' "$(date -u +%F)" "$(nproc)"
+reps=${BENCH_REPS:-3}
+# Seconds taken by a command, after flushing what earlier steps left dirty so
+# every run starts from the same disk state.
+timed() { sync; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+cp_synced() { cp "$1" "$2"; sync "$2"; }
+get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
+put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
+push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err"; }
+pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err"; }
+
+printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs\n' "$(date -u +%F)" "$(nproc)" "$reps"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
 for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  t0=$(now); cp "$src" "$work/cp.bin"; sync "$work/cp.bin"; t1=$(now); cp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); rm -f "$work/cp.bin"
-  t0=$(now); curl_s3 -T "$src" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null; t1=$(now); put_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
-  t0=$(now); curl_s3 -o "$work/get.bin" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib"; sync "$work/get.bin"; t1=$(now); get_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); rm -f "$work/get.bin"
-  curl_s3 -X DELETE "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null || true
-  t0=$(now); "$BIN/vault-cli" push "bench/m$mib" "$(dirname "$src")" >/dev/null 2>"$work/push.err"; t1=$(now)
-  push_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); push_rss=$(rss_cli "$work/push.err")
-  t0=$(now); "$BIN/vault-cli" pull "bench/m$mib" --no-cache --to "$work/pulled" >/dev/null 2>"$work/pull.err"; t1=$(now)
-  pull_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); pull_rss=$(rss_cli "$work/pull.err")
-  cmp "$src" "$work/pulled/model.bin"
-  rm -rf "$work/pulled" "$(dirname "$src")"
+  cps=() puts=() gets=() pushes=() pulls=()
+  for r in $(seq "$reps"); do
+    # A different first block each run, so no push is deduplicated.
+    printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
+    cps+=("$(timed cp_synced "$src" "$work/cp.bin")"); rm -f "$work/cp.bin"
+    puts+=("$(timed put_quiet "$src" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib")")
+    gets+=("$(timed get_synced "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" "$work/get.bin")"); rm -f "$work/get.bin"
+    curl_s3 -X DELETE "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null || true
+    pushes+=("$(timed push_quiet "bench/m$mib" "$(dirname "$src")")")
+    push_rss=$(rss_cli "$work/push.err")
+    pulls+=("$(timed pull_quiet "bench/m$mib" "$work/pulled")")
+    pull_rss=$(rss_cli "$work/pull.err")
+    cmp "$src" "$work/pulled/model.bin"
+    rm -rf "$work/pulled"
+  done
+  rm -rf "$(dirname "$src")"
+  cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
+  push_s=$(median "${pushes[@]}"); pull_s=$(median "${pulls[@]}")
   srv=$(rss_server)
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" push "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$push_s")" "" \
     "$(ratio "$put_s" "$push_s")" "$(ratio "$cp_s" "$push_s")" "$srv" "$push_rss"

@@ -154,15 +154,16 @@ mod skeleton {
     fn a_flipped_byte_at_rest_fails_the_pull_with_exit_5_and_leaves_no_file() {
         let s = Server::start();
         let src = s.tmp.path().join("src");
-        random_file(&src.join("w.bin"), 3 * MIB + 5, 9);
+        random_file(&src.join("w.bin"), 12 * MIB + 5, 9);
         ok(s.cli().args(["push", "t/m"]).arg(&src));
         let blobs = blob_files(&s.data_dir);
         assert_eq!(blobs.len(), 1);
         let blob = &blobs[0];
         let len = fs::metadata(blob).unwrap().len();
-        // In the header, in the first segment, and in a later segment (after
-        // the server has already streamed verified segments).
-        for offset in [20, 400, len - 100] {
+        // In the header, in the first segment (checked before the server
+        // answers), and in later segments (found while streaming: the
+        // response is cut, the client resumes and gets the error answer).
+        for offset in [20, 400, len / 2, len - 100] {
             let original = fs::read(blob).unwrap();
             flip_byte(blob, offset);
             let dest = s.tmp.path().join(format!("dest-{offset}"));
@@ -2442,6 +2443,44 @@ mod reliability {
         s.terminate();
         let (code, report) = fsck(&s, true);
         assert_eq!(code, Some(0), "{report}");
+        let (code, report) = fsck(&s, false);
+        assert_eq!(code, Some(0), "{report}");
+    }
+
+    #[test]
+    fn sigterm_lets_an_inflight_pull_finish_or_fail_cleanly() {
+        let mut s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("w.bin"), 256 * MIB, 4);
+        ok(s.cli().args(["push", "t/big"]).arg(&src));
+        let dest = s.tmp.path().join("dest");
+        let pull = s
+            .cli()
+            .args(["pull", "t/big", "--no-cache", "--to"])
+            .arg(&dest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(s.terminate(), Some(0), "{}", s.log_text());
+        let out = pull.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // Drained: the response in flight was completed and verified.
+            assert_same_tree(&src, &dest);
+        } else {
+            // Cut: a clear error, and nothing unverified at the destination.
+            assert!(!err.trim().is_empty());
+            assert!(!dest.join("w.bin").exists(), "unverified file left: {err}");
+        }
+        // After a clean restart the pull completes (resuming what it had).
+        s.restart();
+        ok(s.cli()
+            .args(["pull", "t/big", "--no-cache", "--to"])
+            .arg(&dest));
+        assert_same_tree(&src, &dest);
+        s.terminate();
         let (code, report) = fsck(&s, false);
         assert_eq!(code, Some(0), "{report}");
     }

@@ -32,8 +32,13 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
         Backend::Local => {
             std::fs::create_dir_all(blobs_dir)?;
             Ok(Arc::new(
+                // fsync each object and its directory before the write
+                // returns: a version is committed only after its blobs are
+                // on disk, so an acknowledged push survives a power cut (as
+                // an S3 PUT does), not just a process crash.
                 LocalFileSystem::new_with_prefix(blobs_dir)
-                    .context("cannot open the blob directory")?,
+                    .context("cannot open the blob directory")?
+                    .with_fsync(true),
             ))
         }
         Backend::Memory => Ok(Arc::new(InMemory::new())),

@@ -18,6 +18,9 @@ const RESUME_ATTEMPTS: usize = 3;
 /// Bytes gathered before one write to the partial file.
 const WRITE_BUF: usize = 4 << 20;
 
+/// Bytes written between two early writeback requests of a large file.
+const EARLY_FLUSH: usize = 128 << 20;
+
 /// Told how far a transfer is (the CLI draws progress bars with it).
 pub trait ProgressSink: Send + Sync {
     /// The total bytes of the transfer, once known.
@@ -57,6 +60,7 @@ impl Client {
         let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
         let writer = {
             let partial = partial.to_path_buf();
+            let size = f.size;
             let mut hasher = hasher;
             tokio::task::spawn_blocking(move || -> std::io::Result<ring::digest::Context> {
                 use std::io::Write;
@@ -64,12 +68,42 @@ impl Client {
                     .create(true)
                     .append(true)
                     .open(&partial)?;
+                // Reserve the file's blocks up front (the length stays what
+                // was written, which resuming relies on): a full disk fails
+                // now, not after gigabytes. Filesystems that cannot
+                // preallocate simply write.
+                if let Err(rustix::io::Errno::NOSPC) =
+                    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size)
+                {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!("no space left for {size} bytes"),
+                    ));
+                }
+                // Start writeback of what is written while the rest still
+                // arrives, so the final fsync finds little left to flush.
+                let early = f.try_clone()?;
+                let (flush, flushes) = std::sync::mpsc::sync_channel::<()>(1);
+                let flusher = std::thread::spawn(move || {
+                    for () in flushes {
+                        let _ = early.sync_data();
+                    }
+                });
                 let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, f);
+                let mut unflushed = 0;
                 for chunk in rx {
                     hasher.update(&chunk);
                     w.write_all(&chunk)?;
+                    unflushed += chunk.len();
+                    if unflushed >= EARLY_FLUSH {
+                        // Skipped when the last one is still running.
+                        let _ = flush.try_send(());
+                        unflushed = 0;
+                    }
                 }
                 w.flush()?;
+                drop(flush);
+                let _ = flusher.join();
                 w.get_ref().sync_all()?;
                 Ok(hasher)
             })
@@ -84,6 +118,15 @@ impl Client {
             }
             let resp = match self.send(rb).await {
                 Ok(r) => r,
+                // The connection broke (for example the server reset the
+                // stream on data that failed verification): ask again from
+                // `have`; the server checks that segment before answering.
+                Err(Error::Transport(_)) if attempts < RESUME_ATTEMPTS => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempts as u64))
+                        .await;
+                    continue 'requests;
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;

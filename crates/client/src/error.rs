@@ -27,6 +27,10 @@ pub enum Error {
     /// Any other server answer (exit 1).
     #[error("server error: {0}")]
     Server(String),
+    /// The connection broke during a request (reset, stream error); worth
+    /// retrying where the request can resume (exit 1).
+    #[error("connection failed: {0}")]
+    Transport(String),
     /// Local I/O (exit 1).
     #[error("{context}: {source}")]
     Io {
@@ -47,7 +51,7 @@ impl Error {
             Error::Integrity(_) => 5,
             Error::RateLimited(_) => 6,
             Error::Unavailable(_) => 7,
-            Error::Server(_) | Error::Io { .. } => 1,
+            Error::Server(_) | Error::Transport(_) | Error::Io { .. } => 1,
         }
     }
 
@@ -86,6 +90,8 @@ impl From<reqwest::Error> for Error {
         }
         if e.is_connect() || e.is_timeout() {
             Error::Unavailable(msg)
+        } else if e.is_request() || e.is_body() {
+            Error::Transport(msg)
         } else {
             Error::Server(msg)
         }

@@ -11,6 +11,9 @@ use super::auth::authorize_artifact_sync;
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::Action;
 
+/// Plaintext verified before a download answers (4 segments by default).
+const VERIFY_BEFORE_ANSWER: u64 = 4 << 20;
+
 /// Parse `bytes=N-`; other range forms are refused.
 fn range_start(headers: &HeaderMap) -> Result<u64, ApiError> {
     let Some(h) = headers.get(header::RANGE) else {
@@ -99,17 +102,22 @@ pub async fn download(
         return Ok(r);
     }
     let mut plain = v.blobs.read(&blob, &v.keyring(), offset).await?;
-    // Verify the first segment before committing to a status line, so a
-    // tampered blob is an error answer, not a cut connection.
-    let first = if offset < size {
+    // Verify the first few segments before committing to a status line, so
+    // tampering there (all of a small file) is an error answer, not a cut
+    // connection. Later damage cuts the response; the client resumes from
+    // where it stopped and gets the error answer for that segment.
+    let mut first = Vec::new();
+    let mut verified = 0u64;
+    while verified < VERIFY_BEFORE_ANSWER && offset + verified < size {
         match plain.next().await {
-            Some(Ok(b)) => Some(b),
+            Some(Ok(b)) => {
+                verified += b.len() as u64;
+                first.push(Ok(b));
+            }
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ApiError::stored_integrity("blob ended early")),
         }
-    } else {
-        None
-    };
+    }
     let blob_id = blob.id.clone();
     // Record the transfer when the body has been sent (or cut).
     let mut done = TransferDone {
@@ -122,7 +130,7 @@ pub async fn download(
         sent: 0,
         expected: size - offset,
     };
-    let body = stream::iter(first.map(Ok))
+    let body = stream::iter(first)
         .chain(plain)
         .map(move |r| {
             if let Ok(b) = &r {
