@@ -2193,6 +2193,18 @@ mod reliability {
         )
     }
 
+    /// An upload-open request for `t/m` listing `n` one-byte files.
+    fn open_request(n: usize) -> String {
+        let sha = "ab".repeat(32);
+        let files: Vec<String> = (0..n)
+            .map(|i| format!("{{\"path\":\"f{i}\",\"size\":1,\"sha256\":\"{sha}\"}}"))
+            .collect();
+        format!(
+            "{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{}]}}",
+            files.join(",")
+        )
+    }
+
     fn fsck(s: &Server, repair: bool) -> (Option<i32>, serde_json::Value) {
         let mut c = Command::new(bin("vault-server"));
         c.args(["fsck", "--json", "--data-dir"]).arg(&s.data_dir);
@@ -2239,13 +2251,7 @@ mod reliability {
             );
         }
         // A manifest with too many files.
-        let files: Vec<String> = (0..100_001)
-            .map(|i| format!("{{\"path\":\"f{i}\",\"size\":1,\"sha256\":\"{sha}\"}}"))
-            .collect();
-        let body = format!(
-            "{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{}]}}",
-            files.join(",")
-        );
+        let body = open_request(100_001);
         let (code, v) = curl_json(
             &s,
             "POST",
@@ -2292,23 +2298,13 @@ mod reliability {
         )
         .unwrap();
         let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-        let sha = "ab".repeat(32);
-        let manifest = |n: usize| {
-            let files: Vec<String> = (0..n)
-                .map(|i| format!("{{\"path\":\"f{i}\",\"size\":1,\"sha256\":\"{sha}\"}}"))
-                .collect();
-            format!(
-                "{{\"name\":\"t/m\",\"kind\":\"model\",\"files\":[{}]}}",
-                files.join(",")
-            )
-        };
         // 1001 files: over the configured count, under the byte limit.
         let (code, v) = curl_json(
             &s,
             "POST",
             "/v1/uploads",
             "application/json",
-            manifest(1001).as_bytes(),
+            open_request(1001).as_bytes(),
         );
         assert_eq!(code, 400, "{v}");
         let msg = v["error"]["message"].as_str().unwrap();
@@ -2319,11 +2315,11 @@ mod reliability {
             "POST",
             "/v1/uploads",
             "application/json",
-            manifest(1000).as_bytes(),
+            open_request(1000).as_bytes(),
         );
         assert_eq!(code, 200, "{v}");
         // 1.5 MiB of JSON: over the configured byte limit.
-        let mut big = manifest(1);
+        let mut big = open_request(1);
         big.insert_str(1, &format!("\"pad\":\"{}\",", "x".repeat(1536 << 10)));
         let (code, v) = curl_json(
             &s,
