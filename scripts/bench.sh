@@ -9,7 +9,8 @@
 # Each transfer runs BENCH_REPS times (default 3) after a `sync`; the table
 # shows the median. BENCH_SKIP_WARM=1 skips the warm re-pull.
 #
-# Needs ~8x the largest size in free disk under $TMPDIR.
+# Needs about (BENCH_REPS + 4) x the largest size in free disk under $TMPDIR
+# (Garage reclaims deleted objects only after a delay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-1024 4096}")
@@ -53,8 +54,8 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 cp_synced() { cp "$1" "$2"; sync "$2"; }
 get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
 put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
-push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err"; }
-pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err"; }
+push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
+pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err" || { cat "$work/pull.err" >&2; return 1; }; }
 
 printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs\n' "$(date -u +%F)" "$(nproc)" "$reps"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
@@ -76,6 +77,8 @@ for mib in "${sizes[@]}"; do
     pull_rss=$(rss_cli "$work/pull.err")
     cmp "$src" "$work/pulled/model.bin"
     rm -rf "$work/pulled"
+    # Free the blob again (Garage frees deleted objects only later).
+    MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/m$mib:$r" >/dev/null 2>&1 || echo "delete bench/m$mib:$r failed" >&2
   done
   rm -rf "$(dirname "$src")"
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")

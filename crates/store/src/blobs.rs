@@ -120,7 +120,17 @@ impl BlobStore {
         let expected_sha = *header.context().plaintext_sha256();
         let seg = enc.segment_size();
         w.put(Bytes::copy_from_slice(enc.header())).await?;
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        // SHA-256 runs on its own thread, fed the received chunks (shared,
+        // not copied), while this task encrypts and writes: the two
+        // heaviest steps of an upload use both cores.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher.finish()
+        });
         let mut buf: Vec<u8> = Vec::with_capacity(seg + vault_crypto::TAG_LEN);
         let mut total: u64 = 0;
         let too_long = |got| {
@@ -130,30 +140,34 @@ impl BlobStore {
         };
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::Body(e.to_string()))?;
+            if total + chunk.len() as u64 > declared {
+                return Err(too_long(total + chunk.len() as u64));
+            }
+            if tx.send(chunk.clone()).await.is_err() {
+                return Err(Error::Body("hashing stopped".into()));
+            }
             let mut data = &chunk[..];
             while !data.is_empty() {
                 let take = (seg - buf.len()).min(data.len());
                 buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
                 total += take as u64;
-                if total > declared {
-                    return Err(too_long(total));
-                }
                 if buf.len() == seg && total < declared {
-                    hasher.update(&buf);
                     enc.seal_segment(&mut buf, false)?;
                     let full = std::mem::replace(&mut buf, Vec::with_capacity(seg + 16));
                     w.put(Bytes::from(full)).await?;
                 }
             }
         }
+        drop(tx);
+        let digest = hashing
+            .await
+            .map_err(|e| Error::Body(format!("hashing failed: {e}")))?;
         if total != declared {
             return Err(Error::Mismatch(format!(
                 "body has {total} bytes, {declared} were declared"
             )));
         }
-        hasher.update(&buf);
-        let digest = hasher.finish();
         if digest.as_ref() != expected_sha {
             return Err(Error::Mismatch(format!(
                 "body SHA-256 is {}, {} was declared",
