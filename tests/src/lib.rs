@@ -513,7 +513,11 @@ pub struct Garage {
 }
 
 fn garage_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/garage.sh")
+    // Relative to this package's root, where cargo runs tests and benches
+    // (a path compiled in goes stale when a cached build is reused from
+    // another checkout).
+    let p = Path::new("../scripts/garage.sh");
+    fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn garage_available() -> bool {

@@ -71,7 +71,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub insecure_http: bool,
     /// Server configuration file (TOML): rate limits per role, exfiltration
-    /// thresholds. See the README's operations section.
+    /// thresholds, request limits and timeouts (`[http]`), blob storage
+    /// backend. See the README's operations section.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Policy folder (schema.cedarschema + *.cedar). Default: DATA_DIR/policies

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use vault_crypto::*;
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/blob_v1.json");
+/// Relative to the package root, where cargo runs tests (a path compiled in
+/// would go stale when a cached build is reused from another checkout).
+const PATH: &str = "tests/testdata/blob_v1.json";
 
 struct Case {
     name: &'static str,

@@ -6,10 +6,9 @@ use serde_json::{json, Value};
 use vault_api::{FileEntry, Kind};
 use vault_manifest::{digest_of, parse_envelope, Envelope, Manifest, PublicKey, SecretKey};
 
-const PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/testdata/manifest_v1.json"
-);
+/// Relative to the package root, where cargo runs tests (a path compiled in
+/// would go stale when a cached build is reused from another checkout).
+const PATH: &str = "tests/testdata/manifest_v1.json";
 
 fn key() -> SecretKey {
     SecretKey::from_bytes(&[0x11; 32])
