@@ -1,5 +1,7 @@
 //! Encrypt fuzzer-chosen plaintext, tamper with the blob as the fuzzer says
 //! (byte flips, truncation, appended bytes), decrypt in fuzzer-chosen chunks.
+//! Either through the copying decoder (`feed`) only, or the way the server
+//! streams: whole segments opened in place in the read buffer, the rest fed.
 //! Oracle: an untouched blob decrypts to the plaintext; any change at all is
 //! an error, never wrong plaintext.
 #![no_main]
@@ -16,6 +18,37 @@ struct Case {
     flips: Vec<(u32, u8)>,
     truncate: Option<u32>,
     append: Vec<u8>,
+    in_place: bool,
+}
+
+/// The server's read path: segments opened in place where a whole one is
+/// at hand and nothing is buffered, the copying decoder for the rest.
+fn decode_mixed(
+    opener: &mut StreamOpener,
+    body: &[u8],
+    chunk: usize,
+) -> Result<Vec<u8>, vault_crypto::Error> {
+    let mut plain = Vec::new();
+    for piece in body.chunks(chunk) {
+        let mut pending = piece.to_vec();
+        let mut at = 0;
+        while let Some(want) = opener.next_len() {
+            if !opener.is_aligned() || pending.len() - at < want {
+                break;
+            }
+            let seg = &mut pending[at..at + want];
+            let n = opener.open_next_in_place(seg)?;
+            plain.extend_from_slice(&seg[..n]);
+            at += want;
+        }
+        if at < pending.len() {
+            let mut out = Vec::new();
+            opener.feed(&pending[at..], &mut out)?;
+            plain.extend_from_slice(&out);
+        }
+    }
+    opener.finish()?;
+    Ok(plain)
 }
 
 fuzz_target!(|c: Case| {
@@ -43,6 +76,9 @@ fuzz_target!(|c: Case| {
         let body = blob.get(from..).unwrap_or(&[]);
         debug_assert!(from >= len);
         let mut opener = StreamOpener::new(dec, first);
+        if c.in_place {
+            return decode_mixed(&mut opener, body, usize::from(c.chunk).max(1));
+        }
         let mut plain = Vec::new();
         let mut out = Vec::new();
         for piece in body.chunks(usize::from(c.chunk).max(1)) {
