@@ -138,6 +138,11 @@ pub struct Vault {
     pub limits: RateLimits,
     /// Per-principal exfiltration windows.
     pub exfil: ExfilDetector,
+    /// Blobs that failed verification while being streamed, with the
+    /// plaintext offset of the failing segment: the next download of such a
+    /// blob checks that segment before answering, so a client that resumes
+    /// gets the integrity answer instead of another cut connection.
+    pub damaged: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Request limits and timeouts (`[http]` of the config, flags win).
     pub http: crate::config::HttpLimits,
 }
@@ -322,6 +327,7 @@ impl Vault {
             audit,
             limits: RateLimits::new(&config.limits),
             exfil: ExfilDetector::new(&config.exfiltration),
+            damaged: Default::default(),
             http: config.http.clone(),
         })
     }
@@ -330,6 +336,28 @@ impl Vault {
     /// in the namespace, unlinkable across namespaces).
     pub fn namespace_key(&self, namespace: &str) -> [u8; 32] {
         *self.master.derive("pseudonymize", namespace)
+    }
+
+    fn damaged_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        match self.damaged.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Remember that blob `id` failed verification at plaintext `offset`.
+    pub fn mark_damaged(&self, id: &str, offset: u64) {
+        self.damaged_map().insert(id.to_owned(), offset);
+    }
+
+    /// Where blob `id` failed verification earlier in this run, if it did.
+    pub fn damaged_at(&self, id: &str) -> Option<u64> {
+        self.damaged_map().get(id).copied()
+    }
+
+    /// Blob `id` verified again (repaired).
+    pub fn clear_damaged(&self, id: &str) {
+        self.damaged_map().remove(id);
     }
 
     /// The policy set in force.

@@ -11,8 +11,10 @@ use super::auth::authorize_artifact_sync;
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::Action;
 
-/// Plaintext verified before a download answers (4 segments by default).
-const VERIFY_BEFORE_ANSWER: u64 = 4 << 20;
+/// Plaintext verified before a download answers (one default segment): held
+/// in memory per request until the answer starts, so kept small for many
+/// concurrent pulls.
+const VERIFY_BEFORE_ANSWER: u64 = 1 << 20;
 
 /// Parse `bytes=N-`; other range forms are refused.
 fn range_start(headers: &HeaderMap) -> Result<u64, ApiError> {
@@ -101,8 +103,16 @@ pub async fn download(
         *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
         return Ok(r);
     }
+    if let Some(at) = v.damaged_at(&blob.id) {
+        // Found damaged while streaming earlier: check that segment first.
+        let mut probe = v.blobs.read(&blob, &v.keyring(), at).await?;
+        if let Some(Err(e)) = probe.next().await {
+            return Err(e.into());
+        }
+        v.clear_damaged(&blob.id);
+    }
     let mut plain = v.blobs.read(&blob, &v.keyring(), offset).await?;
-    // Verify the first few segments before committing to a status line, so
+    // Verify the start before committing to a status line, so
     // tampering there (all of a small file) is an error answer, not a cut
     // connection. Later damage cuts the response; the client resumes from
     // where it stopped and gets the error answer for that segment.
@@ -130,14 +140,18 @@ pub async fn download(
         sent: 0,
         expected: size - offset,
     };
+    let v_mark = v.clone();
+    let mut streamed = 0u64;
     let body = stream::iter(first)
         .chain(plain)
         .map(move |r| {
             if let Ok(b) = &r {
+                streamed += b.len() as u64;
                 done.add(b.len() as u64);
                 metrics::counter!("mlvault_bytes_out_total").increment(b.len() as u64);
             }
             r.map_err(|e| {
+                v_mark.mark_damaged(&blob_id, offset + streamed);
                 tracing::error!(blob = %blob_id, error = %e, "blob failed verification mid-stream; aborting response");
                 std::io::Error::other(e.to_string())
             })
