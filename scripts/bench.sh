@@ -7,7 +7,10 @@
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
 # Each transfer runs BENCH_REPS times (default 3) after a `sync`; the table
-# shows the median. BENCH_SKIP_WARM=1 skips the warm re-pull.
+# shows the median. BENCH_SKIP_WARM=1 skips the warm re-pull. GARAGE_FSYNC=true
+# starts Garage with data_fsync and metadata_fsync, a baseline as durable as
+# mlvault (which fsyncs every blob before a version commits); Garage's
+# default is false.
 #
 # Needs about (BENCH_REPS + 4) x the largest size in free disk under $TMPDIR
 # (Garage reclaims deleted objects only after a delay).
@@ -57,7 +60,7 @@ put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
 push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
 pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err" || { cat "$work/pull.err" >&2; return 1; }; }
 
-printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs\n' "$(date -u +%F)" "$(nproc)" "$reps"
+printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
 for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))

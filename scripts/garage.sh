@@ -37,6 +37,8 @@ start() {
 metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
 db_engine = "sqlite"
+data_fsync = ${GARAGE_FSYNC:-false}
+metadata_fsync = ${GARAGE_FSYNC:-false}
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$((port + 1))"
 rpc_public_addr = "127.0.0.1:$((port + 1))"

@@ -1446,7 +1446,9 @@ mod observe {
         let cfg = tempfile::NamedTempFile::new().unwrap();
         fs::write(
             cfg.path(),
-            "[limits.roles.trainer]\nrequests_per_minute = 60\nburst = 5\n",
+            // One request back every 3 s: slow enough that a loaded machine
+            // starting the CLI does not earn a fresh one in between.
+            "[limits.roles.trainer]\nrequests_per_minute = 20\nburst = 5\n",
         )
         .unwrap();
         let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
