@@ -311,15 +311,11 @@ async fn execute(
     let mut entries = Vec::with_capacity(n);
     let mut files = Vec::with_capacity(n);
     for (i, f) in src.files.iter().enumerate() {
-        let meta = v.meta.clone();
-        let bid = f.blob.clone();
-        let blob = blocking(move || Ok(meta.blob(&bid)?))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("blob of `{}` is missing", f.entry.path))?;
+        let source = f.blob.as_str();
         let anon = Arc::new(Job::new(spec.clone(), key)?.with_progress(counter.clone()));
         // Pass 1 (k-anonymity): the equivalence classes.
         let classes = if spec.kanon.is_some() {
-            let rd = reader(v, &blob.id).await?;
+            let rd = reader(v, source).await?;
             let a = anon.clone();
             Some(Arc::new(blocking(move || Ok(a.classes(rd)?)).await?))
         } else {
@@ -327,7 +323,7 @@ async fn execute(
         };
         // Pass 2: size and SHA-256 of the output, for the blob header.
         counter.store(0, Ordering::Relaxed);
-        let rd = reader(v, &blob.id).await?;
+        let rd = reader(v, source).await?;
         let (a, c) = (anon.clone(), classes.clone());
         let (size, sha, report) = blocking(move || {
             let mut h = HashWriter {
@@ -361,7 +357,7 @@ async fn execute(
         };
         let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
         blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;
-        let rd = reader(v, &blob.id).await?;
+        let rd = reader(v, source).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let (a, c) = (anon.clone(), classes.clone());
         let transform = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
@@ -459,13 +455,9 @@ pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> R
         if spec.format != vault_anonymize::Format::Csv {
             continue;
         }
-        let meta = v.meta.clone();
-        let bid = f.blob.clone();
-        let blob = blocking(move || Ok(meta.blob(&bid)?))
+        let rd = reader(v, &f.blob)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("blob of `{}` is missing", f.entry.path))?;
-        let rd = reader(v, &blob.id).await.map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| format!("`{}`: {e:#}", f.entry.path))?;
         let p = probe.clone();
         let header = blocking(move || Ok(p.csv_header(rd)?))
             .await

@@ -78,6 +78,21 @@ struct Writer {
 }
 
 impl Writer {
+    /// Chain one entry and add its JSON line to `lines`.
+    fn append(&mut self, kind: &str, event: Event, lines: &mut String) {
+        let e = self.entry(kind, event);
+        lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
+        lines.push('\n');
+    }
+
+    fn append_checkpoint(&mut self, lines: &mut String) {
+        self.append(
+            "checkpoint",
+            Event::new("vault-server", "checkpoint", "audit", "ok"),
+            lines,
+        );
+    }
+
     fn entry(&mut self, kind: &str, event: Event) -> Entry {
         self.seq += 1;
         let mut e = Entry {
@@ -116,27 +131,15 @@ impl Writer {
             for m in msgs {
                 match m {
                     Msg::Event(ev, reply) => {
-                        let e = self.entry("event", ev);
-                        lines.push_str(&serde_json::to_string(&e).unwrap_or_default());
-                        lines.push('\n');
+                        self.append("event", ev, &mut lines);
                         if self.since_checkpoint >= self.every {
-                            let c = self.entry(
-                                "checkpoint",
-                                Event::new("vault-server", "checkpoint", "audit", "ok"),
-                            );
-                            lines.push_str(&serde_json::to_string(&c).unwrap_or_default());
-                            lines.push('\n');
+                            self.append_checkpoint(&mut lines);
                         }
                         replies.push(reply);
                     }
                     Msg::Checkpoint(reply) => {
                         if self.since_checkpoint > 0 {
-                            let c = self.entry(
-                                "checkpoint",
-                                Event::new("vault-server", "checkpoint", "audit", "ok"),
-                            );
-                            lines.push_str(&serde_json::to_string(&c).unwrap_or_default());
-                            lines.push('\n');
+                            self.append_checkpoint(&mut lines);
                         }
                         replies.push(reply);
                     }

@@ -60,7 +60,6 @@ impl Client {
         let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
         let writer = {
             let partial = partial.to_path_buf();
-            let size = f.size;
             let mut hasher = hasher;
             tokio::task::spawn_blocking(move || -> std::io::Result<ring::digest::Context> {
                 use std::io::Write;
@@ -68,7 +67,6 @@ impl Client {
                     .create(true)
                     .append(true)
                     .open(&partial)?;
-                preallocate(&f, size)?;
                 // Start writeback of what is written while the rest still
                 // arrives, so the final fsync finds little left to flush.
                 let early = f.try_clone()?;
@@ -217,30 +215,4 @@ pub(crate) async fn sync_dir(dir: &Path) {
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
     }
-}
-
-/// Reserve a new file's blocks up front (its length stays what was written,
-/// which resuming relies on), so a full disk fails now, not after gigabytes.
-/// Skipped on tmpfs, where it would fill memory with zeroes before the data
-/// arrives; filesystems that cannot preallocate simply write.
-#[cfg(target_os = "linux")]
-// `f_type`'s width differs between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn preallocate(f: &std::fs::File, size: u64) -> std::io::Result<()> {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if rustix::fs::fstatfs(f).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC) {
-        return Ok(());
-    }
-    match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size) {
-        Err(rustix::io::Errno::NOSPC) => Err(std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            format!("no space left for {size} bytes"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn preallocate(_f: &std::fs::File, _size: u64) -> std::io::Result<()> {
-    Ok(())
 }
