@@ -2569,8 +2569,18 @@ mod reliability {
             assert_eq!(&sha256_file(&dest.join(file)), sha, "version {v}");
         }
         s.terminate();
+        let (_, before) = fsck(&s, false);
+        println!(
+            "before repair: {} staging files of interrupted blob writes",
+            before["staging_files"].as_array().unwrap().len()
+        );
         let (code, report) = fsck(&s, true);
         assert_eq!(code, Some(0), "{report}");
+        let staging: Vec<String> = tree(&s.data_dir.join("blobs"))
+            .into_iter()
+            .filter(|p| p.contains('#'))
+            .collect();
+        assert!(staging.is_empty(), "left after repair: {staging:?}");
         assert!(
             report["missing_objects"].as_array().unwrap().is_empty(),
             "{report}"

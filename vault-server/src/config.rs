@@ -159,6 +159,10 @@ pub struct StorageConfig {
     /// Per-request timeout (large parts need time).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Local backend: read blobs through the page cache instead of with
+    /// direct I/O (writes are direct either way).
+    #[serde(default)]
+    pub page_cache_reads: bool,
 }
 
 fn default_timeout() -> u64 {
@@ -176,6 +180,7 @@ impl Default for StorageConfig {
             secret_access_key: None,
             allow_http: false,
             timeout_secs: default_timeout(),
+            page_cache_reads: false,
         }
     }
 }

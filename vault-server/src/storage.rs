@@ -9,6 +9,8 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use vault_store::BlobStore;
+
 use crate::config::{Backend, StorageConfig};
 use crate::exit::fail;
 
@@ -25,6 +27,17 @@ fn client_options(cfg: &StorageConfig) -> (ClientOptions, RetryConfig) {
         ..Default::default()
     };
     (opts, retry)
+}
+
+/// The blob store the config names. The local backend writes and reads blob
+/// data with direct I/O (`vault-directio`) and lists and deletes through
+/// object_store's `LocalFileSystem` on the same directory.
+pub fn blob_store(cfg: &StorageConfig, blobs_dir: &Path) -> Result<BlobStore> {
+    let store = BlobStore::new(build(cfg, blobs_dir)?);
+    Ok(match cfg.backend {
+        Backend::Local => store.with_local_dir(blobs_dir.to_path_buf(), cfg.page_cache_reads),
+        _ => store,
+    })
 }
 
 pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStore>> {

@@ -304,7 +304,7 @@ impl Vault {
             .context("metadata has no key ring: the vault was not fully initialized")?;
         let ring = Keyring::open(&master, rec.id, &rec.keks, rec.min_decryption_version)
             .context("key ring does not open with this master key")?;
-        let store = crate::storage::build(&config.storage, &layout.blobs())?;
+        let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;
         tracing::info!(backend = ?config.storage.backend, "blob store ready");
         let signing_key = server_key(&meta, &master, &layout)?;
         let audit = AuditLog::open(
@@ -315,7 +315,7 @@ impl Vault {
         .context("cannot open the audit log")?;
         Ok(Self {
             meta: Arc::new(meta),
-            blobs: BlobStore::new(store),
+            blobs,
             master,
             keyring: RwLock::new(Arc::new(ring)),
             signing_key,

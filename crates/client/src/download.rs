@@ -9,17 +9,13 @@ use reqwest::Method;
 use tokio::io::AsyncReadExt;
 use vault_api::FileEntry;
 
+use crate::sink;
 use crate::{Client, Error, Result};
+use vault_directio::ALIGN;
 
 /// Retries of one file after a connection drops mid-body (each resumes with
 /// a range request where the last one stopped).
 const RESUME_ATTEMPTS: usize = 3;
-
-/// Bytes gathered before one write to the partial file.
-const WRITE_BUF: usize = 4 << 20;
-
-/// Bytes written between two early writeback requests of a large file.
-const EARLY_FLUSH: usize = 128 << 20;
 
 /// Told how far a transfer is (the CLI draws progress bars with it).
 pub trait ProgressSink: Send + Sync {
@@ -55,44 +51,13 @@ impl Client {
         if let Some(p) = progress {
             p.advance(have);
         }
-        // Hashing and writing run on their own thread, fed through a bounded
-        // channel, so they overlap with receiving.
+        // Writing and hashing run on their own threads, fed through a
+        // bounded channel, so they overlap with receiving.
         let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
         let writer = {
-            let partial = partial.to_path_buf();
-            let mut hasher = hasher;
-            tokio::task::spawn_blocking(move || -> std::io::Result<ring::digest::Context> {
-                use std::io::Write;
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&partial)?;
-                // Start writeback of what is written while the rest still
-                // arrives, so the final fsync finds little left to flush.
-                let early = f.try_clone()?;
-                let (flush, flushes) = std::sync::mpsc::sync_channel::<()>(1);
-                let flusher = std::thread::spawn(move || {
-                    for () in flushes {
-                        let _ = early.sync_data();
-                    }
-                });
-                let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, f);
-                let mut unflushed = 0;
-                for chunk in rx {
-                    hasher.update(&chunk);
-                    w.write_all(&chunk)?;
-                    unflushed += chunk.len();
-                    if unflushed >= EARLY_FLUSH {
-                        // Skipped when the last one is still running.
-                        let _ = flush.try_send(());
-                        unflushed = 0;
-                    }
-                }
-                w.flush()?;
-                drop(flush);
-                let _ = flusher.join();
-                w.get_ref().sync_all()?;
-                Ok(hasher)
+            let (partial, size) = (partial.to_path_buf(), f.size);
+            tokio::task::spawn_blocking(move || {
+                sink::write_partial(&partial, have, size, hasher, rx)
             })
         };
         let start = have;
@@ -182,10 +147,18 @@ impl Client {
     }
 }
 
-/// Hash an existing partial file into `hasher`; returns its length, or 0
-/// (after removing it) when it is longer than the file can be.
+/// Hash an existing partial file into `hasher`; returns how many of its bytes
+/// are kept. A partial file longer than the file can be is removed (0 kept);
+/// an unfinished one is cut back to a multiple of [`ALIGN`] so writing can
+/// go on with direct I/O.
 async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Context) -> Result<u64> {
-    let mut f = match tokio::fs::File::open(partial).await {
+    let err = |what: &str, e| Error::io(format!("cannot {what} `{}`", partial.display()), e);
+    let mut f = match tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(partial)
+        .await
+    {
         Ok(f) => f,
         Err(_) => return Ok(0),
     };
@@ -195,16 +168,22 @@ async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Conte
         let _ = tokio::fs::remove_file(partial).await;
         return Ok(0);
     }
+    let keep = if len == size {
+        len
+    } else {
+        len - len % ALIGN as u64
+    };
+    if keep != len {
+        f.set_len(keep).await.map_err(|e| err("truncate", e))?;
+    }
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
-    loop {
-        let k = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| Error::io(format!("cannot read `{}`", partial.display()), e))?;
+    while n < keep {
+        let k = f.read(&mut buf).await.map_err(|e| err("read", e))?;
         if k == 0 {
             break;
         }
+        let k = k.min((keep - n) as usize);
         hasher.update(&buf[..k]);
         n += k as u64;
     }

@@ -14,6 +14,7 @@ mod http;
 mod local;
 mod pull;
 mod push;
+mod sink;
 mod trust;
 
 pub use cache::{default_cache_dir, Cache};

@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use vault_crypto::{BlobDecryptor, BlobEncryptor, Header, Keyring, StreamOpener};
 
+use crate::direct::{self, DirectDir, DirectWrite};
 use crate::records::BlobRecord;
 use crate::{Error, Result};
 
@@ -38,6 +39,10 @@ const UPLOAD_PART: usize = 8 << 20;
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The local backend's directory: blob data is then written and read
+    /// there with direct I/O (listing and deleting still go through
+    /// `store`).
+    direct: Option<DirectDir>,
     /// Plaintext streams open now (for the read-ahead budget).
     reading: Arc<AtomicUsize>,
 }
@@ -69,8 +74,18 @@ impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
+            direct: None,
             reading: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Write and read blob data directly in `root`, the directory that
+    /// `store` (a `LocalFileSystem`) was opened on, bypassing the page
+    /// cache where the file system allows it (see `vault-directio`); with
+    /// `cached_reads`, reads go through the page cache.
+    pub fn with_local_dir(mut self, root: std::path::PathBuf, cached_reads: bool) -> Self {
+        self.direct = Some(DirectDir::new(root, cached_reads));
+        self
     }
 
     /// The underlying object store.
@@ -87,17 +102,25 @@ impl BlobStore {
         E: std::fmt::Display,
     {
         let path = object_path(id);
-        let mut w = BufWriter::with_capacity(self.store.clone(), path.clone(), UPLOAD_PART)
-            .with_max_concurrency(2);
-        match self.write_inner(&mut w, enc, body).await {
-            Ok(()) => match w.shutdown().await {
+        let mut sink = match &self.direct {
+            Some(d) => Sink::Direct(d.create(&path)),
+            None => Sink::Store(Box::new(
+                BufWriter::with_capacity(self.store.clone(), path.clone(), UPLOAD_PART)
+                    .with_max_concurrency(2),
+            )),
+        };
+        let written = self.write_inner(&mut sink, enc, body).await;
+        match (written, sink) {
+            (Ok(()), Sink::Direct(w)) => w.finish().await,
+            (Err(e), Sink::Direct(w)) => Err(w.abort().await.unwrap_or(e)),
+            (Ok(()), Sink::Store(mut w)) => match w.shutdown().await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     let _ = self.store.delete(&path).await;
                     Err(Error::Backend(e.to_string()))
                 }
             },
-            Err(e) => {
+            (Err(e), Sink::Store(mut w)) => {
                 let _ = w.abort().await;
                 let _ = self.store.delete(&path).await;
                 Err(e)
@@ -107,7 +130,7 @@ impl BlobStore {
 
     async fn write_inner<S, E>(
         &self,
-        w: &mut BufWriter,
+        w: &mut Sink,
         mut enc: BlobEncryptor,
         mut body: S,
     ) -> Result<()>
@@ -200,7 +223,11 @@ impl BlobStore {
         }
         let path = object_path(&rec.id);
         let header_len = Header::len_for_namespace(&rec.namespace) as u64;
-        let head = self.store.get_range(&path, 0..header_len).await?;
+        let source = match &self.direct {
+            Some(d) => Source::Direct(d.open(&path).await?),
+            None => Source::Store(self.store.clone(), path),
+        };
+        let head = source.get(0..header_len).await?;
         let (header, _) = Header::parse(&head)?;
         if header.context() != &ctx {
             return Err(Error::Crypto(vault_crypto::Error::Commitment));
@@ -222,7 +249,6 @@ impl BlobStore {
         let seg_ct = seg_size + vault_crypto::TAG_LEN as u64;
         let reading = Reading::new(&self.reading);
         let open = reading.0.clone();
-        let store = self.store.clone();
         let ranges = futures_util::stream::unfold(start, move |pos| {
             let open = open.clone();
             async move {
@@ -238,8 +264,8 @@ impl BlobStore {
         });
         let inner = ranges
             .map(move |r| {
-                let (store, path) = (store.clone(), path.clone());
-                async move { store.get_range(&path, r).await }
+                let source = source.clone();
+                async move { source.get(r).await }
             })
             .buffered(READ_AHEAD)
             .boxed();
@@ -253,6 +279,17 @@ impl BlobStore {
             _reading: reading,
         };
         Ok(futures_util::stream::unfold(state, next_plaintext).boxed())
+    }
+
+    /// Staging files of interrupted writes in the local backend's directory
+    /// (none for other backends). Only meaningful while no server runs.
+    pub fn staging_files(&self) -> Result<Vec<std::path::PathBuf>> {
+        match &self.direct {
+            Some(d) => d
+                .staging_files()
+                .map_err(|e| Error::Backend(format!("cannot list staging files: {e}"))),
+            None => Ok(vec![]),
+        }
     }
 
     /// Delete a blob's object (missing objects are fine).
@@ -288,8 +325,39 @@ impl BlobStore {
     }
 }
 
+/// Where a blob upload goes.
+enum Sink {
+    Store(Box<BufWriter>),
+    Direct(DirectWrite),
+}
+
+impl Sink {
+    async fn put(&mut self, b: Bytes) -> Result<()> {
+        match self {
+            Sink::Store(w) => Ok(w.put(b).await?),
+            Sink::Direct(w) => w.put(b).await,
+        }
+    }
+}
+
+/// Where a blob's ciphertext is read from.
+#[derive(Clone)]
+enum Source {
+    Store(Arc<dyn ObjectStore>, Path),
+    Direct(Arc<vault_directio::Reader>),
+}
+
+impl Source {
+    async fn get(&self, r: std::ops::Range<u64>) -> Result<Bytes> {
+        match self {
+            Source::Store(store, path) => Ok(store.get_range(path, r).await?),
+            Source::Direct(f) => direct::read_range(f.clone(), r).await,
+        }
+    }
+}
+
 struct ReadState {
-    inner: BoxStream<'static, object_store::Result<Bytes>>,
+    inner: BoxStream<'static, Result<Bytes>>,
     opener: StreamOpener,
     /// Ciphertext of the last ranged read not yet decrypted, starting at a
     /// segment boundary: segments are opened in place and handed out as
@@ -356,7 +424,7 @@ async fn next_plaintext(mut st: ReadState) -> Option<(Result<Bytes>, ReadState)>
                         chunk
                     }
                 }
-                Some(Err(e)) => return st.fail(e.into()),
+                Some(Err(e)) => return st.fail(e),
                 None => {
                     st.done = true;
                     return match st.opener.finish() {

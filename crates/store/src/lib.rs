@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod direct;
 mod error;
 mod meta;
 mod records;

@@ -31,14 +31,10 @@ fn new_id() -> [u8; 16] {
 }
 
 impl Fixture {
-    fn new(raw: Arc<dyn ObjectStore>) -> Self {
+    fn new(raw: Arc<dyn ObjectStore>, store: BlobStore) -> Self {
         let master = MasterKey::generate().unwrap();
         let (ring, _) = Keyring::create(&master).unwrap();
-        Self {
-            ring,
-            store: BlobStore::new(raw.clone()),
-            raw,
-        }
+        Self { ring, store, raw }
     }
 
     /// Write `body` (split into `chunk`-byte pieces) declared as `declared`.
@@ -91,7 +87,11 @@ impl Fixture {
 }
 
 async fn suite(raw: Arc<dyn ObjectStore>) {
-    let f = Fixture::new(raw);
+    suite_on(raw.clone(), BlobStore::new(raw)).await
+}
+
+async fn suite_on(raw: Arc<dyn ObjectStore>, store: BlobStore) {
+    let f = Fixture::new(raw, store);
     // Round trips, several sizes and chunkings, one above the 8 MiB multipart part.
     for (size, chunk) in [
         (0, 1),
@@ -204,6 +204,34 @@ async fn local_file_system() {
         object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
     ))
     .await;
+}
+
+/// The local backend as the server runs it: blob data written and read
+/// with direct I/O in the directory `LocalFileSystem` lists. No staging
+/// file may be left behind, whatever failed.
+#[tokio::test]
+async fn local_direct_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    for cached_reads in [false, true] {
+        let store =
+            BlobStore::new(raw.clone()).with_local_dir(dir.path().to_path_buf(), cached_reads);
+        suite_on(raw.clone(), store).await;
+    }
+    let mut left = vec![];
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if e.file_name().to_string_lossy().contains('#') {
+                left.push(e.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "staging files left: {left:?}");
 }
 
 #[tokio::test]

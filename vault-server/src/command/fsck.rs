@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use vault_store::{BlobStore, MetaStore, RedbMeta};
+use vault_store::{MetaStore, RedbMeta};
 
 use crate::cli::FsckArgs;
 use crate::config::ServerConfig;
@@ -24,6 +24,8 @@ struct Findings {
     dangling_references: Vec<String>,
     /// Upload sessions (and their pending blobs) left by interrupted pushes.
     stale_sessions: Vec<String>,
+    /// Partly written blob files (local backend) left by a crash mid-write.
+    staging_files: Vec<String>,
     repaired: bool,
 }
 
@@ -45,8 +47,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
             format!("cannot open the metadata (is the server still running?): {e}"),
         )
     })?;
-    let store = crate::storage::build(&config.storage, &layout.blobs())?;
-    let blobs = BlobStore::new(store);
+    let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -85,6 +86,8 @@ pub fn run(a: FsckArgs) -> Result<()> {
     }
     let sessions = meta.list_sessions()?;
     f.stale_sessions = sessions.iter().map(|s| s.id.clone()).collect();
+    let staging = blobs.staging_files()?;
+    f.staging_files = staging.iter().map(|p| p.display().to_string()).collect();
     if a.repair {
         for s in &sessions {
             for b in meta.abandon_session(&s.id)? {
@@ -98,17 +101,26 @@ pub fn run(a: FsckArgs) -> Result<()> {
                 rt.block_on(blobs.delete(o))?;
             }
         }
+        for p in &staging {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove `{}`", p.display()))
+                }
+                _ => {}
+            }
+        }
         f.repaired = true;
     }
     let problems = f.orphaned_objects.len()
         + f.missing_objects.len()
         + f.dangling_references.len()
-        + f.stale_sessions.len();
+        + f.stale_sessions.len()
+        + f.staging_files.len();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
     } else {
         println!(
-            "{} versions, {} blob records, {} objects: {} orphaned objects, {} missing objects, {} dangling references, {} stale upload sessions{}",
+            "{} versions, {} blob records, {} objects: {} orphaned objects, {} missing objects, {} dangling references, {} stale upload sessions, {} staging files{}",
             f.versions,
             f.blob_records,
             f.objects,
@@ -116,7 +128,8 @@ pub fn run(a: FsckArgs) -> Result<()> {
             f.missing_objects.len(),
             f.dangling_references.len(),
             f.stale_sessions.len(),
-            if a.repair { " (repaired: orphans and stale sessions removed)" } else { "" }
+            f.staging_files.len(),
+            if a.repair { " (repaired: orphans, stale sessions and staging files removed)" } else { "" }
         );
     }
     // Missing objects and dangling references are data loss: exit 5. Orphans
@@ -127,7 +140,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
     if problems > 0 && !a.repair {
         return Err(fail(
             1,
-            "run with --repair to remove orphans and stale sessions",
+            "run with --repair to remove orphans, stale sessions and staging files",
         ));
     }
     Ok(())

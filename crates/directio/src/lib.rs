@@ -1,0 +1,403 @@
+//! Large sequential files, written and read past the page cache.
+//!
+//! mlvault writes multi-gigabyte blobs and model files and then syncs them.
+//! On Linux a [`Writer`] opens them with `O_DIRECT` where the file system
+//! takes it, so bytes go from a reused, aligned buffer to the device without
+//! first being copied into (and evicting other data from) the page cache,
+//! and the final sync finds nothing left to flush. Measured on the 2-core
+//! development VM (`dd if=/dev/zero bs=4M count=256 conv=fdatasync`,
+//! 1 GiB): buffered 0.50–3.2 s wall and 1.2–2.8 s of system CPU in the
+//! runs that timed it (the cost of fresh page-cache pages, high on a VM that
+//! returns free memory to its host), direct 0.41–0.43 s wall and 0.05 s of
+//! system CPU.
+//!
+//! Where `O_DIRECT` is refused (tmpfs, some network file systems, other
+//! platforms) a [`Writer`] falls back to ordinary buffered writes with early
+//! writeback; callers see the same result either way: the exact length and
+//! a durable file. A [`Reader`] returns exactly the bytes of a range,
+//! through the page cache.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+use bytes::{Buf, BytesMut};
+
+/// Offsets, lengths and buffer addresses of direct I/O are multiples of this
+/// (the largest logical block size in common use).
+pub const ALIGN: usize = 4096;
+
+/// Bytes written between two early writeback requests (buffered mode).
+const EARLY_FLUSH: u64 = 128 << 20;
+
+/// Offset of the first [`ALIGN`]ed byte in `buf`.
+fn align_offset(buf: &[u8]) -> usize {
+    (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN
+}
+
+/// A reusable buffer of fixed capacity whose contents start at an [`ALIGN`]
+/// boundary (over-allocated and sliced, so no unsafe allocation is needed).
+pub struct Block {
+    raw: Vec<u8>,
+    start: usize,
+    cap: usize,
+    len: usize,
+}
+
+impl Block {
+    /// An empty block holding up to `cap` bytes (rounded up to [`ALIGN`]).
+    pub fn new(cap: usize) -> Block {
+        let cap = cap.div_ceil(ALIGN).max(1) * ALIGN;
+        let raw = vec![0u8; cap + ALIGN];
+        let start = align_offset(&raw);
+        Block {
+            raw,
+            start,
+            cap,
+            len: 0,
+        }
+    }
+
+    /// The bytes held.
+    pub fn data(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    /// How many bytes are held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether no more bytes fit.
+    pub fn is_full(&self) -> bool {
+        self.len == self.cap
+    }
+
+    /// Forget the contents.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Keep only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Append as much of `src` as fits; returns how much was taken.
+    pub fn fill(&mut self, src: &[u8]) -> usize {
+        let n = src.len().min(self.cap - self.len);
+        let at = self.start + self.len;
+        self.raw[at..at + n].copy_from_slice(&src[..n]);
+        self.len += n;
+        n
+    }
+
+    /// The contents zero-padded to the next [`ALIGN`] boundary.
+    fn padded(&mut self) -> &[u8] {
+        let padded = self.len.div_ceil(ALIGN) * ALIGN;
+        self.raw[self.start + self.len..self.start + padded].fill(0);
+        &self.raw[self.start..self.start + padded]
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(opts: &OpenOptions, path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = opts.clone();
+    o.custom_flags(libc::O_DIRECT);
+    o.open(path).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &OpenOptions, _: &Path) -> Option<File> {
+    None
+}
+
+/// Whether a write or read error means "this file system does not do
+/// direct I/O after all" (it accepted the open flag but not the call).
+fn refused(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput
+}
+
+/// A file written in [`Block`]s at chosen offsets.
+pub struct Writer {
+    file: File,
+    opts: OpenOptions,
+    path: std::path::PathBuf,
+    direct: bool,
+    /// Buffered mode: a thread that asks for writeback of what is written,
+    /// so the final sync finds little left to flush.
+    flusher: Option<(SyncSender<()>, JoinHandle<()>)>,
+    since_flush: u64,
+}
+
+impl Writer {
+    /// Open `path` for writing with `opts` (which should include `write`,
+    /// and `create` or `create_new` as the caller needs); direct where the
+    /// file system allows it.
+    pub fn open(opts: &OpenOptions, path: &Path) -> io::Result<Writer> {
+        let direct = open_direct(opts, path);
+        let is_direct = direct.is_some();
+        let file = match direct {
+            Some(f) => f,
+            None => opts.open(path)?,
+        };
+        let mut w = Writer {
+            file,
+            opts: opts.clone(),
+            path: path.to_path_buf(),
+            direct: is_direct,
+            flusher: None,
+            since_flush: 0,
+        };
+        if !is_direct {
+            w.start_flusher()?;
+        }
+        Ok(w)
+    }
+
+    /// Whether writes bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    fn start_flusher(&mut self) -> io::Result<()> {
+        let early = self.file.try_clone()?;
+        let (tx, rx) = sync_channel::<()>(1);
+        let handle = std::thread::spawn(move || {
+            for () in rx {
+                let _ = early.sync_data();
+            }
+        });
+        self.flusher = Some((tx, handle));
+        Ok(())
+    }
+
+    /// Fall back to buffered writes on the same file.
+    fn fall_back_to_buffered(&mut self) -> io::Result<()> {
+        let mut opts = self.opts.clone();
+        opts.create(false).create_new(false).truncate(false);
+        self.file = opts.open(&self.path)?;
+        self.direct = false;
+        self.start_flusher()
+    }
+
+    /// Write the contents of `block` at `offset`, a multiple of [`ALIGN`]
+    /// unless this is the last write. A direct write of a block whose
+    /// length is not a multiple of [`ALIGN`] writes zero padding after it,
+    /// which [`Writer::finish`] cuts off.
+    pub fn write(&mut self, block: &mut Block, offset: u64) -> io::Result<()> {
+        if self.direct {
+            if !offset.is_multiple_of(ALIGN as u64) {
+                self.fall_back_to_buffered()?;
+            } else {
+                match self.file.write_all_at(block.padded(), offset) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if refused(&e) => self.fall_back_to_buffered()?,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.file.write_all_at(block.data(), offset)?;
+        self.since_flush += block.len() as u64;
+        if self.since_flush >= EARLY_FLUSH {
+            if let Some((tx, _)) = &self.flusher {
+                // Skipped while the last request is still running.
+                let _ = tx.try_send(());
+            }
+            self.since_flush = 0;
+        }
+        Ok(())
+    }
+
+    /// Set the file's length to exactly `len` (dropping padding) and sync
+    /// its data and metadata to the device.
+    pub fn finish(mut self, len: u64) -> io::Result<File> {
+        if let Some((tx, handle)) = self.flusher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+        if self.file.metadata()?.len() != len {
+            self.file.set_len(len)?;
+        }
+        self.file.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+/// A file read by ranges: through the page cache, or with direct I/O into
+/// a fresh aligned buffer.
+pub struct Reader {
+    file: File,
+    direct: bool,
+}
+
+impl Reader {
+    /// Open `path` for reading through the page cache.
+    pub fn open(path: &Path) -> io::Result<Reader> {
+        Ok(Reader {
+            file: File::open(path)?,
+            direct: false,
+        })
+    }
+
+    /// Open `path` for reading with direct I/O where the file system takes
+    /// it (through the page cache otherwise).
+    pub fn open_direct(path: &Path) -> io::Result<Reader> {
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        match open_direct(&opts, path) {
+            Some(file) => Ok(Reader { file, direct: true }),
+            None => Reader::open(path),
+        }
+    }
+
+    /// Exactly the bytes of `range`; an error of kind `UnexpectedEof` when
+    /// the file ends inside it.
+    pub fn read_range(&self, range: Range<u64>) -> io::Result<BytesMut> {
+        let want = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+        if !self.direct {
+            let mut buf = BytesMut::zeroed(want);
+            let got = read_full(&self.file, &mut buf, range.start)?;
+            short(got, want)?;
+            return Ok(buf);
+        }
+        // Read the ALIGNed span around the range, then trim to it.
+        let lead = (range.start % ALIGN as u64) as usize;
+        let span = (lead + want).div_ceil(ALIGN) * ALIGN;
+        let mut buf = BytesMut::zeroed(span + ALIGN);
+        buf.advance(align_offset(&buf));
+        buf.truncate(span);
+        let got = read_full(&self.file, &mut buf, range.start - lead as u64)?;
+        short(got.saturating_sub(lead), want)?;
+        buf.advance(lead);
+        buf.truncate(want);
+        Ok(buf)
+    }
+}
+
+fn short(got: usize, want: usize) -> io::Result<()> {
+    if got < want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file ends {} bytes before the range does", want - got),
+        ));
+    }
+    Ok(())
+}
+
+/// Read into all of `buf` from `offset`, stopping early only at end of file;
+/// returns the bytes read.
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn write_file(path: &Path, data: &[u8], block: usize) -> bool {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        let mut w = Writer::open(&opts, path).unwrap();
+        let direct = w.is_direct();
+        let mut b = Block::new(block);
+        let mut off = 0u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = b.fill(rest);
+            rest = &rest[n..];
+            if b.is_full() || rest.is_empty() {
+                w.write(&mut b, off).unwrap();
+                off += b.len() as u64;
+                b.clear();
+            }
+        }
+        w.finish(data.len() as u64).unwrap();
+        direct
+    }
+
+    #[test]
+    fn unaligned_lengths_and_ranges_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, len) in [0usize, 1, 4095, 4096, 4097, 3 * 8192 + 17]
+            .into_iter()
+            .enumerate()
+        {
+            let data = pattern(len);
+            let path = dir.path().join(format!("f{i}"));
+            write_file(&path, &data, 8192);
+            assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
+            for r in [
+                Reader::open(&path).unwrap(),
+                Reader::open_direct(&path).unwrap(),
+            ] {
+                for (a, b) in [
+                    (0, len),
+                    (len / 3, len),
+                    (1.min(len), len / 2 + 1),
+                    (4097, 8193),
+                ] {
+                    let (a, b) = (a.min(b).min(len), b.max(a).min(len));
+                    let got = r.read_range(a as u64..b as u64).unwrap();
+                    assert_eq!(&got[..], &data[a..b], "length {len}, range {a}..{b}");
+                }
+                let past = r.read_range(0..len as u64 + 1).unwrap_err();
+                assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_start_aligned() {
+        for cap in [1, 4096, 100_000] {
+            let mut b = Block::new(cap);
+            assert_eq!(b.padded().as_ptr() as usize % ALIGN, 0);
+            assert!(b.fill(&pattern(cap)) >= cap.min(ALIGN));
+        }
+    }
+
+    /// /dev/shm is tmpfs on Linux; whether or not it takes O_DIRECT, the
+    /// bytes must come back the same.
+    #[test]
+    fn works_where_direct_io_may_be_refused() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let data = pattern(70_001);
+        let path = dir.path().join("f");
+        write_file(&path, &data, 16384);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        for r in [
+            Reader::open(&path).unwrap(),
+            Reader::open_direct(&path).unwrap(),
+        ] {
+            assert_eq!(&r.read_range(5..70_001).unwrap()[..], &data[5..]);
+        }
+    }
+}
