@@ -1903,6 +1903,54 @@ mod transfer {
             .arg(&dest));
         assert_same_tree(&src, &dest);
     }
+
+    /// Push reads only files that changed since the last push: unchanged
+    /// ones reuse their recorded digest (device, inode, size, mtime and
+    /// ctime all match). New bytes written under the same size and a
+    /// restored mtime are still found (ctime moved), and a file changed
+    /// moments before hashing is never recorded, so the next push reads it
+    /// again.
+    #[test]
+    fn push_rehashes_only_changed_files() {
+        let s = Server::start();
+        let src = model(&s, 3, MIB);
+        // Older than the racy window, so the first push records digests.
+        std::thread::sleep(Duration::from_millis(2100));
+        let push = |extra: &[&str]| {
+            let mut c = s.cli();
+            c.args(["--json", "push", "t/m"]).args(extra).arg(&src);
+            json(&ok(&mut c))
+        };
+        let first = push(&[]);
+        assert_eq!(first["hashed_bytes"], 3 * MIB);
+        let again = push(&[]);
+        assert_eq!(again["hashed_bytes"], 0, "{again}");
+        assert_eq!(again["uploaded_bytes"], 0, "{again}");
+        // Same size, mtime put back: only the ctime tells.
+        let shard = src.join("shard-01.bin");
+        let mtime = fs::metadata(&shard).unwrap().modified().unwrap();
+        random_file(&shard, MIB, 777);
+        fs::File::options()
+            .write(true)
+            .open(&shard)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let changed = push(&[]);
+        assert_eq!(changed["hashed_bytes"], MIB, "{changed}");
+        assert_eq!(changed["uploaded_bytes"], MIB, "{changed}");
+        let dest = s.tmp.path().join("d");
+        ok(s.cli()
+            .args(["pull", "t/m", "--no-cache", "--to"])
+            .arg(&dest));
+        assert_same_tree(&src, &dest);
+        // Changed just now: hashed, but not recorded (racy), so hashed again.
+        let racy = push(&[]);
+        assert_eq!(racy["hashed_bytes"], MIB, "{racy}");
+        // --no-cache hashes everything.
+        let all = push(&["--no-cache"]);
+        assert_eq!(all["hashed_bytes"], 3 * MIB, "{all}");
+    }
 }
 
 mod jobs {

@@ -254,6 +254,15 @@ pub struct PushArgs {
     /// Files hashed and uploaded at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// Cache of file digests: a file whose device, inode, size, mtime and
+    /// ctime are unchanged since an earlier push is not hashed again.
+    /// Default: the pull cache ($MLVAULT_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/mlvault/files or ~/.cache/mlvault/files).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Hash every file, ignoring and not updating recorded digests.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Args, Debug)]

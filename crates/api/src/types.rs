@@ -101,6 +101,10 @@ pub struct PushResult {
     pub bytes: u64,
     /// Bytes actually sent (dedup skips some).
     pub uploaded_bytes: u64,
+    /// Bytes the client read to hash (files unchanged since an earlier push
+    /// reuse their recorded digest). Set by the client.
+    #[serde(default)]
+    pub hashed_bytes: u64,
 }
 
 /// `GET /v1/resolve?ref=…`: a version's manifest and file list.

@@ -9,7 +9,16 @@
 //! CACHE/objects/<sha256>.state  {"size", "mtime_ns", "ino"} at verification
 //! CACHE/partial/<sha256>        download in progress (resumable)
 //! CACHE/locks/<sha256>          lock file
+//! CACHE/hashes/<dev>-<ino>      digest of a pushed file, with its stat
 //! ```
+//!
+//! Push reuses `hashes/`: a local file whose device, inode, size, mtime and
+//! ctime all match what was recorded when it was hashed is not read again.
+//! A digest is recorded only when the file did not change while it was
+//! hashed and its last change was at least [`RACY_NS`] before hashing began
+//! (git's rule for "racily clean" files), so a write that lands in the same
+//! timestamp tick as the hash cannot go unseen. Changing content without
+//! changing size and mtime still changes ctime, which userspace cannot set.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -32,6 +41,30 @@ pub fn default_cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache/mlvault/files")
+}
+
+/// How long before hashing began a file must have last changed for its
+/// digest to be recorded (file system timestamps can be this coarse).
+pub const RACY_NS: i128 = 2_000_000_000;
+
+/// A pushed file's stat when its digest was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Hashed {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    sha256: String,
+}
+
+impl Hashed {
+    fn of(m: &fs::Metadata, sha256: String) -> Self {
+        Hashed {
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            sha256,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +97,7 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
 impl Cache {
     /// Open (creating) a cache at `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        for d in ["objects", "partial", "locks"] {
+        for d in ["objects", "partial", "locks", "hashes"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| io("cannot create cache directory", &p, e))?;
         }
@@ -144,6 +177,49 @@ impl Cache {
         fs::write(&tmp, serde_json::to_vec(&State::of(&m)).unwrap_or_default())
             .and_then(|_| fs::rename(&tmp, &st))
             .map_err(|e| io("cannot write", &st, e))
+    }
+
+    fn hashed_path(&self, m: &fs::Metadata) -> PathBuf {
+        self.root
+            .join("hashes")
+            .join(format!("{:x}-{:x}", m.dev(), m.ino()))
+    }
+
+    /// The SHA-256 recorded for the file `m` describes, if the file has not
+    /// changed since (same device, inode, size, mtime and ctime).
+    pub(crate) fn known_digest(&self, m: &fs::Metadata) -> Option<String> {
+        let rec: Hashed = serde_json::from_slice(&fs::read(self.hashed_path(m)).ok()?).ok()?;
+        let valid = rec.sha256.len() == 64 && rec.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        (valid && rec == Hashed::of(m, rec.sha256.clone())).then_some(rec.sha256)
+    }
+
+    /// Record `sha` for a file stat'ed as `before` when hashing began at
+    /// `started_ns` (Unix time) and as `after` when it ended; skipped when
+    /// the file changed meanwhile or too recently (see [`RACY_NS`]). Best
+    /// effort: a cache that cannot be written only costs a re-hash.
+    pub(crate) fn remember_digest(
+        &self,
+        before: &fs::Metadata,
+        after: &fs::Metadata,
+        started_ns: i128,
+        sha: &str,
+    ) {
+        let rec = Hashed::of(before, sha.to_owned());
+        if (before.dev(), before.ino()) != (after.dev(), after.ino())
+            || Hashed::of(after, sha.to_owned()) != rec
+            || started_ns - rec.mtime_ns.max(rec.ctime_ns) < RACY_NS
+        {
+            return;
+        }
+        let p = self.hashed_path(before);
+        let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
+        let written = serde_json::to_vec(&rec)
+            .map_err(std::io::Error::other)
+            .and_then(|b| fs::write(&tmp, b))
+            .and_then(|_| fs::rename(&tmp, &p));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     /// Publish a verified, synced partial as the object.

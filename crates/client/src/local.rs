@@ -201,32 +201,68 @@ pub fn verify_dir(
     ))
 }
 
-/// Entries for a set of collected files, hashing `parallel` files at once.
+/// Entries for a set of collected files, hashing `parallel` files at once;
+/// with a cache, files unchanged since they were last hashed reuse their
+/// recorded digest. Returns the entries and the bytes hashed.
 pub(crate) async fn entries(
     files: &[(PathBuf, String)],
     parallel: usize,
-) -> Result<Vec<FileEntry>> {
+    cache: Option<&crate::Cache>,
+) -> Result<(Vec<FileEntry>, u64)> {
     use futures_util::StreamExt;
     let jobs = files.iter().map(|(p, rel)| {
-        let (p, rel) = (p.clone(), rel.clone());
+        let (p, rel, cache) = (p.clone(), rel.clone(), cache.cloned());
         async move {
-            tokio::task::spawn_blocking(move || {
-                let (sha256, size) = hash_file(&p)?;
-                Ok(FileEntry {
-                    path: rel,
-                    size,
-                    sha256,
-                })
-            })
-            .await
-            .map_err(|e| Error::Server(e.to_string()))?
+            tokio::task::spawn_blocking(move || digest_of(&p, rel, cache.as_ref()))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))?
         }
     });
     // `buffered` keeps the order of `files`.
-    futures_util::stream::iter(jobs)
-        .buffered(parallel)
-        .collect::<Vec<Result<FileEntry>>>()
-        .await
-        .into_iter()
-        .collect()
+    let mut out = Vec::with_capacity(files.len());
+    let mut hashed = 0;
+    let mut results = futures_util::stream::iter(jobs).buffered(parallel);
+    while let Some(r) = results.next().await {
+        let (entry, n) = r?;
+        hashed += n;
+        out.push(entry);
+    }
+    Ok((out, hashed))
+}
+
+/// One file's entry, and the bytes read to hash it (0 when `cache` knew it).
+fn digest_of(p: &Path, rel: String, cache: Option<&crate::Cache>) -> Result<(FileEntry, u64)> {
+    let stat = |p: &Path| {
+        fs::metadata(p).map_err(|e| Error::io(format!("cannot stat `{}`", p.display()), e))
+    };
+    let before = stat(p)?;
+    if let Some(sha256) = cache.and_then(|c| c.known_digest(&before)) {
+        let size = before.len();
+        return Ok((
+            FileEntry {
+                path: rel,
+                size,
+                sha256,
+            },
+            0,
+        ));
+    }
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let (sha256, size) = hash_file(p)?;
+    if let (Some(c), Ok(after)) = (cache, stat(p)) {
+        if size == before.len() {
+            c.remember_digest(&before, &after, started_ns, &sha256);
+        }
+    }
+    Ok((
+        FileEntry {
+            path: rel,
+            size,
+            sha256,
+        },
+        size,
+    ))
 }

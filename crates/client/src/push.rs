@@ -27,6 +27,10 @@ pub struct PushOptions {
     pub parallel: usize,
     /// Told about hashed and uploaded bytes.
     pub progress: Option<crate::Progress>,
+    /// Reuse the digests of files unchanged since the cache in this
+    /// directory recorded them (see [`crate::Cache`]); `None` hashes every
+    /// file. A cache that cannot be opened is skipped.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -39,7 +43,11 @@ impl Client {
             )));
         }
         let files = collect(path)?;
-        let list = entries(&files, opts.parallel.max(1)).await?;
+        let cache = opts
+            .cache
+            .as_deref()
+            .and_then(|d| crate::Cache::open(d).ok());
+        let (list, hashed) = entries(&files, opts.parallel.max(1), cache.as_ref()).await?;
         let open: OpenUploadResponse = self
             .json(
                 self.request(Method::POST, "/v1/uploads")
@@ -131,6 +139,7 @@ impl Client {
             )
             .await?;
         result.uploaded_bytes = uploaded;
+        result.hashed_bytes = hashed;
         Ok(result)
     }
 }

@@ -35,6 +35,11 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                 sensitivity: a.sensitivity,
                 parallel: usize::from(a.parallel),
                 progress: super::progress::bar(g, "push"),
+                cache: if a.no_cache {
+                    None
+                } else {
+                    Some(a.cache_dir.unwrap_or_else(vault_client::default_cache_dir))
+                },
             },
         )
         .await?;
@@ -49,8 +54,8 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
     }
     output(g, &json, || {
         let mut s = format!(
-            "pushed {} ({}): {} files, {} bytes, {} uploaded",
-            res.reference, res.digest, res.files, res.bytes, res.uploaded_bytes
+            "pushed {} ({}): {} files, {} bytes, {} hashed, {} uploaded",
+            res.reference, res.digest, res.files, res.bytes, res.hashed_bytes, res.uploaded_bytes
         );
         for al in &aliases {
             s.push_str(&format!(

@@ -280,6 +280,7 @@ pub async fn commit(
         files: rec.files.len(),
         bytes: rec.bytes(),
         uploaded_bytes: rec.bytes(),
+        hashed_bytes: 0,
     };
     let (meta, sid) = (v.meta.clone(), s.id.clone());
     blocking(move || Ok(meta.commit(&sid, &rec)?)).await?;
