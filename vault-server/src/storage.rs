@@ -45,10 +45,11 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
         Backend::Local => {
             std::fs::create_dir_all(blobs_dir)?;
             Ok(Arc::new(
-                // fsync each object and its directory before the write
-                // returns: a version is committed only after its blobs are
-                // on disk, so an acknowledged push survives a power cut (as
-                // an S3 PUT does), not just a process crash.
+                // Blob data goes through `BlobStore::with_local_dir` (direct
+                // I/O, synced file and directory before a version commits);
+                // anything written through this handle is fsynced the same
+                // way, so an acknowledged push survives a power cut (as an
+                // S3 PUT does), not just a process crash.
                 LocalFileSystem::new_with_prefix(blobs_dir)
                     .context("cannot open the blob directory")?
                     .with_fsync(true),
