@@ -98,8 +98,12 @@ done
 # Warm restart: a 4 GiB, 8-file model already pulled and verified.
 model="$work/model8"; mkdir -p "$model"
 for i in 0 1 2 3 4 5 6 7; do head -c $((512 * 1048576)) /dev/urandom >"$model/shard-$i.safetensors"; done
-"$BIN/vault-cli" push bench/model8 "$model" >/dev/null 2>&1
-"$BIN/vault-cli" pull bench/model8 --to "$work/deploy" >/dev/null 2>&1
+sync; t0=$(now); "$BIN/vault-cli" push bench/model8 "$model" >/dev/null 2>"$work/push8.err"; t1=$(now)
+push8=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+sync; t0=$(now); "$BIN/vault-cli" pull bench/model8 --to "$work/deploy" >/dev/null 2>"$work/pull8.err"; t1=$(now)
+pull8=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+printf '\n4 GiB, 8-file model, --parallel 4 (default), one run: push %s MiB/s (CLI RSS %s KiB), first pull %s MiB/s (CLI RSS %s KiB), server peak RSS so far %s KiB\n' \
+  "$(rate $((4096 * 1048576)) "$push8")" "$(rss_cli "$work/push8.err")" "$(rate $((4096 * 1048576)) "$pull8")" "$(rss_cli "$work/pull8.err")" "$(rss_server)"
 best=""
 for _ in 1 2 3 4 5; do
   t0=$(now); "$BIN/vault-cli" --json pull bench/model8 --to "$work/deploy" >"$work/warm.json" 2>/dev/null; t1=$(now)
@@ -107,7 +111,7 @@ for _ in 1 2 3 4 5; do
   if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
 done
 dl=$(sed -n 's/.*"downloaded_bytes": \([0-9]*\).*/\1/p' "$work/warm.json")
-printf '\nwarm re-pull of a 4 GiB, 8-file model (cache + verified-state records): best of 5 = %s ms, downloaded %s bytes\n' "$best" "$dl"
+printf 'warm re-pull of a 4 GiB, 8-file model (cache + verified-state records): best of 5 = %s ms, downloaded %s bytes\n' "$best" "$dl"
 # Re-push of the same unchanged model: digests come from the push cache
 # (the first push below records them; the files are older than 2 s by now).
 "$BIN/vault-cli" push bench/model8 "$model" >/dev/null 2>&1

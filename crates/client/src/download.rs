@@ -53,7 +53,7 @@ impl Client {
         }
         // Writing and hashing run on their own threads, fed through a
         // bounded channel, so they overlap with receiving.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(8);
         let writer = {
             let (partial, size) = (partial.to_path_buf(), f.size);
             tokio::task::spawn_blocking(move || {

@@ -13,10 +13,10 @@ use ring::digest::Context;
 use vault_directio::{Block, Writer, ALIGN};
 
 /// Bytes in one block handed to the writer and then the hasher.
-const BLOCK: usize = 4 << 20;
+const BLOCK: usize = 2 << 20;
 
 /// Blocks in flight between receiving, writing and hashing.
-const BLOCKS: usize = 4;
+const BLOCKS: usize = 3;
 
 /// Write everything `rx` yields to `path` from byte `start` on (the file is
 /// already exactly `start` bytes long, a multiple of [`ALIGN`] unless it is

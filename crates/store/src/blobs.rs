@@ -30,7 +30,7 @@ const READ_AHEAD: usize = 2;
 /// A lone stream reads [`READ_SEGMENTS`] segments at a time; as more
 /// streams run, each reads fewer (never less than one segment, the unit
 /// that can be verified), so memory stays flat under many pulls at once.
-const READ_BUDGET: u64 = 64 << 20;
+const READ_BUDGET: u64 = 32 << 20;
 
 /// Part size for multipart uploads (S3 needs at least 5 MiB parts).
 const UPLOAD_PART: usize = 8 << 20;
@@ -146,7 +146,7 @@ impl BlobStore {
         // SHA-256 runs on its own thread, fed the received chunks (shared,
         // not copied), while this task encrypts and writes: the two
         // heaviest steps of an upload use both cores.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let hashing = tokio::task::spawn_blocking(move || {
             let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
             while let Some(chunk) = rx.blocking_recv() {

@@ -29,10 +29,10 @@ use vault_directio::{Block, Reader, Writer};
 use crate::{Error, Result};
 
 /// Bytes gathered before one write of a blob object.
-const BLOCK: usize = 8 << 20;
+const BLOCK: usize = 4 << 20;
 
 /// Chunks queued between the encrypting task and the writing thread.
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 
 /// A directory holding blob objects under their object paths.
 #[derive(Debug, Clone)]
