@@ -11,9 +11,10 @@
 //! returns free memory to its host), direct 0.41–0.43 s wall and 0.05 s of
 //! system CPU.
 //!
-//! Where `O_DIRECT` is refused (tmpfs, some network file systems, other
-//! platforms) a [`Writer`] falls back to ordinary buffered writes with early
-//! writeback; callers see the same result either way: the exact length and
+//! Direct I/O is used only on local disk file systems (ext2/3/4, XFS,
+//! Btrfs, F2FS) and unless `MLVAULT_DIRECT_IO=off`. Elsewhere (tmpfs, NFS,
+//! SMB, FUSE, ZFS, other platforms), or where `O_DIRECT` is refused anyway,
+//! a [`Writer`] uses ordinary buffered writes with early writeback; callers see the same result either way: the exact length and
 //! a durable file. A [`Reader`] returns exactly the bytes of a range,
 //! through the page cache.
 #![forbid(unsafe_code)]
@@ -111,17 +112,59 @@ impl Block {
     }
 }
 
+/// Set `MLVAULT_DIRECT_IO=off` (or `0`, `false`) to use buffered I/O
+/// everywhere.
+pub const DISABLE_ENV: &str = "MLVAULT_DIRECT_IO";
+
+/// Whether the `MLVAULT_DIRECT_IO` value allows direct I/O.
+fn allowed(setting: Option<&std::ffi::OsStr>) -> bool {
+    !matches!(
+        setting.and_then(|v| v.to_str()).map(|v| v.trim().to_ascii_lowercase()),
+        Some(v) if v == "off" || v == "0" || v == "false" || v == "no"
+    )
+}
+
+/// Local block-device file systems where `O_DIRECT` is plain DMA to the
+/// device: ext2/3/4, XFS, Btrfs, F2FS. Elsewhere (NFS, SMB, FUSE, ZFS,
+/// overlay, tmpfs) direct I/O is refused, emulated or turns every write into
+/// a synchronous round trip, so buffered I/O is used.
 #[cfg(target_os = "linux")]
-fn open_direct(opts: &OpenOptions, path: &Path) -> Option<File> {
+fn on_local_disk(f: &File) -> bool {
+    const LOCAL: [u64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
+    rustix::fs::fstatfs(f)
+        .map(|s| LOCAL.contains(&(s.f_type as u64)))
+        .unwrap_or(false)
+}
+
+/// Open `path` with `opts`, adding `O_DIRECT` on a local disk file system;
+/// returns the file and whether it is direct. Errors other than "direct I/O
+/// not supported" are returned as they are (for example `AlreadyExists`
+/// with `create_new`).
+#[cfg(target_os = "linux")]
+fn open_file(opts: &OpenOptions, path: &Path) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut o = opts.clone();
-    o.custom_flags(libc::O_DIRECT);
-    o.open(path).ok()
+    if allowed(std::env::var_os(DISABLE_ENV).as_deref()) {
+        let mut o = opts.clone();
+        o.custom_flags(libc::O_DIRECT);
+        match o.open(path) {
+            Ok(f) if on_local_disk(&f) => return Ok((f, true)),
+            Ok(f) => {
+                // Created (or truncated) already: open it again as it is.
+                drop(f);
+                let mut o = opts.clone();
+                o.create(false).create_new(false).truncate(false);
+                return Ok((o.open(path)?, false));
+            }
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((opts.open(path)?, false))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_: &OpenOptions, _: &Path) -> Option<File> {
-    None
+fn open_file(opts: &OpenOptions, path: &Path) -> io::Result<(File, bool)> {
+    Ok((opts.open(path)?, false))
 }
 
 /// Whether a write or read error means "this file system does not do
@@ -147,12 +190,7 @@ impl Writer {
     /// and `create` or `create_new` as the caller needs); direct where the
     /// file system allows it.
     pub fn open(opts: &OpenOptions, path: &Path) -> io::Result<Writer> {
-        let direct = open_direct(opts, path);
-        let is_direct = direct.is_some();
-        let file = match direct {
-            Some(f) => f,
-            None => opts.open(path)?,
-        };
+        let (file, is_direct) = open_file(opts, path)?;
         let mut w = Writer {
             file,
             opts: opts.clone(),
@@ -257,10 +295,8 @@ impl Reader {
     pub fn open_direct(path: &Path) -> io::Result<Reader> {
         let mut opts = OpenOptions::new();
         opts.read(true);
-        match open_direct(&opts, path) {
-            Some(file) => Ok(Reader { file, direct: true }),
-            None => Reader::open(path),
-        }
+        let (file, direct) = open_file(&opts, path)?;
+        Ok(Reader { file, direct })
     }
 
     /// Exactly the bytes of `range`; an error of kind `UnexpectedEof` when
@@ -379,6 +415,38 @@ mod tests {
             let mut b = Block::new(cap);
             assert_eq!(b.padded().as_ptr() as usize % ALIGN, 0);
             assert!(b.fill(&pattern(cap)) >= cap.min(ALIGN));
+        }
+    }
+
+    #[test]
+    fn the_environment_can_turn_direct_io_off() {
+        use std::ffi::OsStr;
+        assert!(allowed(None));
+        assert!(allowed(Some(OsStr::new("on"))));
+        for v in ["off", "0", "false", " OFF ", "no"] {
+            assert!(!allowed(Some(OsStr::new(v))), "{v:?}");
+        }
+    }
+
+    /// On a local disk file system (ext4, XFS, Btrfs, F2FS) writes are
+    /// direct; on tmpfs they are not. Whichever this machine has, the bytes
+    /// must come back the same (the other tests check that).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn direct_only_on_local_disk_file_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        let local = on_local_disk(&probe);
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        let w = Writer::open(&opts, &dir.path().join("f")).unwrap();
+        assert_eq!(
+            w.is_direct(),
+            local && allowed(std::env::var_os(DISABLE_ENV).as_deref())
+        );
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            let w = Writer::open(&opts, &shm.path().join("f")).unwrap();
+            assert!(!w.is_direct(), "tmpfs is not a local disk file system");
         }
     }
 
