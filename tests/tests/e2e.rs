@@ -1906,7 +1906,7 @@ mod transfer {
 
     /// Blob data round-trips whichever I/O path moves it: the server reading
     /// through the page cache (`page_cache_reads`) or directly, and the CLI
-    /// writing directly or, with `MLVAULT_DIRECT_IO=off`, buffered. Sizes
+    /// writing buffered (the default) or directly (`MLVAULT_DIRECT_IO=on`). Sizes
     /// straddle the 4 KiB alignment and the write block sizes.
     #[test]
     fn every_io_path_round_trips_the_same_bytes() {
@@ -1922,7 +1922,7 @@ mod transfer {
                 random_file(&src.join(format!("f{i}.bin")), size, 40 + i as u64);
             }
             ok(s.cli().args(["push", "t/io"]).arg(&src));
-            for direct in ["on", "off"] {
+            for direct in ["on", "auto", "off"] {
                 let dest = s.tmp.path().join(format!("dest-{direct}"));
                 ok(s.cli()
                     .env("MLVAULT_DIRECT_IO", direct)

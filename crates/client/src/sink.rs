@@ -1,7 +1,9 @@
-//! Where downloaded bytes go: a partial file written in aligned blocks
-//! (direct I/O where the file system takes it, see `vault-directio`) and a
+//! Where downloaded bytes go: a partial file written in aligned blocks and a
 //! SHA-256 running on its own thread, so hashing, the CPU ceiling of a pull,
-//! overlaps with receiving and writing.
+//! overlaps with receiving and writing. The file is written through the page
+//! cache (early writeback keeps the final fsync short) because a loader
+//! usually reads it next; `MLVAULT_DIRECT_IO=on` writes it with direct I/O
+//! instead (see `vault-directio`).
 
 use std::fs::OpenOptions;
 use std::io;
@@ -49,7 +51,7 @@ pub(crate) fn write_partial(
     let result = (move || {
         let mut opts = OpenOptions::new();
         opts.write(true).create(true);
-        let mut out = Writer::open(&opts, path)?;
+        let mut out = Writer::open_buffered(&opts, path)?;
         let mut offset = start;
         let mut block = Block::new(BLOCK);
         // Write the block, hand it to the hasher, take an empty one.
