@@ -3,7 +3,8 @@
 # (curl PUT/GET against a Garage S3 server, no encryption, no verification)
 # and `cp` (the local limit), from one run on this machine, with peak RSS of
 # the server and the CLI, a warm re-pull of an 8-file model and a re-push of
-# it unchanged.
+# it unchanged. Each pull is also run with MLVAULT_DIRECT_IO=on (pull*), and
+# each downloaded file is then read once, as a deploy job's loader would.
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
@@ -60,6 +61,9 @@ get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
 put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
 push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
 pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err" || { cat "$work/pull.err" >&2; return 1; }; }
+pull_direct() { MLVAULT_DIRECT_IO=on pull_quiet "$@"; }
+# What a deploy job does next: read the whole file (a model loader).
+read_all() { cat "$1" >/dev/null; }
 
 printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
@@ -67,32 +71,46 @@ for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  cps=() puts=() gets=() pushes=() pulls=()
+  cps=() puts=() gets=() pushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=()
   for r in $(seq "$reps"); do
     # A different first block each run, so no push is deduplicated.
     printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
     cps+=("$(timed cp_synced "$src" "$work/cp.bin")"); rm -f "$work/cp.bin"
     puts+=("$(timed put_quiet "$src" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib")")
-    gets+=("$(timed get_synced "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" "$work/get.bin")"); rm -f "$work/get.bin"
+    gets+=("$(timed get_synced "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" "$work/get.bin")")
+    getreads+=("$(timed read_all "$work/get.bin")"); rm -f "$work/get.bin"
     curl_s3 -X DELETE "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" >/dev/null || true
     pushes+=("$(timed push_quiet "bench/m$mib" "$(dirname "$src")")")
     push_rss=$(rss_cli "$work/push.err")
     pulls+=("$(timed pull_quiet "bench/m$mib" "$work/pulled")")
     pull_rss=$(rss_cli "$work/pull.err")
+    pullreads+=("$(timed read_all "$work/pulled/model.bin")")
     cmp "$src" "$work/pulled/model.bin"
+    rm -rf "$work/pulled"
+    dpulls+=("$(timed pull_direct "bench/m$mib" "$work/pulled")")
+    dpullreads+=("$(timed read_all "$work/pulled/model.bin")")
     rm -rf "$work/pulled"
     # Free the blob again (Garage frees deleted objects only later).
     MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/m$mib:$r" >/dev/null 2>&1 || echo "delete bench/m$mib:$r failed" >&2
   done
   rm -rf "$(dirname "$src")"
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
-  push_s=$(median "${pushes[@]}"); pull_s=$(median "${pulls[@]}")
+  push_s=$(median "${pushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" push "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$push_s")" "" \
     "$(ratio "$put_s" "$push_s")" "$(ratio "$cp_s" "$push_s")" "$srv" "$push_rss"
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" pull "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$pull_s")" "" \
     "$(ratio "$get_s" "$pull_s")" "$(ratio "$cp_s" "$pull_s")" "$srv" "$pull_rss"
+  printf '%-8s %-6s %10s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull*" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$dpull_s")" "" \
+    "$(ratio "$get_s" "$dpull_s")" "$(ratio "$cp_s" "$dpull_s")"
+  sum() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
+  deploy_get=$(sum "$get_s" "$(median "${getreads[@]}")")
+  deploy_pull=$(sum "$pull_s" "$(median "${pullreads[@]}")")
+  deploy_dpull=$(sum "$dpull_s" "$(median "${dpullreads[@]}")")
+  printf '%-8s then read the whole file (deploy start-up): curl GET %s s, pull %s s (%sx), pull* %s s (%sx)\n' "${mib}MiB" \
+    "$deploy_get" "$deploy_pull" "$(ratio "$deploy_get" "$deploy_pull")" "$deploy_dpull" "$(ratio "$deploy_get" "$deploy_dpull")"
 done
+printf 'pull* = MLVAULT_DIRECT_IO=on: the pulled file is written with O_DIRECT, bypassing the page cache (the default keeps it cached for the reader)\n' 
 
 [ -n "${BENCH_SKIP_WARM:-}" ] && exit 0
 # Warm restart: a 4 GiB, 8-file model already pulled and verified.
