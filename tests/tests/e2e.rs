@@ -1723,6 +1723,7 @@ mod s3 {
 
 mod transfer {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
     fn model(s: &Server, files: usize, size: u64) -> std::path::PathBuf {
@@ -1979,6 +1980,27 @@ mod transfer {
         // --no-cache hashes everything.
         let all = push(&["--no-cache"]);
         assert_eq!(all["hashed_bytes"], 3 * MIB, "{all}");
+        // A cache others may write to could hold planted records: push
+        // ignores it (and hashes), pull refuses it.
+        let cache = s.tmp.path().join("client-cache");
+        std::thread::sleep(Duration::from_millis(2100));
+        push(&[]); // records shard-01, now out of the racy window
+        let again = push(&[]);
+        assert_eq!(again["hashed_bytes"], 0, "{again}");
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+        let open = push(&[]);
+        assert_eq!(open["hashed_bytes"], 3 * MIB, "{open}");
+        let out = run(s
+            .cli()
+            .args(["pull", "t/m", "--to"])
+            .arg(s.tmp.path().join("d2")));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert!(!s.tmp.path().join("d2/shard-00.bin").exists());
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+        let private = push(&[]);
+        assert_eq!(private["hashed_bytes"], 0, "{private}");
     }
 }
 

@@ -21,7 +21,7 @@
 //! changing size and mtime still changes ctime, which userspace cannot set.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,11 +95,25 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
 }
 
 impl Cache {
-    /// Open (creating) a cache at `root`.
+    /// Open (creating, private to this user) a cache at `root`. A cache
+    /// that another user owns or may write to is refused: its records decide
+    /// what a pull links into place and what a push declares without
+    /// reading the file, so nobody else may be able to plant them.
     pub fn open(root: &Path) -> Result<Self> {
-        for d in ["objects", "partial", "locks", "hashes"] {
+        let uid = rustix::process::geteuid().as_raw();
+        let mut mk = fs::DirBuilder::new();
+        mk.recursive(true).mode(0o700);
+        for d in ["", "objects", "partial", "locks", "hashes"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).map_err(|e| io("cannot create cache directory", &p, e))?;
+            mk.create(&p)
+                .map_err(|e| io("cannot create cache directory", &p, e))?;
+            let m = fs::metadata(&p).map_err(|e| io("cannot stat", &p, e))?;
+            if m.uid() != uid || m.mode() & 0o022 != 0 {
+                return Err(Error::Usage(format!(
+                    "cache directory `{}` is owned by another user or writable by group or others; make it private (chmod go-w) or choose another with --cache-dir",
+                    p.display()
+                )));
+            }
         }
         Ok(Self {
             root: root.to_path_buf(),
