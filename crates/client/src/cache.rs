@@ -47,6 +47,11 @@ pub fn default_cache_dir() -> PathBuf {
 /// digest to be recorded (file system timestamps can be this coarse).
 pub const RACY_NS: i128 = 2_000_000_000;
 
+/// A file timestamp in nanoseconds since the Unix epoch.
+fn nanos(secs: i64, nsec: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
+}
+
 /// A pushed file's stat when its digest was taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Hashed {
@@ -60,8 +65,8 @@ impl Hashed {
     fn of(m: &fs::Metadata, sha256: String) -> Self {
         Hashed {
             size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+            ctime_ns: nanos(m.ctime(), m.ctime_nsec()),
             sha256,
         }
     }
@@ -78,7 +83,7 @@ impl State {
     fn of(m: &fs::Metadata) -> Self {
         State {
             size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
             ino: m.ino(),
         }
     }

@@ -79,7 +79,7 @@ pub(crate) fn write_partial(
         if !block.is_empty() {
             pass(&mut block, &mut offset)?;
         }
-        out.finish(offset).map(drop)
+        out.finish(offset)
     })();
     let hasher = hashing
         .join()

@@ -304,7 +304,7 @@ impl Writer {
 
     /// Set the file's length to exactly `len` (dropping padding) and sync
     /// its data and metadata to the device.
-    pub fn finish(mut self, len: u64) -> io::Result<File> {
+    pub fn finish(mut self, len: u64) -> io::Result<()> {
         if let Some((tx, handle)) = self.flusher.take() {
             drop(tx);
             let _ = handle.join();
@@ -312,8 +312,7 @@ impl Writer {
         if self.file.metadata()?.len() != len {
             self.file.set_len(len)?;
         }
-        self.file.sync_all()?;
-        Ok(self.file)
+        self.file.sync_all()
     }
 }
 
@@ -321,6 +320,7 @@ impl Writer {
 /// a fresh aligned buffer.
 pub struct Reader {
     file: File,
+    path: std::path::PathBuf,
     direct: bool,
 }
 
@@ -329,6 +329,7 @@ impl Reader {
     pub fn open(path: &Path) -> io::Result<Reader> {
         Ok(Reader {
             file: File::open(path)?,
+            path: path.to_path_buf(),
             direct: false,
         })
     }
@@ -340,7 +341,11 @@ impl Reader {
         opts.read(true);
         let want = Setting::from_env() != Setting::Off;
         let (file, direct) = open_file(&opts, path, want)?;
-        Ok(Reader { file, direct })
+        Ok(Reader {
+            file,
+            path: path.to_path_buf(),
+            direct,
+        })
     }
 
     /// Exactly the bytes of `range`; an error of kind `UnexpectedEof` when
@@ -349,23 +354,34 @@ impl Reader {
         let want = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
         if !self.direct {
-            let mut buf = BytesMut::zeroed(want);
-            let got = read_full(&self.file, &mut buf, range.start)?;
-            short(got, want)?;
-            return Ok(buf);
+            return read_buffered(&self.file, range.start, want);
         }
-        // Read the ALIGNed span around the range, then trim to it.
-        let lead = (range.start % ALIGN as u64) as usize;
+        match self.read_direct(range.start, want) {
+            // Opened direct but refused on read: read this range buffered.
+            Err(e) if refused(&e) => read_buffered(&File::open(&self.path)?, range.start, want),
+            other => other,
+        }
+    }
+
+    /// Read the ALIGNed span around the range, then trim to it.
+    fn read_direct(&self, start: u64, want: usize) -> io::Result<BytesMut> {
+        let lead = (start % ALIGN as u64) as usize;
         let span = (lead + want).div_ceil(ALIGN) * ALIGN;
         let mut buf = BytesMut::zeroed(span + ALIGN);
         buf.advance(align_offset(&buf));
         buf.truncate(span);
-        let got = read_full(&self.file, &mut buf, range.start - lead as u64)?;
+        let got = read_full(&self.file, &mut buf, start - lead as u64)?;
         short(got.saturating_sub(lead), want)?;
         buf.advance(lead);
         buf.truncate(want);
         Ok(buf)
     }
+}
+
+fn read_buffered(file: &File, start: u64, want: usize) -> io::Result<BytesMut> {
+    let mut buf = BytesMut::zeroed(want);
+    short(read_full(file, &mut buf, start)?, want)?;
+    Ok(buf)
 }
 
 fn short(got: usize, want: usize) -> io::Result<()> {

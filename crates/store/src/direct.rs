@@ -89,14 +89,7 @@ impl DirectDir {
         .await
         .map_err(joined)?
     }
-}
 
-/// Whether `name` is a staging file name (`<object>#<digits>`).
-fn is_staging(name: &str) -> bool {
-    matches!(name.rsplit_once('#'), Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-impl DirectDir {
     /// Staging files under the blob directory: left by a process that died
     /// mid-write. Only stale when no server is running on the directory.
     pub(crate) fn staging_files(&self) -> io::Result<Vec<PathBuf>> {
@@ -120,6 +113,11 @@ impl DirectDir {
         found.sort();
         Ok(found)
     }
+}
+
+/// Whether `name` is a staging file name (`<object>#<digits>`).
+fn is_staging(name: &str) -> bool {
+    matches!(name.rsplit_once('#'), Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Exactly the bytes of `range` of an opened object.
