@@ -1,4 +1,10 @@
-//! Blob format v1: the header layout and the encryption context.
+//! Blob formats v1 and v2: the header layout and the encryption context.
+//!
+//! The two share one header layout. v1 carries the plaintext SHA-256 in the
+//! header, so a writer must know it before the first byte is encrypted. v2
+//! leaves that field zero and binds the digest as the associated data of the
+//! final segment instead, so a blob can be encrypted while its plaintext is
+//! still being hashed (a push uploads and hashes in one pass).
 //!
 //! These constants fix an on-disk format. They never change silently: a change
 //! bumps [`FORMAT_VERSION`] and keeps a reader for the old one.
@@ -7,8 +13,12 @@ use crate::{Error, Result};
 
 /// Magic bytes that open every blob. On-disk format constant.
 pub(crate) const MAGIC: &[u8; 4] = b"MLVB";
-/// The blob format version written by this crate. On-disk format constant.
-pub const FORMAT_VERSION: u8 = 1;
+/// Format v1: the digest is in the header. On-disk format constant.
+pub const FORMAT_V1: u8 = 1;
+/// Format v2: the digest is bound by the final segment. On-disk format constant.
+pub const FORMAT_V2: u8 = 2;
+/// The newest blob format version this crate writes.
+pub const FORMAT_VERSION: u8 = FORMAT_V2;
 /// Algorithm id 1: AES-256-GCM segments, HKDF-SHA256 key derivation,
 /// HMAC-SHA256 key commitment. On-disk format constant.
 pub(crate) const ALG_AES256GCM_HKDF_SHA256: u8 = 1;
@@ -39,7 +49,7 @@ pub struct EncryptionContext {
     blob_id: [u8; 16],
     namespace: String,
     plaintext_size: u64,
-    plaintext_sha256: [u8; 32],
+    pub(crate) plaintext_sha256: [u8; 32],
 }
 
 impl EncryptionContext {
@@ -98,6 +108,7 @@ impl EncryptionContext {
 /// namespace ‖ plaintext_size(8) ‖ plaintext_sha256(32) ‖ commitment_tag(32)`
 #[derive(Clone, Debug)]
 pub struct Header {
+    pub(crate) version: u8,
     pub(crate) segment_size: u32,
     pub(crate) keyring_id: [u8; 16],
     pub(crate) kek_version: u32,
@@ -110,17 +121,23 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header of format `version`. For v2 the context's digest is not
+    /// serialized (the field is zero) and is left zero until bound.
     pub(crate) fn build(
+        version: u8,
         segment_size: u32,
         keyring_id: [u8; 16],
         kek_version: u32,
         salt: [u8; SALT_LEN],
         nonce_prefix: [u8; NONCE_PREFIX_LEN],
-        context: EncryptionContext,
+        mut context: EncryptionContext,
     ) -> Self {
+        if version == FORMAT_V2 {
+            context.plaintext_sha256 = [0; 32];
+        }
         let mut body = Vec::with_capacity(MAX_HEADER_LEN);
         body.extend_from_slice(MAGIC);
-        body.push(FORMAT_VERSION);
+        body.push(version);
         body.push(ALG_AES256GCM_HKDF_SHA256);
         body.extend_from_slice(&segment_size.to_be_bytes());
         body.extend_from_slice(&keyring_id);
@@ -129,6 +146,7 @@ impl Header {
         body.extend_from_slice(&nonce_prefix);
         context.encode_into(&mut body);
         Header {
+            version,
             segment_size,
             keyring_id,
             kek_version,
@@ -147,7 +165,8 @@ impl Header {
         if r.take(4)? != MAGIC {
             return Err(Error::MalformedHeader("bad magic"));
         }
-        if r.u8()? != FORMAT_VERSION {
+        let version = r.u8()?;
+        if version != FORMAT_V1 && version != FORMAT_V2 {
             return Err(Error::MalformedHeader("unsupported format version"));
         }
         if r.u8()? != ALG_AES256GCM_HKDF_SHA256 {
@@ -168,12 +187,18 @@ impl Header {
             .map_err(|_| Error::MalformedHeader("namespace is not UTF-8"))?;
         let plaintext_size = r.u64()?;
         let plaintext_sha256 = r.array::<32>()?;
+        if version == FORMAT_V2 && plaintext_sha256 != [0; 32] {
+            return Err(Error::MalformedHeader(
+                "a v2 header's digest field must be zero",
+            ));
+        }
         let context = EncryptionContext::new(blob_id, namespace, plaintext_size, plaintext_sha256)
             .map_err(|_| Error::MalformedHeader("bad namespace length"))?;
         let body_len = r.pos;
         let commit_tag = r.array::<COMMIT_TAG_LEN>()?;
         Ok((
             Header {
+                version,
                 segment_size,
                 keyring_id,
                 kek_version,
@@ -210,9 +235,30 @@ impl Header {
         false
     }
 
-    /// The encryption context the header carries.
+    /// The encryption context the header carries. For a v2 header the
+    /// digest is zero until [`Header::expect_digest`] binds one.
     pub fn context(&self) -> &EncryptionContext {
         &self.context
+    }
+
+    /// The blob format version ([`FORMAT_V1`] or [`FORMAT_V2`]).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// Bind the plaintext SHA-256 the reader expects. A v1 header carries
+    /// its digest, which must be this one. A v2 header does not: the digest
+    /// becomes the associated data its final segment is opened with, so a
+    /// blob read against the wrong digest fails at that segment.
+    pub fn expect_digest(&mut self, sha256: &[u8; 32]) -> Result<()> {
+        match self.version {
+            FORMAT_V2 => {
+                self.context.plaintext_sha256 = *sha256;
+                Ok(())
+            }
+            _ if &self.context.plaintext_sha256 == sha256 => Ok(()),
+            _ => Err(Error::Commitment),
+        }
     }
     /// Plaintext bytes per segment.
     pub fn segment_size(&self) -> u32 {

@@ -1,5 +1,5 @@
 //! `vault-crypto` owns every cryptographic decision of mlvault: the streaming
-//! blob format (v1), the envelope key hierarchy and the sealing of the master
+//! blob format (v1, and v2 which binds the digest at the end), the envelope key hierarchy and the sealing of the master
 //! key with age.
 //!
 //! Start with [`Keyring`] (master key → versioned KEKs → wrapped DEKs), then
@@ -44,7 +44,10 @@ mod stream;
 /// Secret wrappers used in this API (from `age`'s `secrecy`).
 pub use age::secrecy::{ExposeSecret as SecretExpose, SecretString};
 pub use error::{Error, Result};
-pub use format::{EncryptionContext, Header, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, MAX_HEADER_LEN};
+pub use format::{
+    EncryptionContext, Header, DEFAULT_SEGMENT_SIZE, FORMAT_V1, FORMAT_V2, FORMAT_VERSION,
+    MAX_HEADER_LEN,
+};
 pub use keyring::{Keyring, KeyringId, WrappedDek, WrappedKek, WrappedSecret};
 pub use keys::{random_bytes, sha256, Dek, MasterKey};
 pub use seal::{generate_identity, Sealer, Unsealer};

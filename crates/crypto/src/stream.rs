@@ -1,31 +1,42 @@
-//! Segment encryption and decryption for blob format v1 (sans I/O).
+//! Segment encryption and decryption for blob formats v1 and v2 (sans I/O).
 //!
 //! Keys: `prk = HKDF-Extract(salt, DEK)`;
-//! payload key = `HKDF-Expand(prk, "mlvault/v1 payload" ‖ SHA-256(header body))`;
-//! commitment key = `HKDF-Expand(prk, "mlvault/v1 commit")`;
-//! commitment tag = `HMAC-SHA256(commitment key, header body)`.
+//! payload key = `HKDF-Expand(prk, "mlvault/vN payload" ‖ SHA-256(header body))`;
+//! commitment key = `HKDF-Expand(prk, "mlvault/vN commit")`;
+//! commitment tag = `HMAC-SHA256(commitment key, header body)`,
+//! where `N` is the header's format version.
 //! Segment `i` uses nonce `prefix(7) ‖ BE32(i) ‖ last(1)` under the payload key.
+//! Associated data is empty, except for the final segment of a v2 blob, whose
+//! associated data is the plaintext SHA-256 (the header does not carry it).
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::{hkdf, hmac};
 
-use crate::format::{EncryptionContext, Header, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use crate::format::{
+    EncryptionContext, Header, FORMAT_V1, FORMAT_V2, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+};
 use crate::keyring::KeyringId;
 use crate::keys::{random_bytes, sha256, Dek};
 use crate::{Error, Result, TAG_LEN};
 
 /// HKDF info labels. On-disk format constants.
-const PAYLOAD_LABEL: &[u8] = b"mlvault/v1 payload";
-const COMMIT_LABEL: &[u8] = b"mlvault/v1 commit";
+const PAYLOAD_LABEL_V1: &[u8] = b"mlvault/v1 payload";
+const COMMIT_LABEL_V1: &[u8] = b"mlvault/v1 commit";
+const PAYLOAD_LABEL_V2: &[u8] = b"mlvault/v2 payload";
+const COMMIT_LABEL_V2: &[u8] = b"mlvault/v2 commit";
 
 fn derive(dek: &Dek, header: &Header) -> Result<(LessSafeKey, hmac::Key)> {
+    let (payload_label, commit_label) = match header.version {
+        FORMAT_V1 => (PAYLOAD_LABEL_V1, COMMIT_LABEL_V1),
+        _ => (PAYLOAD_LABEL_V2, COMMIT_LABEL_V2),
+    };
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &header.salt).extract(dek.expose());
     let header_hash = sha256(&header.body);
-    let info = [PAYLOAD_LABEL, &header_hash[..]];
+    let info = [payload_label, &header_hash[..]];
     let payload = prk
         .expand(&info, &AES_256_GCM)
         .map_err(|_| Error::MalformedHeader("key derivation failed"))?;
-    let commit_info = [COMMIT_LABEL];
+    let commit_info = [commit_label];
     let commit = prk
         .expand(&commit_info, hmac::HMAC_SHA256)
         .map_err(|_| Error::MalformedHeader("key derivation failed"))?;
@@ -47,6 +58,16 @@ fn nonce(prefix: &[u8; 7], index: u64, last: bool) -> Result<Nonce> {
     Ok(Nonce::assume_unique_for_key(n))
 }
 
+/// Associated data of a segment: the digest for a v2 blob's final segment,
+/// nothing otherwise.
+fn aad(header: &Header, last: bool) -> Aad<&[u8]> {
+    if last && header.version == FORMAT_V2 {
+        Aad::from(&header.context.plaintext_sha256[..])
+    } else {
+        Aad::from(&[][..])
+    }
+}
+
 /// Encrypts one blob, segment by segment. A fresh salt and nonce prefix are
 /// drawn for every encryptor, so a (DEK, salt) pair never encrypts twice.
 pub struct BlobEncryptor {
@@ -56,11 +77,14 @@ pub struct BlobEncryptor {
     next: u64,
     seen: u64,
     finished: bool,
+    /// v2: whether the digest for the final segment is known yet.
+    digest_set: bool,
 }
 
 impl BlobEncryptor {
-    /// Start a blob for `context`, sealed under `dek`, whose DEK is wrapped by
-    /// version `kek_version` of key ring `keyring`.
+    /// Start a v1 blob for `context`, sealed under `dek`, whose DEK is
+    /// wrapped by version `kek_version` of key ring `keyring`. The context's
+    /// digest is written in the header, so it must be known now.
     pub fn new(
         dek: &Dek,
         keyring: &KeyringId,
@@ -69,6 +93,29 @@ impl BlobEncryptor {
         segment_size: u32,
     ) -> Result<Self> {
         Self::with_randomness(
+            dek,
+            keyring,
+            kek_version,
+            context,
+            segment_size,
+            random_bytes()?,
+            random_bytes()?,
+        )
+    }
+
+    /// Start a v2 blob: like [`BlobEncryptor::new`], but the context's
+    /// digest is ignored and not written in the header. Give the digest with
+    /// [`BlobEncryptor::set_digest`] before sealing the final segment,
+    /// which binds it; until then the plaintext may still be being hashed.
+    pub fn digest_last(
+        dek: &Dek,
+        keyring: &KeyringId,
+        kek_version: u32,
+        context: EncryptionContext,
+        segment_size: u32,
+    ) -> Result<Self> {
+        Self::build(
+            FORMAT_V2,
             dek,
             keyring,
             kek_version,
@@ -92,10 +139,58 @@ impl BlobEncryptor {
         salt: [u8; 32],
         nonce_prefix: [u8; 7],
     ) -> Result<Self> {
+        Self::build(
+            FORMAT_V1,
+            dek,
+            keyring,
+            kek_version,
+            context,
+            segment_size,
+            salt,
+            nonce_prefix,
+        )
+    }
+
+    /// [`BlobEncryptor::digest_last`] with caller-chosen salt and nonce
+    /// prefix. Only for known-answer test vectors.
+    #[doc(hidden)]
+    pub fn digest_last_with_randomness(
+        dek: &Dek,
+        keyring: &KeyringId,
+        kek_version: u32,
+        context: EncryptionContext,
+        segment_size: u32,
+        salt: [u8; 32],
+        nonce_prefix: [u8; 7],
+    ) -> Result<Self> {
+        Self::build(
+            FORMAT_V2,
+            dek,
+            keyring,
+            kek_version,
+            context,
+            segment_size,
+            salt,
+            nonce_prefix,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        version: u8,
+        dek: &Dek,
+        keyring: &KeyringId,
+        kek_version: u32,
+        context: EncryptionContext,
+        segment_size: u32,
+        salt: [u8; 32],
+        nonce_prefix: [u8; 7],
+    ) -> Result<Self> {
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(Error::Context("segment size out of range"));
         }
         let mut header = Header::build(
+            version,
             segment_size,
             *keyring.as_bytes(),
             kek_version,
@@ -117,7 +212,34 @@ impl BlobEncryptor {
             next: 0,
             seen: 0,
             finished: false,
+            digest_set: version == FORMAT_V1,
         })
+    }
+
+    /// The plaintext SHA-256 this blob is committed to so far: a v1 blob's
+    /// (from its header), or a v2 blob's once [`BlobEncryptor::set_digest`]
+    /// gave it; `None` for a v2 blob whose digest is still to come.
+    pub fn declared_digest(&self) -> Option<[u8; 32]> {
+        self.digest_set
+            .then_some(self.header.context.plaintext_sha256)
+    }
+
+    /// Give the plaintext SHA-256, bound by the final segment of a v2 blob.
+    /// A v1 blob (or a v2 blob whose digest was already given) accepts only
+    /// the digest it already has.
+    pub fn set_digest(&mut self, sha256: [u8; 32]) -> Result<()> {
+        if self.digest_set {
+            return if self.header.context.plaintext_sha256 == sha256 {
+                Ok(())
+            } else {
+                Err(Error::Context(
+                    "the blob is already bound to another digest",
+                ))
+            };
+        }
+        self.header.context.plaintext_sha256 = sha256;
+        self.digest_set = true;
+        Ok(())
     }
 
     /// The serialized header: write it before the first segment.
@@ -169,9 +291,14 @@ impl BlobEncryptor {
                 got: seen,
             });
         }
+        if last && !self.digest_set {
+            return Err(Error::Context(
+                "a v2 blob's final segment needs the plaintext digest (set_digest)",
+            ));
+        }
         let n = nonce(&self.header.nonce_prefix, self.next, last)?;
         self.key
-            .seal_in_place_append_tag(n, Aad::empty(), buf)
+            .seal_in_place_append_tag(n, aad(&self.header, last), buf)
             .map_err(|_| Error::Random)?;
         self.seen = seen;
         self.next += 1;
@@ -190,6 +317,9 @@ pub struct BlobDecryptor {
 
 impl BlobDecryptor {
     /// Check `header`'s commitment under `dek` and derive the payload key.
+    /// A v2 header must have had its expected digest bound
+    /// ([`Header::expect_digest`]); otherwise its final segment will not
+    /// open.
     pub fn new(header: &Header, dek: &Dek) -> Result<Self> {
         let (key, commit_key) = derive(dek, header)?;
         hmac::verify(&commit_key, &header.body, &header.commit_tag)
@@ -234,10 +364,11 @@ impl BlobDecryptor {
                 expected,
             });
         }
-        let n = nonce(&self.header.nonce_prefix, index, index + 1 == count)?;
+        let last = index + 1 == count;
+        let n = nonce(&self.header.nonce_prefix, index, last)?;
         let len = self
             .key
-            .open_in_place(n, Aad::empty(), buf)
+            .open_in_place(n, aad(&self.header, last), buf)
             .map_err(|_| Error::SegmentAuth { index })?
             .len();
         Ok(len)

@@ -284,7 +284,8 @@ fn keys_of_another_vault_fail() {
 fn ranged_reads_decrypt_from_any_segment() {
     let pt: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
     let s = seal(&pt, SEG);
-    let (header, _) = Header::parse(&s.blob).unwrap();
+    let (mut header, _) = Header::parse(&s.blob).unwrap();
+    header.expect_digest(s.ctx.plaintext_sha256()).unwrap();
     let dek = s.ring.unwrap_dek(&s.wrapped, &s.ctx).unwrap();
     for first in 0..header.segment_count() {
         let dec = BlobDecryptor::new(&header, &dek).unwrap();
@@ -305,4 +306,74 @@ fn ranged_reads_decrypt_from_any_segment() {
     let mut seg = s.blob[off..off + SEG as usize + TAG_LEN].to_vec();
     assert_eq!(dec.open_segment(5, &mut seg).unwrap(), &pt[320..384]);
     assert_eq!(header.blob_len(), s.blob.len() as u64);
+}
+
+#[test]
+fn a_v2_blob_read_against_another_digest_fails_at_its_final_segment() {
+    let pt = plaintext();
+    let s = seal(&pt, SEG);
+    let mut other = EncryptionContext::new(
+        *s.ctx.blob_id(),
+        s.ctx.namespace(),
+        s.ctx.plaintext_size(),
+        sha256(b"other content"),
+    )
+    .unwrap();
+    // The DEK was wrapped for the true digest, so unwrapping under another
+    // fails; and with the DEK in hand, the final segment still refuses.
+    assert!(open_blob(&s.blob, &s.ring, &s.wrapped, &other, 97).is_err());
+    let (mut header, hlen) = Header::parse(&s.blob).unwrap();
+    header.expect_digest(other.plaintext_sha256()).unwrap();
+    let dek = s.ring.unwrap_dek(&s.wrapped, &s.ctx).unwrap();
+    let dec = BlobDecryptor::new(&header, &dek).unwrap();
+    let mut opener = StreamOpener::new(dec, 0);
+    let mut out = Vec::new();
+    let err = opener.feed(&s.blob[hlen..], &mut out).unwrap_err();
+    let last = header.segment_count() - 1;
+    assert!(
+        matches!(err, Error::SegmentAuth { index } if index == last),
+        "{err:?}"
+    );
+    // Every segment before the last still opens (ranged reads need no digest).
+    assert_eq!(out.len() as u64, last * u64::from(SEG));
+    other = s.ctx.clone();
+    assert_eq!(
+        open_blob(&s.blob, &s.ring, &s.wrapped, &other, 97).unwrap(),
+        pt
+    );
+}
+
+#[test]
+fn a_v2_encryptor_will_not_close_a_blob_without_its_digest() {
+    let master = MasterKey::generate().unwrap();
+    let (ring, _) = Keyring::create(&master).unwrap();
+    let ctx = common::ctx_for(1, "ns", b"abc");
+    let dek = Dek::generate().unwrap();
+    let mut enc = BlobEncryptor::digest_last(&dek, ring.id(), 1, ctx, 64).unwrap();
+    assert_eq!(enc.declared_digest(), None);
+    let mut seg = b"abc".to_vec();
+    assert!(enc.seal_segment(&mut seg, true).is_err());
+    enc.set_digest(sha256(b"abc")).unwrap();
+    assert!(
+        enc.set_digest(sha256(b"abd")).is_err(),
+        "a digest is bound once"
+    );
+    enc.seal_segment(&mut seg, true).unwrap();
+}
+
+#[test]
+fn format_versions_cannot_be_swapped() {
+    let pt = plaintext();
+    let s = seal(&pt, SEG);
+    let dek = s.ring.unwrap_dek(&s.wrapped, &s.ctx).unwrap();
+    let v1 = common::encrypt_v1(&s.ring, &dek, s.ctx.clone(), &pt, SEG);
+    assert_eq!(open_blob(&v1, &s.ring, &s.wrapped, &s.ctx, 97).unwrap(), pt);
+    // v2 → v1: the zero digest field no longer matches the expected digest.
+    let mut b = s.blob.clone();
+    b[4] = 1;
+    assert!(s.open(&b).is_err());
+    // v1 → v2: a v2 header must leave the digest field zero.
+    let mut b = v1.clone();
+    b[4] = 2;
+    assert!(matches!(s.open(&b), Err(Error::MalformedHeader(_))));
 }

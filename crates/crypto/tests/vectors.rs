@@ -1,9 +1,9 @@
-//! Known-answer vectors that freeze blob format v1, checked two ways: our
-//! encryptor must reproduce them byte for byte, and an independent decoder
-//! written here with RustCrypto (`aes-gcm`, `hkdf`, `hmac`, `sha2`) — not
-//! `ring` — must decrypt them. `fail_*` vectors must be refused by both.
+//! Known-answer vectors that freeze blob formats v1 and v2, checked two ways:
+//! our encryptor must reproduce them byte for byte, and an independent
+//! decoder written here with RustCrypto (`aes-gcm`, `hkdf`, `hmac`, `sha2`) —
+//! not `ring` — must decrypt them. `fail_*` vectors must be refused by both.
 //!
-//! Regenerate (only when the format version changes) with
+//! Regenerate (only when a new format version is added) with
 //! `MLVAULT_WRITE_VECTORS=1 cargo test -p vault-crypto --test vectors`.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -15,7 +15,9 @@ use vault_crypto::*;
 
 /// Relative to the package root, where cargo runs tests (a path compiled in
 /// would go stale when a cached build is reused from another checkout).
-const PATH: &str = "tests/testdata/blob_v1.json";
+fn path(version: u8) -> String {
+    format!("tests/testdata/blob_v{version}.json")
+}
 
 struct Case {
     name: &'static str,
@@ -58,7 +60,7 @@ fn fixed(byte: u8) -> [u8; 32] {
     [byte; 32]
 }
 
-fn generate() -> Value {
+fn generate(version: u8) -> Value {
     let mut vectors = Vec::new();
     for (i, c) in cases().into_iter().enumerate() {
         let i = i as u8;
@@ -73,9 +75,23 @@ fn generate() -> Value {
         .unwrap();
         let salt = fixed(0x40 + i);
         let prefix = [0x50 + i; 7];
-        let mut enc =
+        let mut enc = if version == 1 {
             BlobEncryptor::with_randomness(&dek, &keyring, 3, ctx, c.segment_size, salt, prefix)
-                .unwrap();
+        } else {
+            BlobEncryptor::digest_last_with_randomness(
+                &dek,
+                &keyring,
+                3,
+                ctx,
+                c.segment_size,
+                salt,
+                prefix,
+            )
+        }
+        .unwrap();
+        if version == 2 {
+            enc.set_digest(sha256(&c.plaintext)).unwrap();
+        }
         let mut blob = enc.header().to_vec();
         let seg = c.segment_size as usize;
         let chunks: Vec<&[u8]> = if c.plaintext.is_empty() {
@@ -103,11 +119,12 @@ fn generate() -> Value {
             "blob": hex::encode(&blob),
         }));
     }
-    json!({ "format": "mlvault blob v1", "vectors": vectors, "fail": fail_cases(&vectors) })
+    let fail = fail_cases(version, &vectors);
+    json!({ "format": format!("mlvault blob v{version}"), "vectors": vectors, "fail": fail })
 }
 
 /// Negative vectors derived from the three-segment blob.
-fn fail_cases(vectors: &[Value]) -> Value {
+fn fail_cases(version: u8, vectors: &[Value]) -> Value {
     let v = &vectors[3];
     let blob = hex::decode(v["blob"].as_str().unwrap()).unwrap();
     let (h, hlen) = Header::parse(&blob).unwrap();
@@ -150,47 +167,71 @@ fn fail_cases(vectors: &[Value]) -> Value {
     b.extend_from_slice(&blob[s(1)..]);
     add("fail_duplicated", b, "segment_auth");
     assert_eq!(h.segment_count(), 3);
+    if version == 2 {
+        // The right bytes read against another digest: the final segment
+        // (whose associated data is the digest) must not open.
+        out.push(json!({"name": "fail_other_digest", "of": "three_segments",
+            "blob": v["blob"], "sha256": hex::encode(sha256(b"other")), "error": "segment_auth"}));
+        // A digest written into the v2 header's (zero) digest field.
+        let mut b = blob.clone();
+        b[hlen - 33] ^= 1;
+        out.push(
+            json!({"name": "fail_header_digest_field", "of": "three_segments",
+            "blob": hex::encode(b), "error": "header"}),
+        );
+    }
     Value::Array(out)
 }
 
-fn load() -> Value {
-    let text = std::fs::read_to_string(PATH).expect("committed test vectors");
+const VERSIONS: [u8; 2] = [FORMAT_V1, FORMAT_V2];
+
+fn load(version: u8) -> Value {
+    let text = std::fs::read_to_string(path(version)).expect("committed test vectors");
     serde_json::from_str(&text).unwrap()
 }
 
 #[test]
 fn write_vectors_when_asked() {
     if std::env::var_os("MLVAULT_WRITE_VECTORS").is_some() {
-        std::fs::write(
-            PATH,
-            serde_json::to_string_pretty(&generate()).unwrap() + "\n",
-        )
-        .unwrap();
+        for v in VERSIONS {
+            let text = serde_json::to_string_pretty(&generate(v)).unwrap() + "\n";
+            if std::fs::read_to_string(path(v)).is_err() {
+                std::fs::write(path(v), text).unwrap();
+            }
+        }
     }
 }
 
 #[test]
 fn our_encryptor_reproduces_the_committed_vectors() {
-    assert_eq!(
-        generate(),
-        load(),
-        "format v1 changed: bump FORMAT_VERSION instead"
-    );
+    for v in VERSIONS {
+        assert_eq!(
+            generate(v),
+            load(v),
+            "format v{v} changed: add a new FORMAT_VERSION instead"
+        );
+    }
 }
 
 fn hx(v: &Value, k: &str) -> Vec<u8> {
     hex::decode(v[k].as_str().unwrap()).unwrap()
 }
 
-/// An independent decoder of format v1 from DESIGN.md §4, using RustCrypto.
-fn independent_decrypt(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, &'static str> {
+/// An independent decoder of formats v1 and v2 from DESIGN.md §4, using
+/// RustCrypto. `sha` is the digest the reader expects (v2 binds it as the
+/// final segment's associated data).
+fn independent_decrypt(blob: &[u8], dek: &[u8], sha: &[u8]) -> Result<Vec<u8>, &'static str> {
     let take = |pos: &mut usize, n: usize| -> Result<Vec<u8>, &'static str> {
         let s = blob.get(*pos..*pos + n).ok_or("truncated")?.to_vec();
         *pos += n;
         Ok(s)
     };
     let mut p = 0;
-    if take(&mut p, 4)? != b"MLVB" || take(&mut p, 1)? != [1] || take(&mut p, 1)? != [1] {
+    if take(&mut p, 4)? != b"MLVB" {
+        return Err("header");
+    }
+    let version = take(&mut p, 1)?[0];
+    if !(version == 1 || version == 2) || take(&mut p, 1)? != [1] {
         return Err("header");
     }
     let seg = u32::from_be_bytes(take(&mut p, 4)?.try_into().unwrap()) as usize;
@@ -202,16 +243,20 @@ fn independent_decrypt(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, &'static str>
     let ns_len = u16::from_be_bytes(take(&mut p, 2)?.try_into().unwrap()) as usize;
     let _ns = take(&mut p, ns_len)?;
     let size = u64::from_be_bytes(take(&mut p, 8)?.try_into().unwrap()) as usize;
-    let _sha = take(&mut p, 32)?;
+    let header_sha = take(&mut p, 32)?;
+    if version == 2 && header_sha != [0; 32] {
+        return Err("header");
+    }
     let body = blob[..p].to_vec();
     let tag = take(&mut p, 32)?;
     let hk = hkdf::Hkdf::<Sha256>::new(Some(&salt), dek);
     let mut commit_key = [0u8; 32];
-    hk.expand(b"mlvault/v1 commit", &mut commit_key).unwrap();
+    let label = |what: &str| format!("mlvault/v{version} {what}").into_bytes();
+    hk.expand(&label("commit"), &mut commit_key).unwrap();
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&commit_key).unwrap();
     mac.update(&body);
     mac.verify_slice(&tag).map_err(|_| "commitment")?;
-    let mut info = b"mlvault/v1 payload".to_vec();
+    let mut info = label("payload");
     info.extend_from_slice(&Sha256::digest(&body));
     let mut key = [0u8; 32];
     hk.expand(&info, &mut key).unwrap();
@@ -224,8 +269,9 @@ fn independent_decrypt(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, &'static str>
         let mut nonce = prefix.clone();
         nonce.extend_from_slice(&(i as u32).to_be_bytes());
         nonce.push(u8::from(i + 1 == n));
+        let aad = if version == 2 && i + 1 == n { sha } else { b"" };
         let pt = cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: b"" })
+            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad })
             .map_err(|_| "segment_auth")?;
         out.extend_from_slice(&pt);
     }
@@ -235,8 +281,9 @@ fn independent_decrypt(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, &'static str>
     Ok(out)
 }
 
-fn ours(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, Error> {
-    let (header, hlen) = Header::parse(blob)?;
+fn ours(blob: &[u8], dek: &[u8], sha: &[u8]) -> Result<Vec<u8>, Error> {
+    let (mut header, hlen) = Header::parse(blob)?;
+    header.expect_digest(sha.try_into().unwrap())?;
     let dek = Dek::from_bytes(dek.try_into().unwrap());
     let dec = BlobDecryptor::new(&header, &dek)?;
     let mut opener = StreamOpener::new(dec, 0);
@@ -248,46 +295,55 @@ fn ours(blob: &[u8], dek: &[u8]) -> Result<Vec<u8>, Error> {
 
 #[test]
 fn an_independent_implementation_decrypts_every_vector() {
-    let all = load();
-    for v in all["vectors"].as_array().unwrap() {
-        let blob = hx(v, "blob");
-        let dek = hx(v, "dek");
-        assert_eq!(
-            independent_decrypt(&blob, &dek).unwrap(),
-            hx(v, "plaintext"),
-            "{}",
-            v["name"]
-        );
-        assert_eq!(
-            ours(&blob, &dek).unwrap(),
-            hx(v, "plaintext"),
-            "{}",
-            v["name"]
-        );
+    for version in VERSIONS {
+        let all = load(version);
+        for v in all["vectors"].as_array().unwrap() {
+            let (blob, dek) = (hx(v, "blob"), hx(v, "dek"));
+            let sha = sha256(&hx(v, "plaintext"));
+            assert_eq!(
+                independent_decrypt(&blob, &dek, &sha).unwrap(),
+                hx(v, "plaintext"),
+                "v{version} {}",
+                v["name"]
+            );
+            assert_eq!(
+                ours(&blob, &dek, &sha).unwrap(),
+                hx(v, "plaintext"),
+                "v{version} {}",
+                v["name"]
+            );
+        }
     }
 }
 
 #[test]
 fn every_fail_vector_is_refused_by_both_implementations() {
-    let all = load();
-    let base = &all["vectors"][3];
-    let dek = hx(base, "dek");
-    for f in all["fail"].as_array().unwrap() {
-        let blob = hx(f, "blob");
-        let want = f["error"].as_str().unwrap();
-        assert_eq!(
-            independent_decrypt(&blob, &dek).unwrap_err(),
-            want,
-            "{}",
-            f["name"]
-        );
-        let got = match ours(&blob, &dek).unwrap_err() {
-            Error::Commitment => "commitment",
-            Error::SegmentAuth { .. } => "segment_auth",
-            Error::Truncated { .. } => "truncated",
-            Error::TrailingData => "trailing_data",
-            other => panic!("{}: unexpected {other:?}", f["name"]),
-        };
-        assert_eq!(got, want, "{}", f["name"]);
+    for version in VERSIONS {
+        let all = load(version);
+        let base = &all["vectors"][3];
+        let dek = hx(base, "dek");
+        for f in all["fail"].as_array().unwrap() {
+            let blob = hx(f, "blob");
+            let sha = match f.get("sha256") {
+                Some(_) => hx(f, "sha256"),
+                None => sha256(&hx(base, "plaintext")).to_vec(),
+            };
+            let want = f["error"].as_str().unwrap();
+            let name = format!("v{version} {}", f["name"]);
+            assert_eq!(
+                independent_decrypt(&blob, &dek, &sha).unwrap_err(),
+                want,
+                "{name}"
+            );
+            let got = match ours(&blob, &dek, &sha).unwrap_err() {
+                Error::Commitment => "commitment",
+                Error::SegmentAuth { .. } => "segment_auth",
+                Error::Truncated { .. } => "truncated",
+                Error::TrailingData => "trailing_data",
+                Error::MalformedHeader(_) => "header",
+                other => panic!("{name}: unexpected {other:?}"),
+            };
+            assert_eq!(got, want, "{name}");
+        }
     }
 }

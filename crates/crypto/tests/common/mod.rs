@@ -15,7 +15,8 @@ pub fn ctx_for(id: u8, ns: &str, pt: &[u8]) -> EncryptionContext {
     EncryptionContext::new([id; 16], ns, pt.len() as u64, sha256(pt)).unwrap()
 }
 
-/// Encrypt `pt` whole into a blob (header ‖ segments).
+/// Encrypt `pt` whole into a blob (header ‖ segments) of the format the
+/// server writes (v2: digest bound by the final segment).
 pub fn encrypt_with(
     ring: &Keyring,
     dek: &Dek,
@@ -23,7 +24,26 @@ pub fn encrypt_with(
     pt: &[u8],
     seg: u32,
 ) -> Vec<u8> {
-    let mut enc = BlobEncryptor::new(dek, ring.id(), ring.current_version(), ctx, seg).unwrap();
+    let sha = *ctx.plaintext_sha256();
+    let mut enc =
+        BlobEncryptor::digest_last(dek, ring.id(), ring.current_version(), ctx, seg).unwrap();
+    enc.set_digest(sha).unwrap();
+    encrypt_segments(enc, pt, seg)
+}
+
+/// Encrypt `pt` into a format v1 blob (digest in the header).
+pub fn encrypt_v1(
+    ring: &Keyring,
+    dek: &Dek,
+    ctx: EncryptionContext,
+    pt: &[u8],
+    seg: u32,
+) -> Vec<u8> {
+    let enc = BlobEncryptor::new(dek, ring.id(), ring.current_version(), ctx, seg).unwrap();
+    encrypt_segments(enc, pt, seg)
+}
+
+fn encrypt_segments(mut enc: BlobEncryptor, pt: &[u8], seg: u32) -> Vec<u8> {
     let mut out = enc.header().to_vec();
     let chunks: Vec<&[u8]> = if pt.is_empty() {
         vec![&[][..]]
@@ -65,7 +85,8 @@ pub fn open_blob(
     ctx: &EncryptionContext,
     chunk: usize,
 ) -> Result<Vec<u8>> {
-    let (header, hlen) = Header::parse(blob)?;
+    let (mut header, hlen) = Header::parse(blob)?;
+    header.expect_digest(ctx.plaintext_sha256())?;
     if header.context() != ctx {
         return Err(Error::Commitment);
     }
