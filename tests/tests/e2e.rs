@@ -707,22 +707,33 @@ mod signing {
         ok(s.cli().args(["push", "fraud/m"]).arg(&src));
     }
 
+    /// Whether the client declared the digest at open or left it for the
+    /// server to find while the bytes arrived (a file hashed as it
+    /// uploads), the manifest must match what the server received.
     #[test]
     fn a_manifest_that_disagrees_with_the_uploaded_bytes_is_refused() {
         let s = Server::start();
+        for (art, declared) in [("t/m", true), ("t/streamed", false)] {
+            disagreeing_manifests_are_refused(&s, art, declared);
+        }
+    }
+
+    fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
         let body = vec![7u8; 5000];
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
-        let open = serde_json::json!({"name": "t/m", "kind": "model",
-            "files": [{"path": "w.bin", "size": 5000, "sha256": sha}]});
-        let (_, text) =
-            skeleton::curl(&s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
+        let open = serde_json::json!({"name": art, "kind": "model",
+            "files": [{"path": "w.bin", "size": 5000,
+                       "sha256": if declared { sha.as_str() } else { "" }}]});
+        let (_, text) = skeleton::curl(s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
         let sess: serde_json::Value = serde_json::from_str(&text).unwrap();
         let id = sess["session_id"].as_str().unwrap().to_owned();
         let version = sess["version"].as_u64().unwrap();
-        let (code, _) =
-            skeleton::curl(&s, "PUT", &format!("/v1/uploads/{id}/files/0"), Some(&body));
-        assert_eq!(code, 204);
-        let name: vault_api::ArtifactName = "t/m".parse().unwrap();
+        let (code, text) =
+            skeleton::curl(s, "PUT", &format!("/v1/uploads/{id}/files/0"), Some(&body));
+        assert_eq!(code, 200, "{text}");
+        let up: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(up["sha256"], sha.as_str(), "the digest the server found");
+        let name: vault_api::ArtifactName = art.parse().unwrap();
         let entry = |size: u64, sha: &str, path: &str| vault_api::FileEntry {
             path: path.into(),
             size,
@@ -746,7 +757,7 @@ mod signing {
             .unwrap();
             let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
             let (code, text) = skeleton::curl(
-                &s,
+                s,
                 "POST",
                 &format!("/v1/uploads/{id}/commit"),
                 Some(body.as_bytes()),
@@ -765,13 +776,13 @@ mod signing {
         .unwrap();
         let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
         let (code, _) = skeleton::curl(
-            &s,
+            s,
             "POST",
             &format!("/v1/uploads/{id}/commit"),
             Some(body.as_bytes()),
         );
         assert_eq!(code, 422);
-        fails_with(s.cli().args(["show", "t/m"]), 4);
+        fails_with(s.cli().args(["show", art]), 4);
         // The honest manifest commits.
         let m = vault_manifest::Manifest::new(
             name,
@@ -784,7 +795,7 @@ mod signing {
         .unwrap();
         let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
         let (code, text) = skeleton::curl(
-            &s,
+            s,
             "POST",
             &format!("/v1/uploads/{id}/commit"),
             Some(body.as_bytes()),
@@ -1903,6 +1914,62 @@ mod transfer {
             .args(["pull", "t/other", "--no-cache", "--to"])
             .arg(&dest));
         assert_same_tree(&src, &dest);
+    }
+
+    /// A large file the digest cache has not seen is hashed while it
+    /// uploads (one read; the server binds the digest it found into the
+    /// blob's final segment). Sent again without a cache, it goes over the
+    /// wire but the server keeps one copy; with `--hash-first` or a cache
+    /// that knows it, it is not sent at all.
+    #[test]
+    fn a_large_file_is_hashed_while_it_uploads_and_stored_once() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("big.bin"), 40 * MIB + 5, 70);
+        fs::write(src.join("small.txt"), b"hashed before upload").unwrap();
+        // Digests are recorded only for files last changed 2 s or more
+        // before they were read (git's racily-clean rule).
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let push = |name: &str, extra: &[&str]| {
+            json(&ok(s
+                .cli()
+                .args(["--json", "push", name])
+                .args(extra)
+                .arg(&src)))
+        };
+        let first = push("t/m", &[]);
+        assert_eq!(first["uploaded_bytes"], 40 * MIB + 5 + 20, "{first}");
+        assert_eq!(first["hashed_bytes"], 40 * MIB + 5 + 20, "{first}");
+        let dest = s.tmp.path().join("d");
+        let pulled = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m", "--to"])
+            .arg(&dest)));
+        assert_same_tree(&src, &dest);
+        assert_eq!(pulled["digest"], first["digest"]);
+        // The manifest records the file's real SHA-256.
+        let shown = ok(s.cli().args(["show", "t/m"]));
+        let sha = vault_crypto::sha256(&fs::read(src.join("big.bin")).unwrap());
+        assert!(shown.contains(&hex::encode(sha)[..16]), "{shown}");
+        let objects = blob_files(&s.data_dir).len();
+        assert_eq!(objects, 2);
+        // No cache: sent again, stored once.
+        let again = push("t/other", &["--no-cache"]);
+        assert_eq!(again["uploaded_bytes"], 40 * MIB + 5, "{again}");
+        assert_eq!(blob_files(&s.data_dir).len(), objects);
+        // Hashed first: not sent.
+        let first_hashed = push("t/third", &["--no-cache", "--hash-first"]);
+        assert_eq!(first_hashed["uploaded_bytes"], 0, "{first_hashed}");
+        // The cache recorded the digest found while uploading (the file was
+        // written long enough before it was read): not read, not sent.
+        let cached = push("t/fourth", &[]);
+        assert_eq!(cached["hashed_bytes"], 0, "{cached}");
+        assert_eq!(cached["uploaded_bytes"], 0, "{cached}");
+        for r in ["t/other", "t/third", "t/fourth"] {
+            let d = s.tmp.path().join(r.replace('/', "-"));
+            ok(s.cli().args(["pull", r, "--no-cache", "--to"]).arg(&d));
+            assert_same_tree(&src, &d);
+        }
     }
 
     /// Blob data round-trips whichever I/O path moves it: the server reading

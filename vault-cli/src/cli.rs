@@ -263,6 +263,13 @@ pub struct PushArgs {
     /// Hash every file, ignoring and not updating recorded digests.
     #[arg(long)]
     pub no_cache: bool,
+    /// Hash every file before uploading any, so that a file the namespace
+    /// already holds is never sent, even when the digest cache has not seen
+    /// it (best on slow links). By default a file of 32 MiB or more that the
+    /// cache does not know is hashed while it uploads: one read instead of
+    /// two, and the server keeps one copy if it already held the content.
+    #[arg(long)]
+    pub hash_first: bool,
 }
 
 #[derive(Args, Debug)]

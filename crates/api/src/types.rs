@@ -55,7 +55,11 @@ pub struct OpenUploadRequest {
     pub name: ArtifactName,
     /// Artifact kind.
     pub kind: Kind,
-    /// Every file of the new version.
+    /// Every file of the new version. A file's `sha256` may be left empty:
+    /// the client hashes it while uploading, and the server, which hashes
+    /// what it receives, answers the upload with the digest it found. Such
+    /// a file is never deduplicated before upload (its content is unknown),
+    /// only after (the server then keeps one copy).
     pub files: Vec<FileEntry>,
     /// Sensitivity label, fixed at the first push (e.g. `raw-pii`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +77,13 @@ pub struct OpenUploadResponse {
     pub needed: Vec<usize>,
     /// Seconds until an idle session is abandoned.
     pub expires_in: u64,
+}
+
+/// Answer to `PUT /v1/uploads/{id}/files/{index}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadedFile {
+    /// Lowercase hex SHA-256 of the bytes the server received.
+    pub sha256: String,
 }
 
 /// `POST /v1/uploads/{id}/commit`.

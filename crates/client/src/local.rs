@@ -208,12 +208,13 @@ pub(crate) async fn entries(
     files: &[(PathBuf, String)],
     parallel: usize,
     cache: Option<&crate::Cache>,
+    hash_later: Option<u64>,
 ) -> Result<(Vec<FileEntry>, u64)> {
     use futures_util::StreamExt;
     let jobs = files.iter().map(|(p, rel)| {
         let (p, rel, cache) = (p.clone(), rel.clone(), cache.cloned());
         async move {
-            tokio::task::spawn_blocking(move || digest_of(&p, rel, cache.as_ref()))
+            tokio::task::spawn_blocking(move || digest_of(&p, rel, cache.as_ref(), hash_later))
                 .await
                 .map_err(|e| Error::Server(e.to_string()))?
         }
@@ -230,8 +231,24 @@ pub(crate) async fn entries(
     Ok((out, hashed))
 }
 
+/// Now, in nanoseconds since the Unix epoch (when a hash began, for the
+/// cache's racy-file rule).
+pub(crate) fn unix_now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
 /// One file's entry, and the bytes read to hash it (0 when `cache` knew it).
-fn digest_of(p: &Path, rel: String, cache: Option<&crate::Cache>) -> Result<(FileEntry, u64)> {
+/// A file of at least `hash_later` bytes that the cache does not know is
+/// not read here: its entry has an empty digest, found while it uploads.
+fn digest_of(
+    p: &Path,
+    rel: String,
+    cache: Option<&crate::Cache>,
+    hash_later: Option<u64>,
+) -> Result<(FileEntry, u64)> {
     let stat = |p: &Path| {
         fs::metadata(p).map_err(|e| Error::io(format!("cannot stat `{}`", p.display()), e))
     };
@@ -247,10 +264,17 @@ fn digest_of(p: &Path, rel: String, cache: Option<&crate::Cache>) -> Result<(Fil
             0,
         ));
     }
-    let started_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
+    if hash_later.is_some_and(|min| before.len() >= min) {
+        return Ok((
+            FileEntry {
+                path: rel,
+                size: before.len(),
+                sha256: String::new(),
+            },
+            0,
+        ));
+    }
+    let started_ns = unix_now_ns();
     let (sha256, size) = hash_file(p)?;
     if let (Some(c), Ok(after)) = (cache, stat(p)) {
         if size == before.len() {

@@ -7,11 +7,16 @@ use reqwest::Method;
 use tokio_util::io::ReaderStream;
 use vault_api::{
     CommitRequest, Kind, OpenUploadRequest, OpenUploadResponse, PushResult, Reference, Selector,
+    UploadedFile,
 };
 use vault_manifest::Manifest;
 
-use crate::local::{collect, entries};
+use crate::local::{collect, entries, unix_now_ns};
 use crate::{Client, Error, Result};
+
+/// Files at least this large that the cache does not know are hashed while
+/// they upload rather than before (see [`PushOptions::hash_first`]).
+pub const HASH_WHILE_UPLOADING_MIN: u64 = 32 << 20;
 
 /// Options of [`Client::push`].
 pub struct PushOptions {
@@ -31,6 +36,12 @@ pub struct PushOptions {
     /// directory recorded them (see [`crate::Cache`]); `None` hashes every
     /// file. A cache that cannot be opened is skipped.
     pub cache: Option<std::path::PathBuf>,
+    /// Hash every file before uploading anything, so that a file the
+    /// namespace already holds is never sent. Otherwise a file of at least
+    /// [`HASH_WHILE_UPLOADING_MIN`] bytes whose digest the cache does not
+    /// know is hashed while it uploads (one read, hashing beside the
+    /// transfer); the server then keeps one copy if it held the content.
+    pub hash_first: bool,
 }
 
 impl Client {
@@ -47,7 +58,9 @@ impl Client {
             .cache
             .as_deref()
             .and_then(|d| crate::Cache::open(d).ok());
-        let (list, hashed) = entries(&files, opts.parallel.max(1), cache.as_ref()).await?;
+        let hash_later = (!opts.hash_first).then_some(HASH_WHILE_UPLOADING_MIN);
+        let (mut list, mut hashed) =
+            entries(&files, opts.parallel.max(1), cache.as_ref(), hash_later).await?;
         let open: OpenUploadResponse = self
             .json(
                 self.request(Method::POST, "/v1/uploads")
@@ -60,48 +73,110 @@ impl Client {
             )
             .await?;
         let uploads = open.needed.iter().map(|&i| {
-            let (files, list, sid) = (&files, &list, &open.session_id);
+            let (files, list, sid, cache) = (&files, &list, &open.session_id, cache.as_ref());
             async move {
                 let (local, _) = files
                     .get(i)
                     .ok_or_else(|| Error::Server(format!("server asked for unknown file {i}")))?;
                 let entry = &list[i];
+                let changed = |m: String| {
+                    Error::Integrity(format!(
+                        "`{}` changed while being pushed or was corrupted in transit: {m}",
+                        local.display()
+                    ))
+                };
+                let stat = || std::fs::metadata(local).ok();
+                let (before, started_ns) = (stat(), unix_now_ns());
                 let f = tokio::fs::File::open(local)
                     .await
                     .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
                 let progress = opts.progress.clone();
-                let stream = ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
-                    if let (Some(p), Ok(b)) = (&progress, c) {
-                        p.advance(b.len() as u64);
+                // A file sent without a digest is hashed from the chunks as
+                // they go out, on a thread of its own.
+                let hashing = entry.sha256.is_empty().then(|| {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+                    let task = tokio::task::spawn_blocking(move || {
+                        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+                        while let Some(c) = rx.blocking_recv() {
+                            h.update(&c);
+                        }
+                        hex::encode(h.finish())
+                    });
+                    (tx, task)
+                });
+                let tx = hashing.as_ref().map(|(tx, _)| tx.clone());
+                let stream = ReaderStream::with_capacity(f, 1 << 20).then(move |c| {
+                    let (progress, tx) = (progress.clone(), tx.clone());
+                    async move {
+                        if let Ok(b) = &c {
+                            if let Some(p) = &progress {
+                                p.advance(b.len() as u64);
+                            }
+                            if let Some(tx) = &tx {
+                                // A closed channel fails the digest check below.
+                                let _ = tx.send(b.clone()).await;
+                            }
+                        }
+                        c
                     }
                 });
-                self.send(
-                    self.request(Method::PUT, &format!("/v1/uploads/{sid}/files/{i}"))
-                        .header(reqwest::header::CONTENT_LENGTH, entry.size)
-                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                        .body(reqwest::Body::wrap_stream(stream)),
-                )
-                .await
-                .map_err(|e| match e {
-                    Error::Integrity(m) => Error::Integrity(format!(
-                        "`{}` changed while being pushed or was corrupted in transit: {m}",
-                        local.display()
-                    )),
-                    other => other,
-                })?;
-                Ok::<u64, Error>(entry.size)
+                let up: UploadedFile = self
+                    .json(
+                        self.request(Method::PUT, &format!("/v1/uploads/{sid}/files/{i}"))
+                            .header(reqwest::header::CONTENT_LENGTH, entry.size)
+                            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                            .body(reqwest::Body::wrap_stream(stream)),
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        Error::Integrity(m) => changed(m),
+                        other => other,
+                    })?;
+                let sha = match hashing {
+                    None => entry.sha256.clone(),
+                    Some((tx, task)) => {
+                        drop(tx);
+                        let ours = task.await.map_err(|e| Error::Server(e.to_string()))?;
+                        if let (Some(c), Some(b), Some(a)) = (cache, &before, stat()) {
+                            c.remember_digest(b, &a, started_ns, &ours);
+                        }
+                        ours
+                    }
+                };
+                if up.sha256 != sha {
+                    return Err(changed(format!(
+                        "the server received SHA-256 {}, the file read as {sha}",
+                        up.sha256
+                    )));
+                }
+                Ok::<(usize, String), Error>((i, sha))
             }
         });
         if let Some(p) = &opts.progress {
             p.total(list.iter().map(|e| e.size).sum());
         }
         let mut uploaded = 0u64;
+        let mut found = Vec::new();
         let mut results =
             futures_util::stream::iter(uploads).buffer_unordered(opts.parallel.max(1));
         while let Some(r) = results.next().await {
-            uploaded += r?;
+            let (i, sha) = r?;
+            uploaded += list[i].size;
+            found.push((i, sha));
         }
         drop(results);
+        for (i, sha) in found {
+            if list[i].sha256.is_empty() {
+                hashed += list[i].size;
+                list[i].sha256 = sha;
+            }
+        }
+        if let Some(f) = list.iter().find(|f| f.sha256.is_empty()) {
+            return Err(Error::Server(format!(
+                "the server did not ask for `{}`, whose digest is unknown",
+                f.path
+            )));
+        }
         if let Some(p) = &opts.progress {
             // Files the server already had count as done.
             let total: u64 = list.iter().map(|e| e.size).sum();

@@ -30,6 +30,25 @@
 //! opened: the header commits to the one DEK that made it (AES-GCM alone is not
 //! key-committing).
 //!
+//! ## Blob format v2
+//! The server writes v2. Its header has the v1 layout with version byte 2
+//! and the digest field left zero, and its keys use the labels
+//! `"mlvault/v2 payload"` and `"mlvault/v2 commit"`. The plaintext SHA-256 is
+//! instead the associated data of the final segment. A writer can therefore
+//! start encrypting before it knows the digest: a push uploads a file and
+//! hashes it in the same pass, and the server seals the last segment once
+//! its own hash of the received bytes is done. A reader binds the digest it
+//! expects (from the blob's record, which the manifest names) with
+//! [`crate::Header::expect_digest`]; read against any other digest, the
+//! final segment fails to authenticate. Segments before the last open
+//! without the digest, which is what a ranged read needs, and a whole-file
+//! read never ends without the final segment. The DEK of a v2 blob is
+//! wrapped, like v1's, under the full context, digest included, once the
+//! digest is known. The version byte is inside the committed header body, so
+//! a v1 header relabelled v2 (or the reverse) fails: v2 requires the zero
+//! digest field, and a v2 header read as v1 carries a digest that matches no
+//! expected one.
+//!
 //! ## Nonce scheme
 //! Segment `i` is AES-256-GCM under the payload key with nonce
 //! `prefix(7) ‖ BE32(i) ‖ last(1)`. The index stops reordering, dropping and

@@ -94,9 +94,11 @@ impl BlobStore {
     }
 
     /// Encrypt `body` into blob `enc`'s object, hashing the plaintext on the
-    /// way. Fails (and leaves no object) if the body errors, is longer or
-    /// shorter than declared, or hashes differently.
-    pub async fn write<S, E>(&self, id: &str, enc: BlobEncryptor, body: S) -> Result<()>
+    /// way, and return its SHA-256. A v2 encryptor without a declared digest
+    /// is bound to the digest found. Fails (and leaves no object) if the
+    /// body errors, is longer or shorter than declared, or hashes
+    /// differently from a declared digest.
+    pub async fn write<S, E>(&self, id: &str, enc: BlobEncryptor, body: S) -> Result<[u8; 32]>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -111,10 +113,10 @@ impl BlobStore {
         };
         let written = self.write_inner(&mut sink, enc, body).await;
         match (written, sink) {
-            (Ok(()), Sink::Direct(w)) => w.finish().await,
+            (Ok(d), Sink::Direct(w)) => w.finish().await.map(|()| d),
             (Err(e), Sink::Direct(w)) => Err(w.abort().await.unwrap_or(e)),
-            (Ok(()), Sink::Store(mut w)) => match w.shutdown().await {
-                Ok(()) => Ok(()),
+            (Ok(d), Sink::Store(mut w)) => match w.shutdown().await {
+                Ok(()) => Ok(d),
                 Err(e) => {
                     let _ = self.store.delete(&path).await;
                     Err(Error::Backend(e.to_string()))
@@ -133,14 +135,13 @@ impl BlobStore {
         w: &mut Sink,
         mut enc: BlobEncryptor,
         mut body: S,
-    ) -> Result<()>
+    ) -> Result<[u8; 32]>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let header = enc.header_info().clone();
-        let declared = header.context().plaintext_size();
-        let expected_sha = *header.context().plaintext_sha256();
+        let declared = enc.header_info().context().plaintext_size();
+        let expected_sha = enc.declared_digest();
         let seg = enc.segment_size();
         w.put(Bytes::copy_from_slice(enc.header())).await?;
         // SHA-256 runs on its own thread, fed the received chunks (shared,
@@ -191,16 +192,22 @@ impl BlobStore {
                 "body has {total} bytes, {declared} were declared"
             )));
         }
-        if digest.as_ref() != expected_sha {
-            return Err(Error::Mismatch(format!(
-                "body SHA-256 is {}, {} was declared",
-                hex::encode(digest.as_ref()),
-                hex::encode(expected_sha)
-            )));
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(digest.as_ref());
+        match expected_sha {
+            Some(e) if e != sha => {
+                return Err(Error::Mismatch(format!(
+                    "body SHA-256 is {}, {} was declared",
+                    hex::encode(sha),
+                    hex::encode(e)
+                )))
+            }
+            Some(_) => {}
+            None => enc.set_digest(sha)?,
         }
         enc.seal_segment(&mut buf, true)?;
         w.put(Bytes::from(buf)).await?;
-        Ok(())
+        Ok(sha)
     }
 
     /// Open a blob for reading from plaintext byte `offset`. Unwraps the DEK
@@ -228,7 +235,8 @@ impl BlobStore {
             None => Source::Store(self.store.clone(), path),
         };
         let head = source.get(0..header_len).await?;
-        let (header, _) = Header::parse(&head)?;
+        let (mut header, _) = Header::parse(&head)?;
+        header.expect_digest(ctx.plaintext_sha256())?;
         if header.context() != &ctx {
             return Err(Error::Crypto(vault_crypto::Error::Commitment));
         }

@@ -46,6 +46,22 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<BlobRecord>>;
     /// Detach and forget a pending blob after a failed upload.
     fn detach_blob(&self, session: &str, index: usize, blob_id: &str) -> Result<()>;
+    /// Bind the pending blob of a file whose digest was found while it was
+    /// written (not declared at open): record `sha256` as the file's and the
+    /// blob's digest, with the DEK `wrapped` for that context. With `reuse`
+    /// (a live blob of the namespace holding the same content), the file
+    /// points at that blob instead and this one's record is dropped (the
+    /// caller deletes its object). False, changing nothing, if the session
+    /// no longer holds `blob_id` for file `index`.
+    fn bind_blob(
+        &self,
+        session: &str,
+        index: usize,
+        blob_id: &str,
+        sha256: &str,
+        wrapped: &WrappedDek,
+        reuse: Option<&str>,
+    ) -> Result<bool>;
     /// Commit: insert the version, index its digest, take a reference on
     /// every blob and drop the session. Fails if the version exists.
     fn commit(&self, session: &str, version: &VersionRecord) -> Result<()>;

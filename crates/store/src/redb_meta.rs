@@ -409,6 +409,48 @@ impl MetaStore for RedbMeta {
         })
     }
 
+    fn bind_blob(
+        &self,
+        session: &str,
+        index: usize,
+        blob_id: &str,
+        sha256: &str,
+        wrapped: &WrappedDek,
+        reuse: Option<&str>,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let Some(mut s) = get::<SessionRecord>(&sessions, "sessions", session)? else {
+                return Ok(false);
+            };
+            if s.blobs.get(index).and_then(|b| b.as_deref()) != Some(blob_id) {
+                return Ok(false);
+            }
+            let mut blobs = tx.open_table(BLOBS)?;
+            let Some(mut rec) = get::<BlobRecord>(&blobs, "blobs", blob_id)?
+                .filter(|r| r.pending_session.as_deref() == Some(session))
+            else {
+                return Ok(false);
+            };
+            if let Some(f) = s.files.get_mut(index) {
+                f.sha256 = sha256.to_owned();
+            }
+            match reuse {
+                Some(other) => {
+                    s.blobs[index] = Some(other.to_owned());
+                    blobs.remove(blob_id)?;
+                }
+                None => {
+                    rec.sha256 = sha256.to_owned();
+                    rec.wrapped_dek = wrapped.clone();
+                    blobs.insert(blob_id, enc(&rec)?.as_slice())?;
+                }
+            }
+            sessions.insert(session, enc(&s)?.as_slice())?;
+            Ok(true)
+        })
+    }
+
     fn commit(&self, session: &str, version: &VersionRecord) -> Result<()> {
         self.write(|tx| {
             let mut sessions = tx.open_table(SESSIONS)?;

@@ -37,13 +37,26 @@ impl Fixture {
         Self { ring, store, raw }
     }
 
-    /// Write `body` (split into `chunk`-byte pieces) declared as `declared`.
+    /// Write `body` (split into `chunk`-byte pieces) declared as `declared`,
+    /// in format v2 with the digest declared up front (a push whose client
+    /// hashed first).
     async fn write(
         &self,
         declared: &[u8],
         body: &[u8],
         chunk: usize,
-    ) -> (BlobRecord, Result<(), Error>) {
+    ) -> (BlobRecord, Result<[u8; 32], Error>) {
+        self.write_as(Format::V2Declared, declared, body, chunk)
+            .await
+    }
+
+    async fn write_as(
+        &self,
+        format: Format,
+        declared: &[u8],
+        body: &[u8],
+        chunk: usize,
+    ) -> (BlobRecord, Result<[u8; 32], Error>) {
         let id = new_id();
         let ctx = EncryptionContext::new(
             id,
@@ -54,7 +67,17 @@ impl Fixture {
         .unwrap();
         let dek = Dek::generate().unwrap();
         let wrapped = self.ring.wrap_dek(&dek, &ctx).unwrap();
-        let enc = BlobEncryptor::new(&dek, self.ring.id(), 1, ctx, SEG).unwrap();
+        let sha = *ctx.plaintext_sha256();
+        let enc = match format {
+            Format::V1 => BlobEncryptor::new(&dek, self.ring.id(), 1, ctx, SEG).unwrap(),
+            Format::V2Declared | Format::V2Streamed => {
+                let mut e = BlobEncryptor::digest_last(&dek, self.ring.id(), 1, ctx, SEG).unwrap();
+                if format == Format::V2Declared {
+                    e.set_digest(sha).unwrap();
+                }
+                e
+            }
+        };
         let chunks: Vec<Result<Bytes, std::io::Error>> = body
             .chunks(chunk.max(1))
             .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -84,6 +107,15 @@ impl Fixture {
         }
         Ok(out)
     }
+}
+
+/// How a blob is written: v1 (digest in the header), or v2 with the digest
+/// declared first or found while the body streams in.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Format {
+    V1,
+    V2Declared,
+    V2Streamed,
 }
 
 async fn suite(raw: Arc<dyn ObjectStore>) {
@@ -185,6 +217,33 @@ async fn suite_on(raw: Arc<dyn ObjectStore>, store: BlobStore) {
     assert!(f.read(&rec, 0).await.is_err());
     f.raw.put(&path, intact.into()).await.unwrap();
     assert_eq!(f.read(&rec, 0).await.unwrap(), d);
+    // Blobs written before format v2 still read; a streamed v2 blob is
+    // bound to the digest found while writing, and read against any other
+    // digest fails at its final segment.
+    let d = data(3 * 4096 + 77, 6);
+    let (v1, res) = f.write_as(Format::V1, &d, &d, 5000).await;
+    assert_eq!(res.unwrap(), vault_crypto::sha256(&d));
+    assert_eq!(f.read(&v1, 0).await.unwrap(), d);
+    assert_eq!(f.read(&v1, 4096).await.unwrap(), d[4096..]);
+    let mut claimed = d.clone();
+    claimed[0] ^= 1;
+    let (mut streamed, res) = f.write_as(Format::V2Streamed, &claimed, &d, 5000).await;
+    let found = res.unwrap();
+    assert_eq!(found, vault_crypto::sha256(&d));
+    let err = f.read(&streamed, 0).await.unwrap_err();
+    assert!(matches!(err, Error::Crypto(_)), "{err:?}");
+    // The server re-wraps the DEK for the found digest once it is known.
+    let dek = f
+        .ring
+        .unwrap_dek(&streamed.wrapped_dek, &streamed.context().unwrap())
+        .unwrap();
+    streamed.sha256 = hex::encode(found);
+    streamed.wrapped_dek = f.ring.wrap_dek(&dek, &streamed.context().unwrap()).unwrap();
+    assert_eq!(f.read(&streamed, 0).await.unwrap(), d);
+    assert_eq!(
+        f.read(&streamed, 2 * 4096 + 1).await.unwrap(),
+        d[2 * 4096 + 1..]
+    );
     // Delete, idempotently; a deleted blob is gone.
     f.store.delete(&rec.id).await.unwrap();
     f.store.delete(&rec.id).await.unwrap();

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
-use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult};
+use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult, UploadedFile};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
 
@@ -17,6 +17,10 @@ use vault_policy::Action;
 
 /// Idle upload sessions are abandoned after this long.
 pub const SESSION_TTL_SECS: u64 = 6 * 3600;
+
+/// The digest a pending blob's record carries until the upload has found
+/// the real one (a file declared without a digest).
+const UNKNOWN_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn random_hex<const N: usize>() -> Result<String, ApiError> {
     Ok(hex::encode(
@@ -56,8 +60,13 @@ pub async fn open(
             v.http.max_files
         )));
     }
-    // Same path and digest rules as a manifest.
-    vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, req.files.clone(), vec![])?;
+    // Same path and digest rules as a manifest; a digest left empty is one
+    // the upload will find.
+    let mut checked = req.files.clone();
+    for f in checked.iter_mut().filter(|f| f.sha256.is_empty()) {
+        f.sha256 = UNKNOWN_DIGEST.to_owned();
+    }
+    vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, checked, vec![])?;
     let now = vault_store::now();
     let n = req.files.len();
     // File-level dedup within the namespace, offered only to a principal
@@ -79,6 +88,9 @@ pub async fn open(
             files
                 .iter()
                 .map(|f| {
+                    if f.sha256.is_empty() {
+                        return Ok(None);
+                    }
                     Ok(meta
                         .find_blob(&namespace, &f.sha256, f.size)?
                         .filter(|b| b.pending_session.is_none() && b.refs > 0)
@@ -134,7 +146,7 @@ pub async fn upload_file(
     p: Principal,
     Path((id, index)): Path<(String, usize)>,
     body: Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<UploadedFile>, ApiError> {
     let s = own_session(&v, &p, id).await?;
     let declared = s.files.get(index).map_or(0, |f| f.size);
     v.limits
@@ -148,10 +160,15 @@ pub async fn upload_file(
     let namespace = s.name.split('/').next().unwrap_or_default().to_owned();
     let blob_id: [u8; 16] =
         vault_crypto::random_bytes().map_err(|e| ApiError::internal(e.to_string()))?;
-    let sha: [u8; 32] = hex::decode(&file.sha256)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ApiError::bad_request("bad sha256 in session"))?;
+    // A file declared without a digest is hashed as it arrives (format v2
+    // binds the digest at the end); until then its record carries zeros.
+    let streamed = file.sha256.is_empty();
+    let sha_hex = if streamed {
+        UNKNOWN_DIGEST
+    } else {
+        file.sha256.as_str()
+    };
+    let sha = parse_digest(sha_hex)?;
     let ctx = EncryptionContext::new(blob_id, &namespace, file.size, sha)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let ring = v.keyring();
@@ -159,14 +176,23 @@ pub async fn upload_file(
     let wrapped = ring
         .wrap_dek(&dek, &ctx)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let enc = BlobEncryptor::new(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    drop(dek);
+    let mut enc = BlobEncryptor::digest_last(
+        &dek,
+        ring.id(),
+        wrapped.kek_version,
+        ctx.clone(),
+        v.segment_size,
+    )
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    if !streamed {
+        enc.set_digest(sha)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
     let rec = BlobRecord {
         id: hex::encode(blob_id),
-        namespace,
+        namespace: namespace.clone(),
         size: file.size,
-        sha256: file.sha256.clone(),
+        sha256: sha_hex.to_owned(),
         wrapped_dek: wrapped,
         refs: 0,
         pending_session: Some(s.id.clone()),
@@ -189,30 +215,104 @@ pub async fn upload_file(
         }
     })
     .boxed();
-    match v.blobs.write(&rec.id, enc, timed).await {
-        Ok(()) => {
-            metrics::counter!("mlvault_bytes_in_total").increment(file.size);
-            let mut ev = p.event(
-                "transfer_in",
-                &format!("{}:{} {}", s.name, s.version, file.path),
-                "ok",
-            );
-            ev.bytes = file.size;
-            let v2 = v.clone();
-            blocking(move || {
-                v2.audit
-                    .record(ev)
-                    .map_err(|e| ApiError::audit_unavailable(&e))
-            })
-            .await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
+    let found = match v.blobs.write(&rec.id, enc, timed).await {
+        Ok(found) => found,
         Err(e) => {
             let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
             let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;
-            Err(ApiError::from(e))
+            return Err(ApiError::from(e));
         }
+    };
+    if streamed {
+        bind_found_digest(&v, &p, &s, index, &rec, &dek, found).await?;
     }
+    drop(dek);
+    metrics::counter!("mlvault_bytes_in_total").increment(file.size);
+    let mut ev = p.event(
+        "transfer_in",
+        &format!("{}:{} {}", s.name, s.version, file.path),
+        "ok",
+    );
+    ev.bytes = file.size;
+    let v2 = v.clone();
+    blocking(move || {
+        v2.audit
+            .record(ev)
+            .map_err(|e| ApiError::audit_unavailable(&e))
+    })
+    .await?;
+    Ok(Json(UploadedFile {
+        sha256: hex::encode(found),
+    }))
+}
+
+fn parse_digest(hex_digest: &str) -> Result<[u8; 32], ApiError> {
+    hex::decode(hex_digest)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("bad sha256 in session"))
+}
+
+/// A streamed file's upload is done: record the digest it was found to
+/// have, with the DEK wrapped for that context; or, when the namespace
+/// already holds the same content and the pusher may pull there (the dedup
+/// rule of `open`), keep that blob and drop the new copy.
+async fn bind_found_digest(
+    v: &AppState,
+    p: &Principal,
+    s: &SessionRecord,
+    index: usize,
+    rec: &BlobRecord,
+    dek: &Dek,
+    found: [u8; 32],
+) -> Result<(), ApiError> {
+    let sha_hex = hex::encode(found);
+    let blob_id: [u8; 16] = hex::decode(&rec.id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::internal("bad blob id"))?;
+    let ctx = EncryptionContext::new(blob_id, &rec.namespace, rec.size, found)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let wrapped = v
+        .keyring()
+        .wrap_dek(dek, &ctx)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let may_pull = authorize_artifact(v, p, Action::Pull, &s.name, Some(s.kind), false)
+        .await
+        .is_ok();
+    let (meta, ns, sh, size) = (
+        v.meta.clone(),
+        rec.namespace.clone(),
+        sha_hex.clone(),
+        rec.size,
+    );
+    let reuse = if may_pull {
+        blocking(move || {
+            Ok(meta
+                .find_blob(&ns, &sh, size)?
+                .filter(|b| b.pending_session.is_none() && b.refs > 0)
+                .map(|b| b.id))
+        })
+        .await?
+    } else {
+        None
+    };
+    let (meta, sid, bid, r) = (v.meta.clone(), s.id.clone(), rec.id.clone(), reuse.clone());
+    let bound = blocking(move || {
+        Ok(meta.bind_blob(&sid, index, &bid, &sha_hex, &wrapped, r.as_deref())?)
+    })
+    .await?;
+    if !bound {
+        let _ = v.blobs.delete(&rec.id).await;
+        return Err(ApiError::new(
+            vault_api::ErrorCode::Conflict,
+            "the file was uploaded again while this upload ran",
+        ));
+    }
+    if reuse.is_some() {
+        let _ = v.blobs.delete(&rec.id).await;
+    }
+    Ok(())
 }
 
 pub async fn commit(
