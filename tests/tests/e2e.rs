@@ -1953,10 +1953,46 @@ mod transfer {
         assert!(shown.contains(&hex::encode(sha)[..16]), "{shown}");
         let objects = blob_files(&s.data_dir).len();
         assert_eq!(objects, 2);
-        // No cache: sent again, stored once.
+        // No cache: the file is hashed while it uploads. Whichever ends
+        // first (on loopback, a race), it is stored once.
         let again = push("t/other", &["--no-cache"]);
-        assert_eq!(again["uploaded_bytes"], 40 * MIB + 5, "{again}");
+        let sent = again["uploaded_bytes"].as_u64().unwrap();
+        assert!(sent == 0 || sent == 40 * MIB + 5, "{again}");
         assert_eq!(blob_files(&s.data_dir).len(), objects);
+        // On a slow link the hash ends first: the server, told the digest,
+        // points the file at the blob it holds and the upload stops.
+        let t0 = std::time::Instant::now();
+        let slow = push("t/slow", &["--no-cache", "--limit-rate", "4M"]);
+        assert_eq!(slow["uploaded_bytes"], 0, "{slow}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(6),
+            "40 MiB at 4 MiB/s would take 10 s: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(blob_files(&s.data_dir).len(), objects);
+        // The upload that ends first: the server finds the digest itself and
+        // keeps the blob it held (driven by hand to fix the order).
+        let big = fs::read(src.join("big.bin")).unwrap();
+        let open = serde_json::json!({"name": "t/by-hand", "kind": "model",
+            "files": [{"path": "big.bin", "size": big.len(), "sha256": ""}]});
+        let (code, text) =
+            skeleton::curl(&s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
+        assert_eq!(code, 200, "{text}");
+        let id = json(&text)["session_id"].as_str().unwrap().to_owned();
+        let (code, text) =
+            skeleton::curl(&s, "PUT", &format!("/v1/uploads/{id}/files/0"), Some(&big));
+        assert_eq!(code, 200, "{text}");
+        assert_eq!(json(&text)["sha256"], hex::encode(sha).as_str());
+        assert_eq!(blob_files(&s.data_dir).len(), objects);
+        // The digest is known now: declaring it again changes nothing.
+        let declare = serde_json::json!({"sha256": hex::encode(sha)}).to_string();
+        let (code, text) = skeleton::curl(
+            &s,
+            "POST",
+            &format!("/v1/uploads/{id}/files/0/digest"),
+            Some(declare.as_bytes()),
+        );
+        assert_eq!((code, json(&text)["held"].as_bool()), (200, Some(false)));
         // Hashed first: not sent.
         let first_hashed = push("t/third", &["--no-cache", "--hash-first"]);
         assert_eq!(first_hashed["uploaded_bytes"], 0, "{first_hashed}");
@@ -1965,11 +2001,55 @@ mod transfer {
         let cached = push("t/fourth", &[]);
         assert_eq!(cached["hashed_bytes"], 0, "{cached}");
         assert_eq!(cached["uploaded_bytes"], 0, "{cached}");
-        for r in ["t/other", "t/third", "t/fourth"] {
+        for r in ["t/other", "t/slow", "t/third", "t/fourth"] {
             let d = s.tmp.path().join(r.replace('/', "-"));
             ok(s.cli().args(["pull", r, "--no-cache", "--to"]).arg(&d));
             assert_same_tree(&src, &d);
         }
+    }
+
+    /// Dedup answers "the namespace holds this content", so it is offered
+    /// only to a principal that may pull what it pushes, and never across
+    /// sensitivity labels. A trainer may push a `raw-pii` dataset but not
+    /// read one, and may read unlabelled data of the same namespace: in
+    /// neither case are its files (the small one hashed first, the large one
+    /// declared while it uploads) taken from what a steward stored as
+    /// `raw-pii`; each is sent and stored anew.
+    #[test]
+    fn dedup_is_not_offered_to_a_principal_that_may_not_pull_there() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("records.bin"), 40 * MIB, 71);
+        fs::write(src.join("schema.json"), b"{}").unwrap();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let trainer = s.create_token("ml", "trainer", &["hr"], None);
+        let push = |token: &str, name: &str, label: &[&str]| {
+            json(&ok(s
+                .cli_with_token(token)
+                .args(["--json", "push", "--no-cache", "--kind", "dataset"])
+                .args(label)
+                .args(["--limit-rate", "8M", name])
+                .arg(&src)))
+        };
+        let pii = &["--sensitivity", "raw-pii"][..];
+        let first = push(&steward, "hr/people", pii);
+        assert_eq!(first["uploaded_bytes"], 40 * MIB + 2, "{first}");
+        let objects = blob_files(&s.data_dir).len();
+        let copy = push(&trainer, "hr/copy", pii);
+        assert_eq!(copy["uploaded_bytes"], 40 * MIB + 2, "{copy}");
+        assert_eq!(blob_files(&s.data_dir).len(), objects + 2);
+        let plain = push(&trainer, "hr/plain", &[]);
+        assert_eq!(plain["uploaded_bytes"], 40 * MIB + 2, "{plain}");
+        assert_eq!(blob_files(&s.data_dir).len(), objects + 4);
+        // Within a label, for a principal that may read it, dedup works:
+        // the steward's re-push sends nothing (the large file's digest is
+        // declared while the throttled upload runs), and so does the
+        // trainer's re-push of its unlabelled copy.
+        let again = push(&steward, "hr/people", pii);
+        assert_eq!(again["uploaded_bytes"], 0, "{again}");
+        let plain_again = push(&trainer, "hr/plain-2", &[]);
+        assert_eq!(plain_again["uploaded_bytes"], 0, "{plain_again}");
+        assert_eq!(blob_files(&s.data_dir).len(), objects + 4);
     }
 
     /// Blob data round-trips whichever I/O path moves it: the server reading

@@ -263,13 +263,18 @@ pub struct PushArgs {
     /// Hash every file, ignoring and not updating recorded digests.
     #[arg(long)]
     pub no_cache: bool,
-    /// Hash every file before uploading any, so that a file the namespace
-    /// already holds is never sent, even when the digest cache has not seen
-    /// it (best on slow links). By default a file of 32 MiB or more that the
-    /// cache does not know is hashed while it uploads: one read instead of
-    /// two, and the server keeps one copy if it already held the content.
+    /// Hash every file before uploading any. By default a file of 32 MiB or
+    /// more that the digest cache does not know starts uploading at once
+    /// and is hashed beside the upload; if the hash ends first and the
+    /// namespace holds that content, the upload stops there, and if the
+    /// upload ends first the server keeps one copy. With this flag a held
+    /// file sends no bytes at all.
     #[arg(long)]
     pub hash_first: bool,
+    /// Send at most RATE bytes per second, all files together: `500K`,
+    /// `20M`, `1.5G` (K, M, G are powers of 1024).
+    #[arg(long, value_name = "RATE", value_parser = vault_client::parse_rate)]
+    pub limit_rate: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -354,6 +354,7 @@ async fn execute(
             refs: 0,
             pending_session: Some(session.id.clone()),
             created: vault_store::now(),
+            sensitivity: String::new(),
         };
         let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
         blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;

@@ -86,6 +86,23 @@ pub struct UploadedFile {
     pub sha256: String,
 }
 
+/// `POST /v1/uploads/{id}/files/{index}/digest`: the client finished
+/// hashing a file it is still uploading (declared without a digest).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeclareDigestRequest {
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// Answer to [`DeclareDigestRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeclareDigestResponse {
+    /// The namespace holds this content and the caller may use it: the file
+    /// now points at that blob, and the upload in flight can be dropped.
+    /// Otherwise nothing changed and the upload must finish.
+    pub held: bool,
+}
+
 /// `POST /v1/uploads/{id}/commit`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CommitRequest {

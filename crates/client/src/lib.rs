@@ -15,6 +15,7 @@ mod local;
 mod pull;
 mod push;
 mod sink;
+mod throttle;
 mod trust;
 
 pub use cache::{default_cache_dir, Cache};
@@ -24,4 +25,5 @@ pub use http::Client;
 pub use local::{hash_file, verify_dir, VerifyReport, MANIFEST_DIR};
 pub use pull::{PullOptions, PullResult};
 pub use push::PushOptions;
+pub use throttle::{parse_rate, RateLimit};
 pub use trust::{default_state_dir, load_public_key, Seen, ServerState};

@@ -1,17 +1,19 @@
 //! Push a file or directory tree as a new version.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use reqwest::Method;
 use tokio_util::io::ReaderStream;
 use vault_api::{
-    CommitRequest, Kind, OpenUploadRequest, OpenUploadResponse, PushResult, Reference, Selector,
-    UploadedFile,
+    CommitRequest, DeclareDigestRequest, DeclareDigestResponse, Kind, OpenUploadRequest,
+    OpenUploadResponse, PushResult, Reference, Selector, UploadedFile,
 };
 use vault_manifest::Manifest;
 
-use crate::local::{collect, entries, unix_now_ns};
+use crate::local::{collect, entries, hash_file, unix_now_ns};
 use crate::{Client, Error, Result};
 
 /// Files at least this large that the cache does not know are hashed while
@@ -37,11 +39,24 @@ pub struct PushOptions {
     /// file. A cache that cannot be opened is skipped.
     pub cache: Option<std::path::PathBuf>,
     /// Hash every file before uploading anything, so that a file the
-    /// namespace already holds is never sent. Otherwise a file of at least
+    /// namespace already holds sends no bytes. Otherwise a file of at least
     /// [`HASH_WHILE_UPLOADING_MIN`] bytes whose digest the cache does not
-    /// know is hashed while it uploads (one read, hashing beside the
-    /// transfer); the server then keeps one copy if it held the content.
+    /// know starts uploading at once and is hashed beside the upload: if
+    /// the hash ends first and the namespace holds the content, the upload
+    /// is dropped; if the upload ends first, the server keeps one copy.
     pub hash_first: bool,
+    /// Send at most this many bytes per second, all files together.
+    pub limit_rate: Option<u64>,
+}
+
+/// One file to upload.
+struct Upload<'a> {
+    session: &'a str,
+    index: usize,
+    local: &'a Path,
+    entry: &'a vault_api::FileEntry,
+    progress: Option<crate::Progress>,
+    limit: Option<Arc<crate::RateLimit>>,
 }
 
 impl Client {
@@ -72,84 +87,23 @@ impl Client {
                     }),
             )
             .await?;
+        let limit = opts.limit_rate.map(|r| Arc::new(crate::RateLimit::new(r)));
         let uploads = open.needed.iter().map(|&i| {
-            let (files, list, sid, cache) = (&files, &list, &open.session_id, cache.as_ref());
+            let (files, list, limit) = (&files, &list, limit.clone());
+            let (session, cache) = (open.session_id.as_str(), cache.as_ref());
             async move {
                 let (local, _) = files
                     .get(i)
                     .ok_or_else(|| Error::Server(format!("server asked for unknown file {i}")))?;
-                let entry = &list[i];
-                let changed = |m: String| {
-                    Error::Integrity(format!(
-                        "`{}` changed while being pushed or was corrupted in transit: {m}",
-                        local.display()
-                    ))
+                let up = Upload {
+                    session,
+                    index: i,
+                    local,
+                    entry: &list[i],
+                    progress: opts.progress.clone(),
+                    limit,
                 };
-                let stat = || std::fs::metadata(local).ok();
-                let (before, started_ns) = (stat(), unix_now_ns());
-                let f = tokio::fs::File::open(local)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
-                let progress = opts.progress.clone();
-                // A file sent without a digest is hashed from the chunks as
-                // they go out, on a thread of its own.
-                let hashing = entry.sha256.is_empty().then(|| {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-                    let task = tokio::task::spawn_blocking(move || {
-                        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
-                        while let Some(c) = rx.blocking_recv() {
-                            h.update(&c);
-                        }
-                        hex::encode(h.finish())
-                    });
-                    (tx, task)
-                });
-                let tx = hashing.as_ref().map(|(tx, _)| tx.clone());
-                let stream = ReaderStream::with_capacity(f, 1 << 20).then(move |c| {
-                    let (progress, tx) = (progress.clone(), tx.clone());
-                    async move {
-                        if let Ok(b) = &c {
-                            if let Some(p) = &progress {
-                                p.advance(b.len() as u64);
-                            }
-                            if let Some(tx) = &tx {
-                                // A closed channel fails the digest check below.
-                                let _ = tx.send(b.clone()).await;
-                            }
-                        }
-                        c
-                    }
-                });
-                let up: UploadedFile = self
-                    .json(
-                        self.request(Method::PUT, &format!("/v1/uploads/{sid}/files/{i}"))
-                            .header(reqwest::header::CONTENT_LENGTH, entry.size)
-                            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                            .body(reqwest::Body::wrap_stream(stream)),
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        Error::Integrity(m) => changed(m),
-                        other => other,
-                    })?;
-                let sha = match hashing {
-                    None => entry.sha256.clone(),
-                    Some((tx, task)) => {
-                        drop(tx);
-                        let ours = task.await.map_err(|e| Error::Server(e.to_string()))?;
-                        if let (Some(c), Some(b), Some(a)) = (cache, &before, stat()) {
-                            c.remember_digest(b, &a, started_ns, &ours);
-                        }
-                        ours
-                    }
-                };
-                if up.sha256 != sha {
-                    return Err(changed(format!(
-                        "the server received SHA-256 {}, the file read as {sha}",
-                        up.sha256
-                    )));
-                }
-                Ok::<(usize, String), Error>((i, sha))
+                self.upload(up, cache).await
             }
         });
         if let Some(p) = &opts.progress {
@@ -160,11 +114,20 @@ impl Client {
         let mut results =
             futures_util::stream::iter(uploads).buffer_unordered(opts.parallel.max(1));
         while let Some(r) = results.next().await {
-            let (i, sha) = r?;
-            uploaded += list[i].size;
+            let (i, sha, sent) = r?;
+            if sent {
+                uploaded += list[i].size;
+            }
             found.push((i, sha));
         }
         drop(results);
+        if let Some(p) = &opts.progress {
+            // Files the server already had count as done (each upload
+            // accounts for its own file, sent or not).
+            let needed: u64 = open.needed.iter().map(|&i| list[i].size).sum();
+            let total: u64 = list.iter().map(|e| e.size).sum();
+            p.advance(total.saturating_sub(needed));
+        }
         for (i, sha) in found {
             if list[i].sha256.is_empty() {
                 hashed += list[i].size;
@@ -176,11 +139,6 @@ impl Client {
                 "the server did not ask for `{}`, whose digest is unknown",
                 f.path
             )));
-        }
-        if let Some(p) = &opts.progress {
-            // Files the server already had count as done.
-            let total: u64 = list.iter().map(|e| e.size).sum();
-            p.advance(total.saturating_sub(uploaded));
         }
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -216,5 +174,121 @@ impl Client {
         result.uploaded_bytes = uploaded;
         result.hashed_bytes = hashed;
         Ok(result)
+    }
+}
+
+impl Client {
+    /// Upload one file; returns its index, its digest and whether it was
+    /// sent whole. A file declared without a digest is hashed, from a
+    /// second read, while it uploads. If the hash is done first and the
+    /// namespace already holds that content, the upload is dropped.
+    async fn upload(
+        &self,
+        up: Upload<'_>,
+        cache: Option<&crate::Cache>,
+    ) -> Result<(usize, String, bool)> {
+        let Upload {
+            session,
+            index: i,
+            local,
+            entry,
+            progress,
+            limit,
+        } = up;
+        let changed = |m: String| {
+            Error::Integrity(format!(
+                "`{}` changed while being pushed or was corrupted in transit: {m}",
+                local.display()
+            ))
+        };
+        let stat = || std::fs::metadata(local).ok();
+        let (before, started_ns) = (stat(), unix_now_ns());
+        let f = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Error::io(format!("cannot open `{}`", local.display()), e))?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let (p, counter) = (progress.clone(), sent.clone());
+        let stream = ReaderStream::with_capacity(f, 1 << 20).then(move |c| {
+            let (p, counter, limit) = (p.clone(), counter.clone(), limit.clone());
+            async move {
+                if let Ok(b) = &c {
+                    if let Some(l) = &limit {
+                        l.take(b.len()).await;
+                    }
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if let Some(p) = &p {
+                        p.advance(b.len() as u64);
+                    }
+                }
+                c
+            }
+        });
+        let upload = async {
+            self.json::<UploadedFile>(
+                self.request(Method::PUT, &format!("/v1/uploads/{session}/files/{i}"))
+                    .header(reqwest::header::CONTENT_LENGTH, entry.size)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap_stream(stream)),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Integrity(m) => changed(m),
+                other => other,
+            })
+        };
+        let (ours, answer) = if entry.sha256.is_empty() {
+            let path = local.to_path_buf();
+            let mut hashing = tokio::task::spawn_blocking(move || hash_file(&path));
+            tokio::pin!(upload);
+            let hashed = |h: Result<Result<(String, u64)>, tokio::task::JoinError>| {
+                let (sha, n) = h.map_err(|e| Error::Server(e.to_string()))??;
+                if n != entry.size {
+                    return Err(changed(format!("read {n} bytes, {} expected", entry.size)));
+                }
+                Ok(sha)
+            };
+            tokio::select! {
+                answer = &mut upload => (hashed(hashing.await)?, Some(answer?)),
+                h = &mut hashing => {
+                    let sha = hashed(h)?;
+                    let held = self
+                        .json::<DeclareDigestResponse>(
+                            self.request(
+                                Method::POST,
+                                &format!("/v1/uploads/{session}/files/{i}/digest"),
+                            )
+                            .json(&DeclareDigestRequest { sha256: sha.clone() }),
+                        )
+                        .await?
+                        .held;
+                    if held {
+                        (sha, None)
+                    } else {
+                        (sha, Some(upload.await?))
+                    }
+                }
+            }
+        } else {
+            (entry.sha256.clone(), Some(upload.await?))
+        };
+        if entry.sha256.is_empty() {
+            if let (Some(c), Some(b), Some(a)) = (cache, &before, stat()) {
+                c.remember_digest(b, &a, started_ns, &ours);
+            }
+        }
+        match answer {
+            Some(a) if a.sha256 != ours => Err(changed(format!(
+                "the server received SHA-256 {}, the file read as {ours}",
+                a.sha256
+            ))),
+            Some(_) => Ok((i, ours, true)),
+            None => {
+                // Dropped: the rest of the file counts as done.
+                if let Some(p) = &progress {
+                    p.advance(entry.size.saturating_sub(sent.load(Ordering::Relaxed)));
+                }
+                Ok((i, ours, false))
+            }
+        }
     }
 }

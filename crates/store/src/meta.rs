@@ -62,6 +62,12 @@ pub trait MetaStore: Send + Sync + 'static {
         wrapped: &WrappedDek,
         reuse: Option<&str>,
     ) -> Result<bool>;
+    /// Point file `index` of a session, declared without a digest, at the
+    /// live blob `reuse` holding content `sha256`, found before its upload
+    /// ended. The pending blob of the upload still in flight loses its
+    /// record (its writer deletes the object it leaves). False, changing
+    /// nothing, if the file's digest is already known.
+    fn reuse_blob(&self, session: &str, index: usize, sha256: &str, reuse: &str) -> Result<bool>;
     /// Commit: insert the version, index its digest, take a reference on
     /// every blob and drop the session. Fails if the version exists.
     fn commit(&self, session: &str, version: &VersionRecord) -> Result<()>;
@@ -90,8 +96,15 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_blobs(&self) -> Result<Vec<BlobRecord>>;
     /// Replace a blob's wrapped DEK if it still equals `old` (rewrap).
     fn swap_dek(&self, id: &str, old: &WrappedDek, new: &WrappedDek) -> Result<bool>;
-    /// A live blob of `namespace` holding exactly this content, for dedup.
-    fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>>;
+    /// A live blob of `namespace`, committed under sensitivity `label`
+    /// (empty: none), holding exactly this content, for dedup.
+    fn find_blob(
+        &self,
+        namespace: &str,
+        label: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Option<BlobRecord>>;
 
     /// A small configuration value (server key, …).
     fn config(&self, key: &str) -> Result<Option<Vec<u8>>>;

@@ -27,6 +27,11 @@ pub struct BlobRecord {
     pub pending_session: Option<String>,
     /// Creation time (epoch seconds).
     pub created: u64,
+    /// Sensitivity label of the artifact whose version first committed the
+    /// blob (empty: none). Dedup never crosses labels, so a blob of a
+    /// `raw-pii` dataset is never offered to a push of anything else.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sensitivity: String,
 }
 
 impl BlobRecord {

@@ -42,8 +42,15 @@ fn vkey(name: &str, version: u64) -> String {
     format!("{name}\0{version:020}")
 }
 
-fn ckey(ns: &str, sha: &str, size: u64) -> String {
-    format!("{ns}\0{sha}\0{size}")
+/// Content index key. Unlabelled content keeps the original three-part key;
+/// labelled content gets the label as a fourth part, so dedup never crosses
+/// sensitivity labels.
+fn ckey(ns: &str, label: &str, sha: &str, size: u64) -> String {
+    if label.is_empty() {
+        format!("{ns}\0{sha}\0{size}")
+    } else {
+        format!("{ns}\0{label}\0{sha}\0{size}")
+    }
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -451,6 +458,29 @@ impl MetaStore for RedbMeta {
         })
     }
 
+    fn reuse_blob(&self, session: &str, index: usize, sha256: &str, reuse: &str) -> Result<bool> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let Some(mut s) = get::<SessionRecord>(&sessions, "sessions", session)? else {
+                return Ok(false);
+            };
+            match s.files.get_mut(index) {
+                Some(f) if f.sha256.is_empty() => f.sha256 = sha256.to_owned(),
+                _ => return Ok(false),
+            }
+            let old = s.blobs[index].replace(reuse.to_owned());
+            let mut blobs = tx.open_table(BLOBS)?;
+            if let Some(old) = old {
+                let rec: Option<BlobRecord> = get(&blobs, "blobs", &old)?;
+                if rec.is_some_and(|r| r.pending_session.as_deref() == Some(session)) {
+                    blobs.remove(old.as_str())?;
+                }
+            }
+            sessions.insert(session, enc(&s)?.as_slice())?;
+            Ok(true)
+        })
+    }
+
     fn commit(&self, session: &str, version: &VersionRecord) -> Result<()> {
         self.write(|tx| {
             let mut sessions = tx.open_table(SESSIONS)?;
@@ -470,14 +500,21 @@ impl MetaStore for RedbMeta {
                 .insert(version.digest.as_str(), key.as_str())?;
             let mut blobs = tx.open_table(BLOBS)?;
             let mut content = tx.open_table(CONTENT)?;
+            let label =
+                get::<ArtifactRecord>(&tx.open_table(ARTIFACTS)?, "artifacts", &version.name)?
+                    .map(|a| a.sensitivity)
+                    .unwrap_or_default();
             for f in &version.files {
                 let mut b: BlobRecord = get(&blobs, "blobs", &f.blob)?
                     .ok_or_else(|| Error::NotFound(format!("blob of `{}`", f.entry.path)))?;
+                if b.refs == 0 {
+                    b.sensitivity = label.clone();
+                }
                 b.refs += 1;
                 b.pending_session = None;
                 blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
                 content.insert(
-                    ckey(&b.namespace, &b.sha256, b.size).as_str(),
+                    ckey(&b.namespace, &b.sensitivity, &b.sha256, b.size).as_str(),
                     b.id.as_str(),
                 )?;
             }
@@ -579,7 +616,8 @@ impl MetaStore for RedbMeta {
                 b.refs = b.refs.saturating_sub(1);
                 if b.refs == 0 {
                     blobs.remove(b.id.as_str())?;
-                    content.remove(ckey(&b.namespace, &b.sha256, b.size).as_str())?;
+                    content
+                        .remove(ckey(&b.namespace, &b.sensitivity, &b.sha256, b.size).as_str())?;
                     shredded.push(b);
                 } else {
                     blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
@@ -612,12 +650,18 @@ impl MetaStore for RedbMeta {
         })
     }
 
-    fn find_blob(&self, namespace: &str, sha256: &str, size: u64) -> Result<Option<BlobRecord>> {
+    fn find_blob(
+        &self,
+        namespace: &str,
+        label: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Option<BlobRecord>> {
         let db = self.db();
         let tx = db.begin_read()?;
         let c = tx.open_table(CONTENT)?;
         let Some(id) = c
-            .get(ckey(namespace, sha256, size).as_str())?
+            .get(ckey(namespace, label, sha256, size).as_str())?
             .map(|v| v.value().to_owned())
         else {
             return Ok(None);

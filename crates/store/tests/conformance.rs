@@ -95,6 +95,7 @@ impl Fixture {
             refs: 1,
             pending_session: None,
             created: 0,
+            sensitivity: String::new(),
         };
         (rec, res)
     }

@@ -41,6 +41,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                     Some(a.cache_dir.unwrap_or_else(vault_client::default_cache_dir))
                 },
                 hash_first: a.hash_first,
+                limit_rate: a.limit_rate,
             },
         )
         .await?;

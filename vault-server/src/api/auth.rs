@@ -99,13 +99,31 @@ pub fn authorize_artifact_sync(
     hint: Option<Kind>,
     via_alias: bool,
 ) -> Result<(), ApiError> {
+    authorize_artifact_as(v, p, action, name, hint, None, via_alias).map(|_| ())
+}
+
+/// [`authorize_artifact_sync`] for an artifact that may not exist yet and
+/// would get the sensitivity label `label_hint` (a push's request).
+/// Returns the artifact's label (its own if it exists).
+pub fn authorize_artifact_as(
+    v: &Vault,
+    p: &Principal,
+    action: Action,
+    name: &str,
+    hint: Option<Kind>,
+    label_hint: Option<&str>,
+    via_alias: bool,
+) -> Result<String, ApiError> {
     let art = v.meta.artifact(name)?;
     let kind = art
         .as_ref()
         .map(|a| a.kind.as_str())
         .or(hint.map(Kind::as_str))
         .unwrap_or("");
-    let sensitivity = art.as_ref().map_or("", |a| a.sensitivity.as_str());
+    let sensitivity = match &art {
+        Some(a) => a.sensitivity.as_str(),
+        None => label_hint.unwrap_or(""),
+    };
     let namespace = name.split('/').next().unwrap_or_default();
     authorize(
         v,
@@ -118,7 +136,8 @@ pub fn authorize_artifact_sync(
             sensitivity,
         },
         via_alias,
-    )
+    )?;
+    Ok(sensitivity.to_owned())
 }
 
 /// [`authorize_artifact_sync`] off the async workers.

@@ -40,6 +40,10 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/uploads", post(uploads::open))
         .route("/v1/uploads/{id}", delete(uploads::abandon))
         .route("/v1/uploads/{id}/files/{index}", put(uploads::upload_file))
+        .route(
+            "/v1/uploads/{id}/files/{index}/digest",
+            post(uploads::declare_digest),
+        )
         .route("/v1/uploads/{id}/commit", post(uploads::commit))
         .route("/v1/resolve", get(read::resolve))
         .route("/v1/artifacts", get(read::list))

@@ -6,7 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
-use vault_api::{CommitRequest, OpenUploadRequest, OpenUploadResponse, PushResult, UploadedFile};
+use vault_api::{
+    CommitRequest, DeclareDigestRequest, DeclareDigestResponse, OpenUploadRequest,
+    OpenUploadResponse, PushResult, UploadedFile,
+};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
 
@@ -69,39 +72,26 @@ pub async fn open(
     vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, checked, vec![])?;
     let now = vault_store::now();
     let n = req.files.len();
-    // File-level dedup within the namespace, offered only to a principal
-    // that may also pull there (else it would learn what the namespace holds).
-    let may_pull = authorize_artifact(
-        &v,
-        &p,
-        Action::Pull,
-        req.name.as_str(),
-        Some(req.kind),
-        false,
-    )
-    .await
-    .is_ok();
     let namespace = req.name.namespace().to_owned();
-    let blobs: Vec<Option<String>> = if may_pull {
-        let (meta, files) = (v.meta.clone(), req.files.clone());
-        blocking(move || {
-            files
-                .iter()
-                .map(|f| {
-                    if f.sha256.is_empty() {
-                        return Ok(None);
-                    }
-                    Ok(meta
-                        .find_blob(&namespace, &f.sha256, f.size)?
-                        .filter(|b| b.pending_session.is_none() && b.refs > 0)
-                        .map(|b| b.id))
+    let blobs: Vec<Option<String>> =
+        match dedup_label(&v, &p, req.name.as_str(), req.kind, req.sensitivity.clone()).await? {
+            Some(label) => {
+                let (meta, files) = (v.meta.clone(), req.files.clone());
+                blocking(move || {
+                    files
+                        .iter()
+                        .map(|f| {
+                            if f.sha256.is_empty() {
+                                return Ok(None);
+                            }
+                            live_blob(meta.as_ref(), &namespace, &label, &f.sha256, f.size)
+                        })
+                        .collect::<Result<Vec<_>, ApiError>>()
                 })
-                .collect::<Result<Vec<_>, ApiError>>()
-        })
-        .await?
-    } else {
-        vec![None; n]
-    };
+                .await?
+            }
+            None => vec![None; n],
+        };
     let needed: Vec<usize> = (0..n).filter(|&i| blobs[i].is_none()).collect();
     let session = SessionRecord {
         id: random_hex::<16>()?,
@@ -197,6 +187,7 @@ pub async fn upload_file(
         refs: 0,
         pending_session: Some(s.id.clone()),
         created: vault_store::now(),
+        sensitivity: String::new(),
     };
     // Record the pending blob first: a crash mid-upload leaves a record that
     // session cleanup finds, never an unknown object.
@@ -246,6 +237,98 @@ pub async fn upload_file(
     }))
 }
 
+/// Whether `p` is offered file-level dedup when pushing to `name`, and
+/// among which blobs: `Some(label)`, the sensitivity label the artifact has
+/// (or will get, from `requested`), when `p` may also pull it. Dedup tells
+/// the pusher what the namespace holds, so it is offered only to a
+/// principal that may read it, and never across labels: a blob committed
+/// under `raw-pii` is offered only to pushes of `raw-pii` artifacts, which
+/// only those allowed to read such data may pull.
+async fn dedup_label(
+    v: &AppState,
+    p: &Principal,
+    name: &str,
+    kind: vault_api::Kind,
+    requested: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let (vc, pc, name) = (v.clone(), p.clone(), name.to_owned());
+    blocking(move || {
+        Ok(super::auth::authorize_artifact_as(
+            &vc,
+            &pc,
+            Action::Pull,
+            &name,
+            Some(kind),
+            requested.as_deref(),
+            false,
+        )
+        .ok())
+    })
+    .await
+}
+
+/// A committed blob of `namespace` under `label` holding this content.
+fn live_blob(
+    meta: &dyn vault_store::MetaStore,
+    namespace: &str,
+    label: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<Option<String>, ApiError> {
+    Ok(meta
+        .find_blob(namespace, label, sha256, size)?
+        .filter(|b| b.pending_session.is_none() && b.refs > 0)
+        .map(|b| b.id))
+}
+
+/// A live blob the session's file (`sha256`, `size` bytes) may reuse under
+/// the dedup rule of [`dedup_label`].
+async fn reusable_blob(
+    v: &AppState,
+    p: &Principal,
+    s: &SessionRecord,
+    sha256: &str,
+    size: u64,
+) -> Result<Option<String>, ApiError> {
+    let Some(label) = dedup_label(v, p, &s.name, s.kind, s.sensitivity.clone()).await? else {
+        return Ok(None);
+    };
+    let namespace = s.name.split('/').next().unwrap_or_default().to_owned();
+    let (meta, sha) = (v.meta.clone(), sha256.to_owned());
+    blocking(move || live_blob(meta.as_ref(), &namespace, &label, &sha, size)).await
+}
+
+/// The client hashed a file it declared without a digest before its upload
+/// ended. If the namespace holds that content (and the caller may reuse
+/// it), the file points at the held blob and the upload can be dropped, as
+/// if the digest had been declared at open.
+pub async fn declare_digest(
+    State(v): State<AppState>,
+    p: Principal,
+    Path((id, index)): Path<(String, usize)>,
+    ApiJson(req): ApiJson<DeclareDigestRequest>,
+) -> Result<Json<DeclareDigestResponse>, ApiError> {
+    let s = own_session(&v, &p, id).await?;
+    let file = s
+        .files
+        .get(index)
+        .ok_or_else(|| ApiError::not_found(format!("file {index} is not in the session")))?;
+    if !vault_api::valid_digest(&format!("sha256:{}", req.sha256)) {
+        return Err(ApiError::bad_request(
+            "sha256 must be 64 lowercase hex digits",
+        ));
+    }
+    if !file.sha256.is_empty() {
+        return Ok(Json(DeclareDigestResponse { held: false }));
+    }
+    let Some(reuse) = reusable_blob(&v, &p, &s, &req.sha256, file.size).await? else {
+        return Ok(Json(DeclareDigestResponse { held: false }));
+    };
+    let (meta, sid, sha) = (v.meta.clone(), s.id.clone(), req.sha256.clone());
+    let held = blocking(move || Ok(meta.reuse_blob(&sid, index, &sha, &reuse)?)).await?;
+    Ok(Json(DeclareDigestResponse { held }))
+}
+
 fn parse_digest(hex_digest: &str) -> Result<[u8; 32], ApiError> {
     hex::decode(hex_digest)
         .ok()
@@ -277,33 +360,18 @@ async fn bind_found_digest(
         .keyring()
         .wrap_dek(dek, &ctx)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let may_pull = authorize_artifact(v, p, Action::Pull, &s.name, Some(s.kind), false)
-        .await
-        .is_ok();
-    let (meta, ns, sh, size) = (
-        v.meta.clone(),
-        rec.namespace.clone(),
-        sha_hex.clone(),
-        rec.size,
-    );
-    let reuse = if may_pull {
-        blocking(move || {
-            Ok(meta
-                .find_blob(&ns, &sh, size)?
-                .filter(|b| b.pending_session.is_none() && b.refs > 0)
-                .map(|b| b.id))
-        })
-        .await?
-    } else {
-        None
-    };
+    let reuse = reusable_blob(v, p, s, &sha_hex, rec.size).await?;
     let (meta, sid, bid, r) = (v.meta.clone(), s.id.clone(), rec.id.clone(), reuse.clone());
     let bound = blocking(move || {
         Ok(meta.bind_blob(&sid, index, &bid, &sha_hex, &wrapped, r.as_deref())?)
     })
     .await?;
     if !bound {
+        // The file was pointed elsewhere meanwhile (a held blob found by
+        // the client's digest, or a newer upload): this copy is not needed.
         let _ = v.blobs.delete(&rec.id).await;
+        let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
+        let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;
         return Err(ApiError::new(
             vault_api::ErrorCode::Conflict,
             "the file was uploaded again while this upload ran",
