@@ -343,7 +343,9 @@ async fn execute(
         let ring = v.keyring();
         let dek = Dek::generate()?;
         let wrapped = ring.wrap_dek(&dek, &ctx)?;
-        let enc = BlobEncryptor::new(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)?;
+        let mut enc =
+            BlobEncryptor::digest_last(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)?;
+        enc.set_digest(sha)?;
         drop(dek);
         let rec = BlobRecord {
             id: hex::encode(blob_id),
