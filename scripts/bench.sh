@@ -5,6 +5,9 @@
 # the server and the CLI, a warm re-pull of an 8-file model and a re-push of
 # it unchanged. Each pull is also run with MLVAULT_DIRECT_IO=on (pull*), and
 # each downloaded file is then read once, as a deploy job's loader would.
+# push^ is a push with --hash-first (the file hashed before its upload, as
+# every push did before blob format v2), the same-run baseline of the
+# default, which hashes a large file while it uploads.
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
@@ -59,7 +62,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 cp_synced() { cp "$1" "$2"; sync "$2"; }
 get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
 put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
-push_quiet() { "$BIN/vault-cli" push "$1" "$2" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
+push_quiet() { "$BIN/vault-cli" push "$@" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
 pull_quiet() { "$BIN/vault-cli" pull "$1" --no-cache --to "$2" >/dev/null 2>"$work/pull.err" || { cat "$work/pull.err" >&2; return 1; }; }
 pull_direct() { MLVAULT_DIRECT_IO=on pull_quiet "$@"; }
 # What a deploy job does next: read the whole file (a model loader).
@@ -71,7 +74,7 @@ for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  cps=() puts=() gets=() pushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=()
+  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=()
   for r in $(seq "$reps"); do
     # A different first block each run, so no push is deduplicated.
     printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
@@ -92,13 +95,18 @@ for mib in "${sizes[@]}"; do
     rm -rf "$work/pulled"
     # Free the blob again (Garage frees deleted objects only later).
     MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/m$mib:$r" >/dev/null 2>&1 || echo "delete bench/m$mib:$r failed" >&2
+    printf 'hsh%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
+    hpushes+=("$(timed push_quiet --hash-first "bench/h$mib" "$(dirname "$src")")")
+    MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/h$mib:$r" >/dev/null 2>&1 || echo "delete bench/h$mib:$r failed" >&2
   done
   rm -rf "$(dirname "$src")"
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
-  push_s=$(median "${pushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
+  push_s=$(median "${pushes[@]}"); hpush_s=$(median "${hpushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" push "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$push_s")" "" \
     "$(ratio "$put_s" "$push_s")" "$(ratio "$cp_s" "$push_s")" "$srv" "$push_rss"
+  printf '%-8s %-6s %10s %12s %12s %12s %9s %9s\n' "${mib}MiB" "push^" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$hpush_s")" "" \
+    "$(ratio "$put_s" "$hpush_s")" "$(ratio "$cp_s" "$hpush_s")"
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" pull "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$pull_s")" "" \
     "$(ratio "$get_s" "$pull_s")" "$(ratio "$cp_s" "$pull_s")" "$srv" "$pull_rss"
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull*" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$dpull_s")" "" \
@@ -110,6 +118,7 @@ for mib in "${sizes[@]}"; do
   printf '%-8s then read the whole file (deploy start-up): curl GET %s s, pull %s s (%sx), pull* %s s (%sx)\n' "${mib}MiB" \
     "$deploy_get" "$deploy_pull" "$(ratio "$deploy_get" "$deploy_pull")" "$deploy_dpull" "$(ratio "$deploy_get" "$deploy_dpull")"
 done
+printf 'push^ = push --hash-first: the file is hashed before it uploads (the default hashes a large file while it uploads)\n'
 printf 'pull* = MLVAULT_DIRECT_IO=on: the pulled file is written with O_DIRECT, bypassing the page cache (the default keeps it cached for the reader)\n' 
 
 [ -n "${BENCH_SKIP_WARM:-}" ] && exit 0
