@@ -11,8 +11,13 @@
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
-# Each transfer runs BENCH_REPS times (default 3) after a `sync`; the table
-# shows the median. BENCH_SKIP_WARM=1 skips the warm re-pull. GARAGE_FSYNC=true
+# Each transfer runs BENCH_REPS times (default 3) after a `sync` and a pause
+# of BENCH_SETTLE seconds (default 0); the table shows the median. On a VM
+# that reports free memory to its host (virtio-balloon free page reporting,
+# as on the development machine), memory freed by the previous step is
+# cheap to reuse for about 2 s and costly after; BENCH_SETTLE=5 starts every
+# step from that costly state, so no step inherits warm pages from the one
+# before. BENCH_SKIP_WARM=1 skips the warm re-pull. GARAGE_FSYNC=true
 # starts Garage with data_fsync and metadata_fsync, a baseline as durable as
 # mlvault (which fsyncs every blob before a version commits); Garage's
 # default is false.
@@ -57,7 +62,7 @@ curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:
 reps=${BENCH_REPS:-3}
 # Seconds taken by a command, after flushing what earlier steps left dirty so
 # every run starts from the same disk state.
-timed() { sync; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
+timed() { sync; sleep "${BENCH_SETTLE:-0}"; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cp_synced() { cp "$1" "$2"; sync "$2"; }
 get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
