@@ -25,8 +25,10 @@ fn main() {
         ("many-segments", &text[..], 1024),
         ("tiny-segments", &text[..200], 16),
     ] {
-        let blob = mlvault_fuzz::seal_blob(pt, "fraud", seg).expect("seal");
+        let blob = mlvault_fuzz::seal_blob(pt, "fraud", seg, true).expect("seal");
         put("blob_header", name, &blob);
+        let v1 = mlvault_fuzz::seal_blob(pt, "fraud", seg, false).expect("seal");
+        put("blob_header", &format!("{name}-v1"), &v1);
     }
     // Structured stream cases: arbitrary bytes decode into a Case.
     put("blob_stream", "zeros", &[0u8; 64]);

@@ -3,7 +3,8 @@
 //! Either through the copying decoder (`feed`) only, or the way the server
 //! streams: whole segments opened in place in the read buffer, the rest fed.
 //! Oracle: an untouched blob decrypts to the plaintext; any change at all is
-//! an error, never wrong plaintext.
+//! an error, never wrong plaintext. Blobs are format v2 (the server's) or v1
+//! (still read), read against the plaintext's digest.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +20,7 @@ struct Case {
     truncate: Option<u32>,
     append: Vec<u8>,
     in_place: bool,
+    v1: bool,
 }
 
 /// The server's read path: segments opened in place where a whole one is
@@ -53,7 +55,7 @@ fn decode_mixed(
 
 fuzz_target!(|c: Case| {
     let seg = u32::from(c.segment_size % 4096).max(16);
-    let Some(orig) = mlvault_fuzz::seal_blob(&c.plaintext, "fuzz", seg) else {
+    let Some(orig) = mlvault_fuzz::seal_blob(&c.plaintext, "fuzz", seg, !c.v1) else {
         return;
     };
     let mut blob = orig.clone();
@@ -68,7 +70,8 @@ fuzz_target!(|c: Case| {
     let tampered = blob != orig;
 
     let result = (|| -> Result<Vec<u8>, vault_crypto::Error> {
-        let (header, len) = Header::parse(&blob)?;
+        let (mut header, len) = Header::parse(&blob)?;
+        header.expect_digest(&vault_crypto::sha256(&c.plaintext))?;
         let dec = BlobDecryptor::new(&header, &mlvault_fuzz::fuzz_dek())?;
         let count = header.segment_count();
         let first = u64::from(c.start_segment) % count;

@@ -8,25 +8,34 @@ pub fn fuzz_dek() -> Dek {
     Dek::from_bytes([7u8; 32])
 }
 
-/// Encrypt `plaintext` into a complete v1 blob under [`fuzz_dek`].
-pub fn seal_blob(plaintext: &[u8], namespace: &str, segment_size: u32) -> Option<Vec<u8>> {
-    let ctx = EncryptionContext::new(
-        [9u8; 16],
-        namespace,
-        plaintext.len() as u64,
-        vault_crypto::sha256(plaintext),
-    )
-    .ok()?;
-    let mut enc = BlobEncryptor::with_randomness(
-        &fuzz_dek(),
-        &KeyringId::from_bytes([1u8; 16]),
-        1,
-        ctx,
-        segment_size,
-        [2u8; 32],
-        [3u8; 7],
-    )
-    .ok()?;
+/// Encrypt `plaintext` into a complete blob under [`fuzz_dek`]: format v2
+/// (digest bound by the final segment, what the server writes) or v1.
+pub fn seal_blob(
+    plaintext: &[u8],
+    namespace: &str,
+    segment_size: u32,
+    v2: bool,
+) -> Option<Vec<u8>> {
+    let sha = vault_crypto::sha256(plaintext);
+    let ctx = EncryptionContext::new([9u8; 16], namespace, plaintext.len() as u64, sha).ok()?;
+    let (dek, ring) = (fuzz_dek(), KeyringId::from_bytes([1u8; 16]));
+    let mut enc = if v2 {
+        let mut e = BlobEncryptor::digest_last_with_randomness(
+            &dek,
+            &ring,
+            1,
+            ctx,
+            segment_size,
+            [2u8; 32],
+            [3u8; 7],
+        )
+        .ok()?;
+        e.set_digest(sha).ok()?;
+        e
+    } else {
+        BlobEncryptor::with_randomness(&dek, &ring, 1, ctx, segment_size, [2u8; 32], [3u8; 7])
+            .ok()?
+    };
     let mut blob = enc.header().to_vec();
     let seg = segment_size as usize;
     let mut chunks: Vec<&[u8]> = plaintext.chunks(seg).collect();
