@@ -2052,6 +2052,46 @@ mod transfer {
         assert_eq!(blob_files(&s.data_dir).len(), objects + 4);
     }
 
+    /// `--limit-rate` paces push and pull: 4 MiB at 2 MiB/s cannot take
+    /// less than 1.5 s either way (the first chunk goes at once), and the
+    /// bytes arrive intact.
+    #[test]
+    fn limit_rate_paces_push_and_pull() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("w.bin"), 4 * MIB, 72);
+        let t0 = std::time::Instant::now();
+        ok(s.cli()
+            .args(["push", "--no-cache", "--limit-rate", "2M", "t/paced"])
+            .arg(&src));
+        let push = t0.elapsed();
+        let dest = s.tmp.path().join("d");
+        let t0 = std::time::Instant::now();
+        ok(s.cli()
+            .args([
+                "pull",
+                "--no-cache",
+                "--limit-rate",
+                "2M",
+                "t/paced",
+                "--to",
+            ])
+            .arg(&dest));
+        let pull = t0.elapsed();
+        assert_same_tree(&src, &dest);
+        let floor = std::time::Duration::from_millis(1500);
+        assert!(
+            push >= floor && pull >= floor,
+            "push {push:?}, pull {pull:?}"
+        );
+        fails_with(
+            s.cli()
+                .args(["pull", "--limit-rate", "fast", "t/paced", "--to"])
+                .arg(&dest),
+            2,
+        );
+    }
+
     /// Blob data round-trips whichever I/O path moves it: the server reading
     /// through the page cache (`page_cache_reads`) or directly, and the CLI
     /// writing buffered (the default) or directly (`MLVAULT_DIRECT_IO=on`). Sizes

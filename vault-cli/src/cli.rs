@@ -314,6 +314,10 @@ pub struct PullArgs {
     /// Re-hash cached files instead of trusting their recorded state.
     #[arg(long)]
     pub verify_cache: bool,
+    /// Receive at most RATE bytes per second, all files together: `500K`,
+    /// `20M`, `1.5G` (K, M, G are powers of 1024).
+    #[arg(long, value_name = "RATE", value_parser = vault_client::parse_rate)]
+    pub limit_rate: Option<u64>,
 }
 
 #[derive(Args, Debug)]

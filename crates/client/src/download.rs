@@ -44,6 +44,7 @@ impl Client {
         f: &FileEntry,
         partial: &Path,
         progress: Option<&Progress>,
+        limit: Option<&crate::RateLimit>,
     ) -> Result<u64> {
         let io = |what: &str, e| Error::io(format!("{what} `{}`", partial.display()), e);
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
@@ -95,6 +96,9 @@ impl Client {
                                 f.path, f.size
                             )));
                             break 'requests;
+                        }
+                        if let Some(l) = limit {
+                            l.take(c.len()).await;
                         }
                         have += c.len() as u64;
                         if let Some(p) = progress {

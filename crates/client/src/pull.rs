@@ -39,6 +39,9 @@ pub struct PullOptions {
     pub verify_cache: bool,
     /// Told about transferred bytes.
     pub progress: Option<Progress>,
+    /// A rate limit shared by every file received with these options
+    /// (`--limit-rate`).
+    pub limit: Option<std::sync::Arc<crate::RateLimit>>,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -149,6 +152,7 @@ impl Client {
             Some(dir) => Some(Cache::open(dir)?),
             None => None,
         };
+        let limit = opts.limit.as_deref();
         let jobs = m
             .files()
             .iter()
@@ -163,7 +167,7 @@ impl Client {
                         None => {
                             let partial = partial_dir.join(format!("{}-{i}", f.sha256));
                             let n = self
-                                .download_to(&digest, i, f, &partial, opts.progress.as_ref())
+                                .download_to(&digest, i, f, &partial, opts.progress.as_ref(), limit)
                                 .await?;
                             place(&partial, target).await?;
                             Ok(n)
@@ -235,6 +239,7 @@ impl Client {
                     f,
                     &cache.partial(&f.sha256),
                     opts.progress.as_ref(),
+                    opts.limit.as_deref(),
                 )
                 .await?;
             cache.commit_partial(&f.sha256)?;

@@ -45,8 +45,9 @@ pub struct PushOptions {
     /// the hash ends first and the namespace holds the content, the upload
     /// is dropped; if the upload ends first, the server keeps one copy.
     pub hash_first: bool,
-    /// Send at most this many bytes per second, all files together.
-    pub limit_rate: Option<u64>,
+    /// A rate limit shared by every file sent with these options
+    /// (`--limit-rate`).
+    pub limit: Option<Arc<crate::RateLimit>>,
 }
 
 /// One file to upload.
@@ -87,7 +88,7 @@ impl Client {
                     }),
             )
             .await?;
-        let limit = opts.limit_rate.map(|r| Arc::new(crate::RateLimit::new(r)));
+        let limit = opts.limit.clone();
         let uploads = open.needed.iter().map(|&i| {
             let (files, list, limit) = (&files, &list, limit.clone());
             let (session, cache) = (open.session_id.as_str(), cache.as_ref());

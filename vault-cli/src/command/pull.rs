@@ -38,6 +38,9 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
             )
         },
         verify_cache: a.verify_cache,
+        limit: a
+            .limit_rate
+            .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r))),
         progress: super::progress::bar(g, "pull"),
     };
     if opts.trusted.is_empty() && !g.quiet && !g.json {

@@ -41,7 +41,9 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                     Some(a.cache_dir.unwrap_or_else(vault_client::default_cache_dir))
                 },
                 hash_first: a.hash_first,
-                limit_rate: a.limit_rate,
+                limit: a
+                    .limit_rate
+                    .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r))),
             },
         )
         .await?;
