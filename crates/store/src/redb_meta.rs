@@ -75,6 +75,63 @@ fn get<T: DeserializeOwned>(
     }
 }
 
+/// Marks, in `config`, metadata whose content index is scoped by
+/// sensitivity label.
+const LABELLED_CONTENT: &str = "content-index-labelled";
+
+/// Once per database: blobs committed by versions of labelled artifacts
+/// before dedup was scoped by label were indexed under the unlabelled key,
+/// where pushes of anything in the namespace would find them. Give them
+/// their artifact's label and move their index entry.
+fn label_content(tx: &WriteTransaction) -> Result<()> {
+    let mut config = tx.open_table(CONFIG)?;
+    if config.get(LABELLED_CONTENT)?.is_some() {
+        return Ok(());
+    }
+    let labels: std::collections::HashMap<String, String> = {
+        let arts = tx.open_table(ARTIFACTS)?;
+        let mut m = std::collections::HashMap::new();
+        for row in arts.iter()? {
+            let (_, v) = row?;
+            let a: ArtifactRecord = dec("artifacts", v.value())?;
+            if !a.sensitivity.is_empty() {
+                m.insert(a.name, a.sensitivity);
+            }
+        }
+        m
+    };
+    let versions = tx.open_table(VERSIONS)?;
+    let mut blobs = tx.open_table(BLOBS)?;
+    let mut content = tx.open_table(CONTENT)?;
+    for row in versions.iter()? {
+        let (_, v) = row?;
+        let ver: VersionRecord = dec("versions", v.value())?;
+        let Some(label) = labels.get(&ver.name) else {
+            continue;
+        };
+        for f in &ver.files {
+            let Some(mut b) = get::<BlobRecord>(&blobs, "blobs", &f.blob)? else {
+                continue;
+            };
+            if !b.sensitivity.is_empty() {
+                continue;
+            }
+            let old = ckey(&b.namespace, "", &b.sha256, b.size);
+            if content.get(old.as_str())?.map(|id| id.value() == b.id) == Some(true) {
+                content.remove(old.as_str())?;
+            }
+            b.sensitivity = label.clone();
+            content.insert(
+                ckey(&b.namespace, label, &b.sha256, b.size).as_str(),
+                b.id.as_str(),
+            )?;
+            blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
+        }
+    }
+    config.insert(LABELLED_CONTENT, &b"1"[..])?;
+    Ok(())
+}
+
 impl RedbMeta {
     /// Open (or create) the database at `path` and make sure every table exists.
     pub fn open(path: &Path) -> Result<Self> {
@@ -92,6 +149,7 @@ impl RedbMeta {
             tx.open_table(PUBLISHERS)?;
             tx.open_table(ALIASES)?;
             tx.open_table(JOBS)?;
+            label_content(&tx)?;
         }
         tx.commit()?;
         Ok(Self {
@@ -668,5 +726,84 @@ impl MetaStore for RedbMeta {
         };
         let b = tx.open_table(BLOBS)?;
         get(&b, "blobs", &id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_api::{FileEntry, Kind};
+    use vault_crypto::{Dek, EncryptionContext, Keyring, MasterKey};
+
+    /// Metadata written before dedup was scoped by label: a `raw-pii`
+    /// artifact's blob indexed under the unlabelled key. Opening it moves the
+    /// entry under the label, once.
+    #[test]
+    fn opening_old_metadata_scopes_labelled_content_by_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let (ring, _) = Keyring::create(&MasterKey::generate().unwrap()).unwrap();
+        let sha = "ab".repeat(32);
+        let ctx = EncryptionContext::new([1; 16], "hr", 5, [0xab; 32]).unwrap();
+        let blob = BlobRecord {
+            id: "01".repeat(16),
+            namespace: "hr".into(),
+            size: 5,
+            sha256: sha.clone(),
+            wrapped_dek: ring.wrap_dek(&Dek::generate().unwrap(), &ctx).unwrap(),
+            refs: 1,
+            pending_session: None,
+            created: 0,
+            sensitivity: String::new(),
+        };
+        let version = VersionRecord {
+            name: "hr/people".into(),
+            version: 1,
+            kind: Kind::Dataset,
+            digest: format!("sha256:{}", "cd".repeat(32)),
+            envelope: String::new(),
+            files: vec![VersionFile {
+                entry: FileEntry {
+                    path: "p.csv".into(),
+                    size: 5,
+                    sha256: sha.clone(),
+                },
+                blob: blob.id.clone(),
+            }],
+            created: 0,
+            report: None,
+        };
+        let art = ArtifactRecord {
+            name: "hr/people".into(),
+            kind: Kind::Dataset,
+            next_version: 2,
+            sensitivity: "raw-pii".into(),
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let put = |t: TableDefinition<&str, &[u8]>, k: &str, v: Vec<u8>| {
+                    tx.open_table(t).unwrap().insert(k, v.as_slice()).unwrap();
+                };
+                put(ARTIFACTS, &art.name, enc(&art).unwrap());
+                put(VERSIONS, &vkey("hr/people", 1), enc(&version).unwrap());
+                put(BLOBS, &blob.id, enc(&blob).unwrap());
+                tx.open_table(CONTENT)
+                    .unwrap()
+                    .insert(ckey("hr", "", &sha, 5).as_str(), blob.id.as_str())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let meta = RedbMeta::open(&path).unwrap();
+            assert!(meta.find_blob("hr", "", &sha, 5).unwrap().is_none());
+            let found = meta.find_blob("hr", "raw-pii", &sha, 5).unwrap().unwrap();
+            assert_eq!(
+                (found.id.as_str(), found.sensitivity.as_str()),
+                (blob.id.as_str(), "raw-pii")
+            );
+        }
     }
 }
