@@ -252,6 +252,8 @@ impl Client {
                 answer = &mut upload => (hashed(hashing.await)?, Some(answer?)),
                 h = &mut hashing => {
                     let sha = hashed(h)?;
+                    // Only a shortcut: if the server cannot answer (an
+                    // older server, a rate limit), the upload goes on.
                     let held = self
                         .json::<DeclareDigestResponse>(
                             self.request(
@@ -260,8 +262,8 @@ impl Client {
                             )
                             .json(&DeclareDigestRequest { sha256: sha.clone() }),
                         )
-                        .await?
-                        .held;
+                        .await
+                        .is_ok_and(|r| r.held);
                     if held {
                         (sha, None)
                     } else {
