@@ -19,23 +19,15 @@ pub fn seal_blob(
     let sha = vault_crypto::sha256(plaintext);
     let ctx = EncryptionContext::new([9u8; 16], namespace, plaintext.len() as u64, sha).ok()?;
     let (dek, ring) = (fuzz_dek(), KeyringId::from_bytes([1u8; 16]));
-    let mut enc = if v2 {
-        let mut e = BlobEncryptor::digest_last_with_randomness(
-            &dek,
-            &ring,
-            1,
-            ctx,
-            segment_size,
-            [2u8; 32],
-            [3u8; 7],
-        )
-        .ok()?;
-        e.set_digest(sha).ok()?;
-        e
+    let version = if v2 {
+        vault_crypto::FORMAT_V2
     } else {
-        BlobEncryptor::with_randomness(&dek, &ring, 1, ctx, segment_size, [2u8; 32], [3u8; 7])
-            .ok()?
+        vault_crypto::FORMAT_V1
     };
+    let mut enc =
+        BlobEncryptor::with_randomness(version, &dek, &ring, 1, ctx, segment_size, [2; 32], [3; 7])
+            .ok()?;
+    enc.set_digest(sha).ok()?;
     let mut blob = enc.header().to_vec();
     let seg = segment_size as usize;
     let mut chunks: Vec<&[u8]> = plaintext.chunks(seg).collect();

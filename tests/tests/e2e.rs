@@ -246,6 +246,17 @@ mod skeleton {
 
     /// Minimal HTTP via curl, for requests the CLI would never send.
     pub fn curl(s: &Server, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+        curl_as(s, &s.token, method, path, body)
+    }
+
+    /// [`curl`] with another principal's token.
+    pub fn curl_as(
+        s: &Server,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
         let tmp = s.tmp.path().join("curl-body");
         let mut c = std::process::Command::new("curl");
         c.args([
@@ -261,7 +272,7 @@ mod skeleton {
         .arg("--cacert")
         .arg(&test_tls().0)
         .arg("-H")
-        .arg(format!("Authorization: Bearer {}", s.token))
+        .arg(format!("Authorization: Bearer {token}"))
         .arg(format!("{}{path}", s.addr));
         if let Some(b) = body {
             fs::write(&tmp, b).unwrap();
@@ -1979,6 +1990,31 @@ mod transfer {
             skeleton::curl(&s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
         assert_eq!(code, 200, "{text}");
         let id = json(&text)["session_id"].as_str().unwrap().to_owned();
+        // Bad declarations are refused and change nothing.
+        for (path, body, want) in [
+            ("0", r#"{"sha256": "not-hex"}"#.to_owned(), 400),
+            ("0", format!(r#"{{"sha256": "{}"}}"#, "AB".repeat(32)), 400),
+            ("0", "{}".to_owned(), 400),
+            ("7", format!(r#"{{"sha256": "{}"}}"#, hex::encode(sha)), 404),
+        ] {
+            let (code, text) = skeleton::curl(
+                &s,
+                "POST",
+                &format!("/v1/uploads/{id}/files/{path}/digest"),
+                Some(body.as_bytes()),
+            );
+            assert_eq!(code, want, "{body}: {text}");
+        }
+        let stranger = s.create_token("eve", "trainer", &["t"], None);
+        let declare = format!(r#"{{"sha256": "{}"}}"#, hex::encode(sha));
+        let (code, _) = skeleton::curl_as(
+            &s,
+            &stranger,
+            "POST",
+            &format!("/v1/uploads/{id}/files/0/digest"),
+            Some(declare.as_bytes()),
+        );
+        assert_eq!(code, 404, "another principal's session");
         let (code, text) =
             skeleton::curl(&s, "PUT", &format!("/v1/uploads/{id}/files/0"), Some(&big));
         assert_eq!(code, 200, "{text}");

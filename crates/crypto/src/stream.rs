@@ -93,6 +93,7 @@ impl BlobEncryptor {
         segment_size: u32,
     ) -> Result<Self> {
         Self::with_randomness(
+            FORMAT_V1,
             dek,
             keyring,
             kek_version,
@@ -114,7 +115,7 @@ impl BlobEncryptor {
         context: EncryptionContext,
         segment_size: u32,
     ) -> Result<Self> {
-        Self::build(
+        Self::with_randomness(
             FORMAT_V2,
             dek,
             keyring,
@@ -126,57 +127,14 @@ impl BlobEncryptor {
         )
     }
 
-    /// Like [`BlobEncryptor::new`] with caller-chosen salt and nonce prefix.
-    /// Only for known-answer test vectors: reusing a (DEK, salt) pair breaks
-    /// confidentiality.
+    /// A blob of format `version` ([`crate::FORMAT_V1`] as
+    /// [`BlobEncryptor::new`], [`crate::FORMAT_V2`] as
+    /// [`BlobEncryptor::digest_last`]) with caller-chosen salt and nonce
+    /// prefix. Only for known-answer test vectors: reusing a (DEK, salt)
+    /// pair breaks confidentiality.
     #[doc(hidden)]
-    pub fn with_randomness(
-        dek: &Dek,
-        keyring: &KeyringId,
-        kek_version: u32,
-        context: EncryptionContext,
-        segment_size: u32,
-        salt: [u8; 32],
-        nonce_prefix: [u8; 7],
-    ) -> Result<Self> {
-        Self::build(
-            FORMAT_V1,
-            dek,
-            keyring,
-            kek_version,
-            context,
-            segment_size,
-            salt,
-            nonce_prefix,
-        )
-    }
-
-    /// [`BlobEncryptor::digest_last`] with caller-chosen salt and nonce
-    /// prefix. Only for known-answer test vectors.
-    #[doc(hidden)]
-    pub fn digest_last_with_randomness(
-        dek: &Dek,
-        keyring: &KeyringId,
-        kek_version: u32,
-        context: EncryptionContext,
-        segment_size: u32,
-        salt: [u8; 32],
-        nonce_prefix: [u8; 7],
-    ) -> Result<Self> {
-        Self::build(
-            FORMAT_V2,
-            dek,
-            keyring,
-            kek_version,
-            context,
-            segment_size,
-            salt,
-            nonce_prefix,
-        )
-    }
-
     #[allow(clippy::too_many_arguments)]
-    fn build(
+    pub fn with_randomness(
         version: u8,
         dek: &Dek,
         keyring: &KeyringId,
@@ -186,6 +144,9 @@ impl BlobEncryptor {
         salt: [u8; 32],
         nonce_prefix: [u8; 7],
     ) -> Result<Self> {
+        if version != FORMAT_V1 && version != FORMAT_V2 {
+            return Err(Error::Context("unknown blob format version"));
+        }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(Error::Context("segment size out of range"));
         }

@@ -75,19 +75,16 @@ fn generate(version: u8) -> Value {
         .unwrap();
         let salt = fixed(0x40 + i);
         let prefix = [0x50 + i; 7];
-        let mut enc = if version == 1 {
-            BlobEncryptor::with_randomness(&dek, &keyring, 3, ctx, c.segment_size, salt, prefix)
-        } else {
-            BlobEncryptor::digest_last_with_randomness(
-                &dek,
-                &keyring,
-                3,
-                ctx,
-                c.segment_size,
-                salt,
-                prefix,
-            )
-        }
+        let mut enc = BlobEncryptor::with_randomness(
+            version,
+            &dek,
+            &keyring,
+            3,
+            ctx,
+            c.segment_size,
+            salt,
+            prefix,
+        )
         .unwrap();
         if version == 2 {
             enc.set_digest(sha256(&c.plaintext)).unwrap();

@@ -166,14 +166,9 @@ pub async fn upload_file(
     let wrapped = ring
         .wrap_dek(&dek, &ctx)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut enc = BlobEncryptor::digest_last(
-        &dek,
-        ring.id(),
-        wrapped.kek_version,
-        ctx.clone(),
-        v.segment_size,
-    )
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut enc =
+        BlobEncryptor::digest_last(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     if !streamed {
         enc.set_digest(sha)
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -215,7 +210,9 @@ pub async fn upload_file(
         }
     };
     if streamed {
-        bind_found_digest(&v, &p, &s, index, &rec, &dek, found).await?;
+        let ctx = EncryptionContext::new(blob_id, &namespace, file.size, found)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        bind_found_digest(&v, &p, &s, index, &rec, &dek, &ctx).await?;
     }
     drop(dek);
     metrics::counter!("mlvault_bytes_in_total").increment(file.size);
@@ -337,9 +334,9 @@ fn parse_digest(hex_digest: &str) -> Result<[u8; 32], ApiError> {
 }
 
 /// A streamed file's upload is done: record the digest it was found to
-/// have, with the DEK wrapped for that context; or, when the namespace
-/// already holds the same content and the pusher may pull there (the dedup
-/// rule of `open`), keep that blob and drop the new copy.
+/// have (in `ctx`), with the DEK wrapped for that context; or, when the
+/// namespace already holds the same content and the pusher may reuse it
+/// (see [`dedup_label`]), keep that blob and drop the new copy.
 async fn bind_found_digest(
     v: &AppState,
     p: &Principal,
@@ -347,18 +344,12 @@ async fn bind_found_digest(
     index: usize,
     rec: &BlobRecord,
     dek: &Dek,
-    found: [u8; 32],
+    ctx: &EncryptionContext,
 ) -> Result<(), ApiError> {
-    let sha_hex = hex::encode(found);
-    let blob_id: [u8; 16] = hex::decode(&rec.id)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ApiError::internal("bad blob id"))?;
-    let ctx = EncryptionContext::new(blob_id, &rec.namespace, rec.size, found)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let sha_hex = hex::encode(ctx.plaintext_sha256());
     let wrapped = v
         .keyring()
-        .wrap_dek(dek, &ctx)
+        .wrap_dek(dek, ctx)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let reuse = reusable_blob(v, p, s, &sha_hex, rec.size).await?;
     let (meta, sid, bid, r) = (v.meta.clone(), s.id.clone(), rec.id.clone(), reuse.clone());
