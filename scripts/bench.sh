@@ -105,6 +105,9 @@ for mib in "${sizes[@]}"; do
     MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/h$mib:$r" >/dev/null 2>&1 || echo "delete bench/h$mib:$r failed" >&2
   done
   rm -rf "$(dirname "$src")"
+  # Every run's seconds, to stderr: the spread says how far to trust a median.
+  printf '%s MiB runs (s): cp %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s\n' "$mib" \
+    "${cps[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" >&2
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
   push_s=$(median "${pushes[@]}"); hpush_s=$(median "${hpushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)

@@ -101,6 +101,16 @@ mod skeleton {
         );
         let human = ok(s.cli().args(["show", "team/model"]));
         assert!(human.contains("team/model:3"), "{human}");
+        // People read a UTC date; --json keeps the Unix seconds.
+        let created = human
+            .lines()
+            .find_map(|l| l.strip_prefix("created  "))
+            .unwrap_or_default();
+        assert!(
+            created.len() == 20 && created.starts_with("20") && created.ends_with('Z'),
+            "{human}"
+        );
+        assert!(show["manifest"]["predicate"]["created"].is_u64(), "{show}");
     }
 
     #[test]
@@ -840,6 +850,14 @@ mod signing {
             "production",
         ])));
         assert_eq!(a["sequence"], 1);
+        // `show` describes the record in words, not as signed JSON.
+        let human = ok(s.cli().args(["show", "t/m:production"]));
+        assert!(
+            human.contains("alias    production → version 2, record sequence 1, expires 20")
+                && (human.contains("(in 7d), signed by ed25519:")
+                    || human.contains("(in 6d 23h), signed by ed25519:")),
+            "{human}"
+        );
         let p = json(&ok(&mut pull(&s, &[], "p1")));
         assert_eq!(p["version"], 2);
 
@@ -1087,6 +1105,12 @@ mod access {
         // The secret is never listed.
         assert!(!list.to_string().contains(&revoked));
         ok(s.admin().args(["token", "revoke", &gone_id]));
+        let human = ok(s.admin().args(["token", "list"]));
+        let gone = human.lines().find(|l| l.contains(&gone_id)).unwrap();
+        assert!(
+            (gone.contains(" in 1h ") || gone.contains(" in 59m ")) && gone.ends_with("revoked"),
+            "{human}"
+        );
 
         // Fixtures, made by the trainer of `fraud`.
         let t = |c: &mut std::process::Command| ok(c);
@@ -1353,6 +1377,9 @@ mod observe {
         fails_with(s.cli_with_token("mlv_wrong").arg("ls"), 3);
         let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "50"])));
         let entries = tail.as_array().unwrap();
+        let human = ok(s.admin().args(["audit", "tail", "-n", "1"]));
+        let when = human.split_whitespace().nth(1).unwrap_or_default();
+        assert!(when.len() == 24 && when.ends_with('Z'), "{human}");
         let has = |action: &str, outcome: &str| {
             entries
                 .iter()

@@ -1,6 +1,7 @@
 //! One file per verb; `run` wires the client and dispatches.
 
 mod config;
+mod human;
 mod jobs;
 mod keys;
 mod progress;

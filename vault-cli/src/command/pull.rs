@@ -2,7 +2,7 @@ use anyhow::Result;
 use vault_client::{load_public_key, Client, PullOptions};
 
 use super::config::Config;
-use super::{output, parse_ref};
+use super::{human, output, parse_ref};
 use crate::cli::{Global, PullArgs};
 
 pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()> {
@@ -52,13 +52,13 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
     }
     output(g, &res, || {
         let mut s = format!(
-            "pulled {} ({}) into {}: {} files, {} bytes verified, {} downloaded",
+            "pulled {} ({}) into {}: {}, {} verified; downloaded {}",
             res.reference,
             res.digest,
             a.to.display(),
-            res.files,
-            res.bytes,
-            res.downloaded_bytes
+            human::count(res.files as u64, "file"),
+            human::amount(res.bytes),
+            human::size(res.downloaded_bytes)
         );
         if let Some(k) = &res.signer {
             s.push_str(&format!("\nsigned by trusted key {k}"));

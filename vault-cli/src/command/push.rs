@@ -2,7 +2,7 @@ use anyhow::Result;
 use vault_client::{Client, PushOptions};
 
 use super::config::Config;
-use super::{output, parse_ref, sign, usage};
+use super::{human, output, parse_ref, sign, usage};
 use crate::cli::{Global, PushArgs};
 
 pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()> {
@@ -58,8 +58,13 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
     }
     output(g, &json, || {
         let mut s = format!(
-            "pushed {} ({}): {} files, {} bytes, {} hashed, {} uploaded",
-            res.reference, res.digest, res.files, res.bytes, res.hashed_bytes, res.uploaded_bytes
+            "pushed {} ({}): {}, {}; hashed {}, uploaded {}",
+            res.reference,
+            res.digest,
+            human::count(res.files as u64, "file"),
+            human::amount(res.bytes),
+            human::size(res.hashed_bytes),
+            human::size(res.uploaded_bytes)
         );
         for al in &aliases {
             s.push_str(&format!(

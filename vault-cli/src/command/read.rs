@@ -1,7 +1,7 @@
 use anyhow::Result;
 use vault_client::Client;
 
-use super::{output, parse_ref, Exit};
+use super::{human, output, parse_ref, Exit};
 use crate::cli::{Global, LsArgs, RefArgs, VerifyArgs};
 
 pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<()> {
@@ -15,12 +15,12 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
     output(g, &report, || {
         if report.problems.is_empty() {
             format!(
-                "{}: {}:{} intact ({} files, {} bytes verified, {})",
+                "{}: {}:{} intact: {}, {} verified, {}",
                 a.dir.display(),
                 report.name,
                 report.version,
-                report.files,
-                report.bytes,
+                human::count(report.files as u64, "file"),
+                human::amount(report.bytes),
                 report.digest
             )
         } else {
@@ -95,21 +95,21 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
     output(g, &json, || {
         let p = m.predicate();
         let mut s = format!(
-            "{}:{}  {}\ndigest   {}\ncreated  {}\nroot     {}\nfiles    {} ({} bytes)",
+            "{}:{}  {}\ndigest   {}\ncreated  {}\nroot     {}\nfiles    {}, {}",
             p.name,
             p.version,
             p.kind.as_str(),
             rv.digest,
-            p.created,
+            human::utc(p.created),
             p.root_digest,
-            m.files().len(),
-            m.total_bytes()
+            human::count(m.files().len() as u64, "file"),
+            human::amount(m.total_bytes())
         );
         if let Some(signer) = &p.signer {
             s.push_str(&format!("\nsigner   {signer}"));
         }
         if let Some(a) = &rv.alias {
-            s.push_str(&format!("\nalias    {a}"));
+            s.push_str(&format!("\nalias    {}", describe_alias(a)));
         }
         if let Some(j) = &p.lineage.job_spec {
             s.push_str(&format!("\njob spec {j}"));
@@ -148,4 +148,27 @@ pub async fn delete(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
             res.name, res.version, res.shredded_blobs
         )
     })
+}
+
+/// An alias record as `show` prints it. `show` only describes it: `pull`
+/// verifies the record's signature, sequence and expiry.
+fn describe_alias(signed: &str) -> String {
+    let parsed = serde_json::from_str::<vault_manifest::SignedAlias>(signed)
+        .ok()
+        .and_then(|sa| {
+            serde_json::from_str::<vault_manifest::AliasRecord>(&sa.record)
+                .ok()
+                .map(|r| (sa.keyid, r))
+        });
+    match parsed {
+        Some((keyid, r)) => format!(
+            "{} → version {}, record sequence {}, expires {} ({}), signed by {keyid}",
+            r.alias,
+            r.version,
+            r.sequence,
+            human::utc(r.expires),
+            human::expiry(r.expires, human::now())
+        ),
+        None => "(an alias record this client cannot read)".into(),
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use vault_api::TokenRequest;
 use vault_client::Client;
 
-use super::{output, Exit};
+use super::{human, output, Exit};
 use crate::cli::{AuditCommand, Global, TokenCommand};
 
 pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
@@ -46,24 +46,15 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
             let list = c.token_list().await?;
             output(g, &list, || {
                 let mut s = format!(
-                    "{:<22} {:<16} {:<10} {:<24} {:<12} STATE",
+                    "{:<22} {:<16} {:<10} {:<24} {:<20} STATE",
                     "ID", "PRINCIPAL", "ROLE", "NAMESPACES", "EXPIRES"
                 );
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let now = human::now();
                 for t in &list {
-                    let exp = t.expires.map_or("never".into(), |e| {
-                        if e > now {
-                            format!("in {}s", e - now)
-                        } else {
-                            "expired".into()
-                        }
-                    });
+                    let exp = t.expires.map_or("never".into(), |e| human::expiry(e, now));
                     let state = if t.revoked { "revoked" } else { "active" };
                     s.push_str(&format!(
-                        "\n{:<22} {:<16} {:<10} {:<24} {:<12} {state}",
+                        "\n{:<22} {:<16} {:<10} {:<24} {:<20} {state}",
                         t.id,
                         t.principal,
                         t.role,
@@ -150,8 +141,8 @@ pub async fn audit(g: &Global, c: &Client, a: AuditCommand) -> Result<()> {
                                     .map_or(String::new(), |b| format!(" {b}B"));
                                 format!(
                                     "{:>6} {} {:<10} {:<16} {:<18} {}{}{}",
-                                    e["seq"],
-                                    e["time_ms"],
+                                    e["seq"].as_u64().unwrap_or_default(),
+                                    e["time_ms"].as_u64().map_or(String::new(), human::utc_ms),
                                     s("outcome"),
                                     s("principal"),
                                     s("action"),
