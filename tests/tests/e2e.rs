@@ -1335,6 +1335,7 @@ mod access {
         c.env_remove("MLVAULT_CA_CERT").arg("ls");
         let err = fails_with(&mut c, 7);
         assert!(err.to_lowercase().contains("certificate"), "{err}");
+        assert!(err.contains("--ca-cert"), "{err}");
         // Plain HTTP to the TLS port does not get through either.
         let mut c = s.cli();
         c.env("MLVAULT_ADDR", s.addr.replace("https://", "http://"))

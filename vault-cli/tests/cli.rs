@@ -43,3 +43,26 @@ fn verify_of_a_directory_without_manifest_fails_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mlvault manifest"));
 }
+
+#[test]
+fn a_local_io_failure_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-model");
+    let out = cli()
+        .args([
+            "--addr",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+            "push",
+            "a/b",
+        ])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no-such-model"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -32,12 +32,13 @@ pub use verify::{verify, Report};
 #[non_exhaustive]
 pub enum Error {
     /// The log file could not be written or read.
-    #[error("audit log `{path}`: {source}")]
+    #[error("audit log `{path}`: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, part of the message (not a `source()`, so that a
+        /// printed error chain does not say it twice).
+        cause: std::io::Error,
     },
     /// The writer is gone (the server is stopping).
     #[error("audit writer stopped")]

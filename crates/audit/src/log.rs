@@ -197,14 +197,14 @@ impl AuditLog {
     /// checkpointed (signed with `key`) every `checkpoint_every` events.
     pub fn open(path: PathBuf, key: SecretKey, checkpoint_every: u64) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            std::fs::create_dir_all(dir).map_err(|cause| Error::Io {
                 path: dir.display().to_string(),
-                source,
+                cause,
             })?;
         }
-        let (seq, head) = recover_head(&path).map_err(|source| Error::Io {
+        let (seq, head) = recover_head(&path).map_err(|cause| Error::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
@@ -224,9 +224,9 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| Error::Io {
+            .map_err(|cause| Error::Io {
                 path: path.display().to_string(),
-                source,
+                cause,
             })?;
         Ok(Self {
             tx: Mutex::new(tx),
@@ -274,18 +274,18 @@ impl AuditLog {
 
     /// The last `n` entries.
     pub fn tail(&self, n: usize) -> Result<Vec<Entry>> {
-        let f = File::open(&self.path).map_err(|source| Error::Io {
+        let f = File::open(&self.path).map_err(|cause| Error::Io {
             path: self.path.display().to_string(),
-            source,
+            cause,
         })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         // Read the end of the file: enough for n entries of a few hundred bytes.
         let want = (n as u64).saturating_mul(2048).min(len);
         let mut f = f;
         f.seek(SeekFrom::Start(len - want))
-            .map_err(|source| Error::Io {
+            .map_err(|cause| Error::Io {
                 path: self.path.display().to_string(),
-                source,
+                cause,
             })?;
         let mut lines: Vec<Entry> = BufReader::new(f)
             .lines()

@@ -35,9 +35,9 @@ impl Report {
 
 /// Verify the log at `path` against the server key `key`.
 pub fn verify(path: &Path, key: &PublicKey) -> Result<Report> {
-    let f = std::fs::File::open(path).map_err(|source| Error::Io {
+    let f = std::fs::File::open(path).map_err(|cause| Error::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     let mut r = Report::default();
     let mut prev = GENESIS.to_owned();
@@ -45,9 +45,9 @@ pub fn verify(path: &Path, key: &PublicKey) -> Result<Report> {
         let lineno = i as u64 + 1;
         // Sequence numbers start at 1 and have no gaps: they equal line numbers.
         let expected_seq = lineno;
-        let line = line.map_err(|source| Error::Io {
+        let line = line.map_err(|cause| Error::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         let bad = |why: String, seq: u64| Some((lineno, seq, why));
         let e: Entry = match serde_json::from_str(&line) {

@@ -32,12 +32,13 @@ pub enum Error {
     #[error("connection failed: {0}")]
     Transport(String),
     /// Local I/O (exit 1).
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, part of the message (not a `source()`, so that a
+        /// printed error chain does not say it twice).
+        cause: std::io::Error,
     },
 }
 
@@ -55,10 +56,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 
@@ -88,7 +89,28 @@ impl From<reqwest::Error> for Error {
             msg.push_str(&s.to_string());
             src = s.source();
         }
-        if e.is_connect() || e.is_timeout() {
+        if e.is_connect() {
+            // Say where, why (the innermost cause: refused, no such host, an
+            // untrusted certificate) and what to check.
+            let origin = e.url().map_or_else(String::new, |u| {
+                let mut o = u.clone();
+                o.set_path("");
+                o.set_query(None);
+                format!(" {}", o.as_str().trim_end_matches('/'))
+            });
+            let mut cause = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                cause = s.to_string();
+                src = s.source();
+            }
+            let hint = if cause.to_lowercase().contains("certificate") {
+                "for a private CA pass --ca-cert FILE (MLVAULT_CA_CERT)"
+            } else {
+                "check --addr (MLVAULT_ADDR) and that vault-server runs there"
+            };
+            Error::Unavailable(format!("cannot connect to{origin}: {cause}; {hint}"))
+        } else if e.is_timeout() {
             Error::Unavailable(msg)
         } else if e.is_request() || e.is_body() {
             Error::Transport(msg)

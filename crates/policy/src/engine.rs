@@ -54,12 +54,13 @@ impl std::fmt::Display for Diagnostic {
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read.
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause, part of the message (not a `source()`, so that a
+        /// printed error chain does not say it twice).
+        cause: std::io::Error,
     },
     /// The schema or policies are invalid.
     #[error("invalid policy set:\n{}", .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
@@ -127,16 +128,16 @@ impl PolicyEngine {
     /// Load `DIR/schema.cedarschema` and every `DIR/*.cedar`.
     pub fn load_dir(dir: &Path) -> Result<Self, Error> {
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| Error::Io {
+            std::fs::read_to_string(p).map_err(|cause| Error::Io {
                 path: p.to_path_buf(),
-                source,
+                cause,
             })
         };
         let schema = read(&dir.join(SCHEMA_FILE))?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io {
+            .map_err(|cause| Error::Io {
                 path: dir.to_path_buf(),
-                source,
+                cause,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
