@@ -8,6 +8,13 @@ fn cli() -> Command {
     c
 }
 
+/// The CLI pointed at loopback port 9, where nothing listens.
+fn cli_without_server() -> Command {
+    let mut c = cli();
+    c.args(["--addr", "http://127.0.0.1:9", "--token", "x"]);
+    c
+}
+
 #[test]
 fn invalid_reference_is_a_usage_error() {
     for bad in ["NoNamespace", "a/b:0", "a/../b", "a/b@sha256:zz"] {
@@ -18,22 +25,18 @@ fn invalid_reference_is_a_usage_error() {
 
 #[test]
 fn unreachable_server_exits_7() {
-    // Port 9 on loopback: nothing listens there.
     let dir = tempfile::tempdir().unwrap();
-    let out = cli()
-        .args([
-            "--addr",
-            "http://127.0.0.1:9",
-            "--token",
-            "x",
-            "pull",
-            "a/b",
-        ])
-        .arg("--to")
+    let out = cli_without_server()
+        .args(["pull", "a/b", "--to"])
         .arg(dir.path().join("out"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("--addr"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,15 +51,8 @@ fn verify_of_a_directory_without_manifest_fails_clearly() {
 fn a_local_io_failure_names_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-model");
-    let out = cli()
-        .args([
-            "--addr",
-            "http://127.0.0.1:9",
-            "--token",
-            "x",
-            "push",
-            "a/b",
-        ])
+    let out = cli_without_server()
+        .args(["push", "a/b"])
         .arg(&missing)
         .output()
         .unwrap();
