@@ -86,6 +86,22 @@ mod skeleton {
         assert_eq!(ls[0]["name"], "team/model");
         assert_eq!(ls[0]["kind"], "model");
         assert_eq!(ls[0]["versions"].as_array().unwrap().len(), 3);
+        // Given a full name, the listing shows each version in a row.
+        let human = ok(s.cli().args(["ls", "team/model"]));
+        let rows: Vec<&str> = human
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("VERSION"))
+            .skip(1)
+            .collect();
+        assert_eq!(rows.len(), 3, "{human}");
+        for (row, v) in rows.iter().zip(ls[0]["versions"].as_array().unwrap()) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[0], v["version"].to_string(), "{human}");
+            assert_eq!(cols.last(), Some(&v["digest"].as_str().unwrap()), "{human}");
+        }
+        // A prefix lists artifacts only.
+        let human = ok(s.cli().args(["ls", "team/"]));
+        assert!(!human.contains("VERSION "), "{human}");
         let show = json(&ok(s.cli().args(["--json", "show", "team/model:2"])));
         assert_eq!(show["ref"], "team/model:2");
         let files = show["manifest"]["predicate"]["files"].as_array().unwrap();

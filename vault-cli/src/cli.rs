@@ -45,7 +45,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
     /// Print nothing on success.
-    #[arg(long, global = true)]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
     /// PEM file of a private CA to trust for https:// servers (besides the
     /// system roots).
@@ -331,7 +331,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Only names starting with PREFIX.
+    /// Only names starting with PREFIX. Given an artifact's full name, each
+    /// of its versions is listed too (number, files, size, created, digest).
     #[arg(default_value = "")]
     pub prefix: String,
 }

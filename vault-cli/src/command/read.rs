@@ -59,18 +59,39 @@ pub async fn ls(g: &Global, c: &Client, a: LsArgs) -> Result<()> {
             return "no artifacts".into();
         }
         let mut s = format!(
-            "{:<40} {:<8} {:>8} {:>8}",
-            "NAME", "KIND", "VERSIONS", "LATEST"
+            "{:<40} {:<8} {:>8} {:>8} {:>12}  UPDATED",
+            "NAME", "KIND", "VERSIONS", "LATEST", "SIZE"
         );
         for it in &items {
-            let latest = it.versions.last().map(|v| v.version).unwrap_or(0);
+            let latest = it.versions.last();
             s.push_str(&format!(
-                "\n{:<40} {:<8} {:>8} {:>8}",
+                "\n{:<40} {:<8} {:>8} {:>8} {:>12}  {}",
                 it.name,
                 it.kind.as_str(),
                 it.versions.len(),
-                latest
+                latest.map_or(0, |v| v.version),
+                latest.map_or(String::new(), |v| human::size(v.bytes)),
+                latest.map_or(String::new(), |v| human::utc(v.created)),
             ));
+        }
+        // Named in full: its versions too.
+        if let [it] = items.as_slice() {
+            if it.name == a.prefix {
+                s.push_str(&format!(
+                    "\n\n{:>8} {:>6} {:>12}  {:<20}  DIGEST",
+                    "VERSION", "FILES", "SIZE", "CREATED"
+                ));
+                for v in &it.versions {
+                    s.push_str(&format!(
+                        "\n{:>8} {:>6} {:>12}  {:<20}  {}",
+                        v.version,
+                        v.files,
+                        human::size(v.bytes),
+                        human::utc(v.created),
+                        v.digest
+                    ));
+                }
+            }
         }
         s
     })
