@@ -310,6 +310,76 @@ mod skeleton {
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
+    #[test]
+    fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
+        let s = Server::start();
+        let (v1, v2) = (s.tmp.path().join("v1"), s.tmp.path().join("v2"));
+        for (dir, files) in [
+            (&v1, &["a.bin", "old-shard.bin", "sub/deep/gone.bin"][..]),
+            (&v2, &["a.bin", "new-shard.bin"][..]),
+        ] {
+            for (i, f) in files.iter().enumerate() {
+                fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+                random_file(
+                    &dir.join(f),
+                    3000 + i as u64,
+                    i as u64 + dir.as_os_str().len() as u64,
+                );
+            }
+        }
+        ok(s.cli().args(["push", "t/m"]).arg(&v1));
+        ok(s.cli().args(["push", "t/m"]).arg(&v2));
+        let dest = s.tmp.path().join("models");
+        ok(s.cli().args(["pull", "t/m:1", "--to"]).arg(&dest));
+        assert_same_tree(&v1, &dest);
+        let pulled = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m:2", "--to"])
+            .arg(&dest)));
+        assert_eq!(pulled["version"], 2);
+        assert_eq!(
+            pulled["removed_files"],
+            serde_json::json!(["old-shard.bin", "sub/deep/gone.bin"])
+        );
+        assert_same_tree(&v2, &dest);
+        assert!(!dest.join("sub").exists(), "emptied folders are removed");
+        ok(s.cli().arg("verify").arg(&dest));
+
+        // Back to version 1 with a file of version 2 edited: the edited file
+        // is not the vault's to delete; the pull keeps it and says so.
+        fs::write(dest.join("new-shard.bin"), b"edited").unwrap();
+        let mut c = s.cli();
+        c.args(["pull", "t/m:1", "--to"]).arg(&dest);
+        let out = run(&mut c);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("kept 1 file of t/m:2") && err.contains("new-shard.bin"),
+            "{err}"
+        );
+        // `verify` reports what is not in the manifest, as it would a file
+        // slipped in beside a model for a loader to run.
+        let verify_problems = |code| {
+            let mut c = s.cli();
+            c.args(["--json", "verify"]).arg(&dest);
+            let out = run(&mut c);
+            assert_eq!(out.status.code(), Some(code), "{out:?}");
+            json(&String::from_utf8_lossy(&out.stdout))["problems"].clone()
+        };
+        assert_eq!(
+            verify_problems(5),
+            serde_json::json!(["`new-shard.bin`: not in the manifest"])
+        );
+        fs::remove_file(dest.join("new-shard.bin")).unwrap();
+        fs::write(dest.join("modeling_extra.py"), b"import os").unwrap();
+        assert_eq!(
+            verify_problems(5),
+            serde_json::json!(["`modeling_extra.py`: not in the manifest"])
+        );
+        fs::remove_file(dest.join("modeling_extra.py")).unwrap();
+        assert_eq!(verify_problems(0), serde_json::json!([]));
+        assert_same_tree(&v1, &dest);
+    }
 }
 
 mod memory {

@@ -71,7 +71,8 @@ pub enum Command {
     Push(PushArgs),
     /// Pull REF into a directory; every file is verified before it appears.
     Pull(PullArgs),
-    /// Re-check a pulled directory against the manifest stored in it.
+    /// Re-check a pulled directory against the manifest stored in it: each
+    /// file's size and SHA-256, and that nothing else is there.
     Verify(VerifyArgs),
     /// List artifacts and their versions.
     Ls(LsArgs),
@@ -281,7 +282,9 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// `ns/name`, `ns/name:VERSION`, `ns/name:ALIAS` or `ns/name@sha256:HEX`.
     pub reference: String,
-    /// Destination directory (created if missing).
+    /// Destination directory (created if missing). Where another version
+    /// was pulled before, its files that this version does not have are
+    /// removed (unless changed since; those are kept and named).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Accept an alias that moved back to an older version (or an older record).

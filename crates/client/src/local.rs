@@ -1,6 +1,7 @@
 //! Local files: hashing, walking a tree to push, safe destination paths,
 //! re-verifying a pulled directory.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -123,6 +124,85 @@ pub(crate) fn manifest_path(dest: &Path) -> PathBuf {
     dest.join(MANIFEST_DIR).join(MANIFEST_FILE)
 }
 
+/// The manifest a destination was last pulled with, if it holds a readable
+/// one.
+pub(crate) fn previous_manifest(dest: &Path) -> Option<Manifest> {
+    let text = fs::read_to_string(manifest_path(dest)).ok()?;
+    parse_envelope(&text).ok().map(|(_, m)| m)
+}
+
+/// Everything under `dir` that is not a directory (files, symlinks, other
+/// special files; symlinks are not followed) and not one of `expected`,
+/// as relative `/`-separated paths, sorted. mlvault's own folder is
+/// skipped; names that are not UTF-8 are shown lossily.
+pub(crate) fn unexpected_entries(dir: &Path, expected: &HashSet<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, rel)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel_path = if rel.is_empty() {
+                if name == MANIFEST_DIR {
+                    continue;
+                }
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            match entry.file_type() {
+                Ok(ft) if ft.is_dir() => stack.push((entry.path(), rel_path)),
+                _ if expected.contains(rel_path.as_str()) => {}
+                _ => out.push(rel_path),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// After a pull of `now` into `dest`, remove the files of `before` (the
+/// version `dest` held) that `now` does not have, so that no file of an
+/// older version is left for a loader to pick up. A file changed since it
+/// was pulled (another size, or no longer a plain file) is kept. Emptied
+/// folders go too. Returns the removed and the kept paths.
+pub(crate) fn remove_previous(
+    dest: &Path,
+    before: &Manifest,
+    now: &Manifest,
+) -> (Vec<String>, Vec<String>) {
+    let current: HashSet<&str> = now.files().iter().map(|f| f.path.as_str()).collect();
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    for f in before.files() {
+        if current.contains(f.path.as_str()) {
+            continue;
+        }
+        let Ok(p) = safe_destination(dest, &f.path) else {
+            continue;
+        };
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() == f.size => {
+                if fs::remove_file(&p).is_ok() {
+                    removed.push(f.path.clone());
+                    let mut parent = p.parent();
+                    // `remove_dir` fails on a folder that still holds anything.
+                    while let Some(d) = parent.filter(|d| *d != dest) {
+                        if fs::remove_dir(d).is_err() {
+                            break;
+                        }
+                        parent = d.parent();
+                    }
+                } else {
+                    kept.push(f.path.clone());
+                }
+            }
+            Ok(_) => kept.push(f.path.clone()),
+            Err(_) => {}
+        }
+    }
+    (removed, kept)
+}
+
 /// Result of [`verify_dir`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifyReport {
@@ -140,7 +220,9 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
-/// Re-check a pulled directory against the manifest stored in it; when
+/// Re-check a pulled directory against the manifest stored in it: every
+/// file's size and SHA-256, and that nothing else is there (a file added
+/// beside a model, such as code a loader would run, is a problem too); when
 /// `trusted` keys are given, the manifest's signature too.
 pub fn verify_dir(
     dir: &Path,
@@ -164,6 +246,10 @@ pub fn verify_dir(
         }
     }
     let mut bytes = 0;
+    let expected: HashSet<&str> = m.files().iter().map(|f| f.path.as_str()).collect();
+    for extra in unexpected_entries(dir, &expected) {
+        problems.push(format!("`{extra}`: not in the manifest"));
+    }
     for f in m.files() {
         let p = match safe_destination(dir, &f.path) {
             Ok(p) => p,

@@ -2,6 +2,7 @@
 //! partial file under `DEST/.mlvault/partial/`, hashing as it lands → fsync
 //! and rename into place only when size and SHA-256 match.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
@@ -12,7 +13,10 @@ use vault_manifest::{digest_of, parse_envelope};
 
 use crate::cache::Cache;
 use crate::download::{sync_dir, Progress};
-use crate::local::{manifest_path, safe_destination, MANIFEST_DIR};
+use crate::local::{
+    manifest_path, previous_manifest, remove_previous, safe_destination, unexpected_entries,
+    MANIFEST_DIR,
+};
 use crate::{Client, Error, Result};
 
 /// Options of [`Client::pull`].
@@ -75,6 +79,10 @@ pub struct PullResult {
     /// The verified alias record's sequence, for alias references.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_sequence: Option<u64>,
+    /// Files of the version the destination held before that this one does
+    /// not have, removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_files: Vec<String>,
     /// Things the user should know (a server key pinned on first use).
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -141,6 +149,7 @@ impl Client {
             .iter()
             .map(|f| safe_destination(dest, &f.path))
             .collect::<Result<Vec<_>>>()?;
+        let previous = previous_manifest(dest);
         let partial_dir = dest.join(MANIFEST_DIR).join("partial");
         tokio::fs::create_dir_all(&partial_dir)
             .await
@@ -181,8 +190,47 @@ impl Client {
             downloaded += r?;
         }
         drop(results);
+        // What an earlier pull left here that this version does not have
+        // goes before the new manifest is written: if this stops in
+        // between, the destination fails `verify` and a new pull finishes it.
+        let mut removed_files = Vec::new();
+        if let Some(before) = &previous {
+            let (gone, kept) = {
+                let (dest, before, now) = (dest.to_path_buf(), before.clone(), m.clone());
+                tokio::task::spawn_blocking(move || remove_previous(&dest, &before, &now))
+                    .await
+                    .map_err(|e| Error::Server(e.to_string()))?
+            };
+            let old = format!("{}:{}", before.predicate().name, before.predicate().version);
+            if !gone.is_empty() {
+                notes.push(format!(
+                    "removed {} of {old} that {}:{} does not have",
+                    count_files(gone.len()),
+                    p.name,
+                    p.version
+                ));
+            }
+            if !kept.is_empty() {
+                notes.push(format!(
+                    "kept {} of {old} that changed since it was pulled and is not in this version: {}",
+                    count_files(kept.len()),
+                    kept.join(", ")
+                ));
+            }
+            removed_files = gone;
+        }
         write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
         let _ = tokio::fs::remove_dir(&partial_dir).await;
+        let expected: HashSet<&str> = m.files().iter().map(|f| f.path.as_str()).collect();
+        let extra = unexpected_entries(dest, &expected);
+        if !extra.is_empty() {
+            notes.push(format!(
+                "`{}` also holds {} not in the manifest (`vault-cli verify` reports them): {}",
+                dest.display(),
+                count_files(extra.len()),
+                extra.join(", ")
+            ));
+        }
         Ok(PullResult {
             reference: format!("{}:{}", p.name, p.version),
             version: p.version,
@@ -192,6 +240,7 @@ impl Client {
             downloaded_bytes: downloaded,
             signer,
             alias_sequence,
+            removed_files,
             notes,
         })
     }
@@ -349,4 +398,12 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
     sync_dir(&parent).await;
     Ok(())
+}
+
+fn count_files(n: usize) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
 }
