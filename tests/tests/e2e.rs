@@ -1871,6 +1871,91 @@ mod transfer {
     }
 
     #[test]
+    fn cache_prune_frees_what_no_pulled_directory_uses() {
+        let s = Server::start();
+        let (v1, v2) = (s.tmp.path().join("v1"), s.tmp.path().join("v2"));
+        random_file(&v1.join("shared.bin"), MIB, 1);
+        random_file(&v1.join("only-1.bin"), 2 * MIB, 2);
+        random_file(&v2.join("shared.bin"), MIB, 1);
+        random_file(&v2.join("only-2.bin"), 3 * MIB, 3);
+        ok(s.cli().args(["push", "t/m"]).arg(&v1));
+        ok(s.cli().args(["push", "t/m"]).arg(&v2));
+        let (d1, d2) = (s.tmp.path().join("d1"), s.tmp.path().join("d2"));
+        ok(s.cli().args(["pull", "t/m:1", "--to"]).arg(&d1));
+        ok(s.cli().args(["pull", "t/m:2", "--to"]).arg(&d2));
+        let status = || json(&ok(s.cli().args(["--json", "cache", "status"])));
+        let st = status();
+        assert_eq!(
+            (st["objects"].as_u64(), st["linked"].as_u64()),
+            (Some(3), Some(3)),
+            "{st}"
+        );
+        // An abandoned partial download (idle two hours) and a fresh one.
+        let partial = s.tmp.path().join("client-cache/partial");
+        let (stale, fresh) = (partial.join("a".repeat(64)), partial.join("b".repeat(64)));
+        fs::write(&stale, vec![0u8; 4096]).unwrap();
+        fs::write(&fresh, vec![0u8; 4096]).unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+
+        // Version 1's directory is gone: only its own file is unused now.
+        fs::remove_dir_all(&d1).unwrap();
+        let st = status();
+        assert_eq!(st["unlinked"], 1, "{st}");
+        assert_eq!(st["unlinked_bytes"], 2 * MIB, "{st}");
+        assert_eq!(st["partial"], 2, "{st}");
+        let r = json(&ok(s.cli().args(["--json", "cache", "prune"])));
+        assert_eq!(r["removed_objects"], 1, "{r}");
+        assert_eq!(r["removed_partial"], 1, "{r}");
+        assert_eq!(r["freed_bytes"], 2 * MIB + 4096, "{r}");
+        assert_eq!(r["kept_linked"], 2, "{r}");
+        assert!(!stale.exists() && fresh.exists());
+        // What is in use still verifies and re-pulls from the cache alone.
+        ok(s.cli().arg("verify").arg(&d2));
+        let again = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m:2", "--to"])
+            .arg(&d2)));
+        assert_eq!(again["downloaded_bytes"], 0);
+        // Version 1 again: only the pruned file is downloaded.
+        let back = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m:1", "--to"])
+            .arg(&d1)));
+        assert_eq!(back["downloaded_bytes"], 2 * MIB);
+        assert_same_tree(&v1, &d1);
+
+        // --all empties it; pulled directories keep their files.
+        let r = json(&ok(s.cli().args(["--json", "cache", "prune", "--all"])));
+        assert_eq!(r["removed_objects"], 3, "{r}");
+        assert_eq!(r["removed_partial"], 1, "{r}");
+        let st = status();
+        assert_eq!(
+            (st["objects"].as_u64(), st["partial"].as_u64()),
+            (Some(0), Some(0)),
+            "{st}"
+        );
+        assert_same_tree(&v1, &d1);
+        assert_same_tree(&v2, &d2);
+        let again = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m:2", "--to"])
+            .arg(&d2)));
+        assert_eq!(again["downloaded_bytes"], 4 * MIB);
+        ok(s.cli().arg("verify").arg(&d2));
+        let human = ok(s.cli().args(["cache", "status"]));
+        assert!(
+            human.contains("in use by pulled directories: 2 files (4.00 MiB)"),
+            "{human}"
+        );
+    }
+
+    #[test]
     fn a_killed_pull_resumes_without_downloading_finished_files_again() {
         let s = Server::start();
         let src = model(&s, 8, 48 * MIB);

@@ -104,6 +104,35 @@ pub enum Command {
     /// Follow anonymization jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Inspect or prune the local cache of pulled files (offline).
+    Cache(CacheArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    /// The cache ($MLVAULT_CACHE_DIR, else $XDG_CACHE_HOME/mlvault/files or
+    /// ~/.cache/mlvault/files).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Objects and bytes held: in use by pulled directories (hard links),
+    /// only in the cache (what prune frees), partial downloads.
+    Status,
+    /// Remove the cached files no pulled directory links, and partial
+    /// downloads untouched for an hour. Pulled directories are not touched;
+    /// a later pull of a removed file downloads it again.
+    Prune {
+        /// Remove everything: linked objects too (their pulled copies stay,
+        /// and still take their space), every partial download, and the
+        /// recorded digests of pushed files (the next push hashes again).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,6 +12,13 @@
 //! CACHE/hashes/<dev>-<ino>      digest of a pushed file, with its stat
 //! ```
 //!
+//! Pulled files are hard links to their objects where the file system
+//! allows, so an object whose link count is above one is in use by a pulled
+//! directory; [`Cache::prune`] removes the others (and stale partial
+//! downloads), which frees their space. Removing a linked object frees
+//! nothing until its pulled copies go too, and the next pull of it
+//! downloads it again.
+//!
 //! Push reuses `hashes/`: a local file whose device, inode, size, mtime and
 //! ctime all match what was recorded when it was hashed is not read again.
 //! A digest is recorded only when the file did not change while it was
@@ -27,6 +34,60 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+/// What a cache holds ([`Cache::status`]); the shape of
+/// `vault-cli cache status --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStatus {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Verified objects, and their bytes.
+    pub objects: u64,
+    /// Bytes of all objects.
+    pub object_bytes: u64,
+    /// Objects that a pulled directory also links (in use).
+    pub linked: u64,
+    /// Their bytes.
+    pub linked_bytes: u64,
+    /// Objects nothing else links: what `prune` removes.
+    pub unlinked: u64,
+    /// Their bytes: the space `prune` frees.
+    pub unlinked_bytes: u64,
+    /// Interrupted downloads kept to resume.
+    pub partial: u64,
+    /// Their bytes.
+    pub partial_bytes: u64,
+    /// Recorded digests of pushed files.
+    pub digest_records: u64,
+}
+
+/// What [`Cache::prune`] removed; the shape of `vault-cli cache prune --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Objects removed.
+    pub removed_objects: u64,
+    /// Partial downloads removed.
+    pub removed_partial: u64,
+    /// Bytes freed (objects nothing else linked, and partials).
+    pub freed_bytes: u64,
+    /// Objects kept because a pulled directory links them.
+    pub kept_linked: u64,
+    /// Objects and partials skipped because a pull was using them.
+    pub busy: u64,
+    /// Recorded digests of pushed files removed (with `all`).
+    pub removed_digest_records: u64,
+}
+
+/// A partial download untouched for this long is abandoned: `prune`
+/// removes it (a pull of it starts over).
+pub const PARTIAL_STALE_SECS: u64 = 3600;
+
+/// An object's name: 64 lowercase hex digits.
+fn is_sha(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// Default location: `$MLVAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/mlvault/files`,
 /// else `~/.cache/mlvault/files`.
@@ -142,6 +203,15 @@ impl Cache {
     /// Take the object's exclusive lock (blocks while another process
     /// fills it). Released when the returned file is dropped.
     pub fn lock(&self, sha: &str) -> Result<fs::File> {
+        let (f, p) = self.lock_file(sha)?;
+        f.lock().map_err(|e| io("cannot lock", &p, e))?;
+        Ok(f)
+    }
+
+    /// The object's lock file, opened. Lock files are never removed: a
+    /// process may have one open, and a new file under the same name would
+    /// let two holders in at once.
+    fn lock_file(&self, sha: &str) -> Result<(fs::File, PathBuf)> {
         let p = self.root.join("locks").join(sha);
         let f = fs::OpenOptions::new()
             .create(true)
@@ -149,8 +219,7 @@ impl Cache {
             .write(true)
             .open(&p)
             .map_err(|e| io("cannot open lock", &p, e))?;
-        f.lock().map_err(|e| io("cannot lock", &p, e))?;
-        Ok(f)
+        Ok((f, p))
     }
 
     fn recorded(&self, sha: &str) -> Option<State> {
@@ -249,6 +318,124 @@ impl Cache {
         let obj = self.object(sha);
         fs::rename(&p, &obj).map_err(|e| io("cannot publish", &obj, e))?;
         self.record(sha)
+    }
+
+    /// Names in `sub` that are object digests, with their metadata.
+    fn entries(&self, sub: &str) -> Result<Vec<(String, fs::Metadata)>> {
+        let dir = self.root.join(sub);
+        let rd = fs::read_dir(&dir).map_err(|e| io("cannot list", &dir, e))?;
+        Ok(rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let m = e.metadata().ok()?;
+                (is_sha(&name) && m.is_file()).then_some((name, m))
+            })
+            .collect())
+    }
+
+    /// What the cache holds.
+    pub fn status(&self) -> Result<CacheStatus> {
+        let mut st = CacheStatus {
+            dir: self.root.clone(),
+            ..CacheStatus::default()
+        };
+        for (_, m) in self.entries("objects")? {
+            st.objects += 1;
+            st.object_bytes += m.len();
+            if m.nlink() > 1 {
+                st.linked += 1;
+                st.linked_bytes += m.len();
+            } else {
+                st.unlinked += 1;
+                st.unlinked_bytes += m.len();
+            }
+        }
+        for (_, m) in self.entries("partial")? {
+            st.partial += 1;
+            st.partial_bytes += m.len();
+        }
+        let hashes = self.root.join("hashes");
+        st.digest_records = fs::read_dir(&hashes)
+            .map_err(|e| io("cannot list", &hashes, e))?
+            .count() as u64;
+        Ok(st)
+    }
+
+    /// Remove the objects no pulled directory links and the partial
+    /// downloads untouched for [`PARTIAL_STALE_SECS`]; with `all`, every
+    /// object, partial and recorded push digest (pulled directories keep
+    /// their files; later pulls and pushes download and hash again). An
+    /// object or partial a running pull holds is skipped.
+    pub fn prune(&self, all: bool) -> Result<PruneReport> {
+        let mut r = PruneReport {
+            dir: self.root.clone(),
+            ..PruneReport::default()
+        };
+        let now = std::time::SystemTime::now();
+        for (sha, _) in self.entries("objects")? {
+            let Some(_lock) = self.try_lock(&sha)? else {
+                r.busy += 1;
+                continue;
+            };
+            // Under the lock no pull links it, so the count holds.
+            let obj = self.object(&sha);
+            let Ok(m) = fs::symlink_metadata(&obj) else {
+                continue;
+            };
+            if m.nlink() > 1 && !all {
+                r.kept_linked += 1;
+                continue;
+            }
+            // The record goes first: an object without one is re-hashed
+            // before use, never trusted.
+            let _ = fs::remove_file(self.state_path(&sha));
+            fs::remove_file(&obj).map_err(|e| io("cannot remove", &obj, e))?;
+            r.removed_objects += 1;
+            if m.nlink() == 1 {
+                r.freed_bytes += m.len();
+            }
+        }
+        for (sha, m) in self.entries("partial")? {
+            let idle = m
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .map_or(0, |d| d.as_secs());
+            if !all && idle < PARTIAL_STALE_SECS {
+                continue;
+            }
+            let Some(_lock) = self.try_lock(&sha)? else {
+                r.busy += 1;
+                continue;
+            };
+            let p = self.partial(&sha);
+            fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
+            r.removed_partial += 1;
+            r.freed_bytes += m.len();
+        }
+        if all {
+            let hashes = self.root.join("hashes");
+            for e in fs::read_dir(&hashes)
+                .map_err(|e| io("cannot list", &hashes, e))?
+                .flatten()
+            {
+                if fs::remove_file(e.path()).is_ok() {
+                    r.removed_digest_records += 1;
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The object's lock if no other process holds it.
+    fn try_lock(&self, sha: &str) -> Result<Option<fs::File>> {
+        let (f, p) = self.lock_file(sha)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io("cannot lock", &p, e)),
+        }
     }
 
     /// Put the object at `dest`: a hard link where possible, else a copy;

@@ -18,7 +18,7 @@ mod sink;
 mod throttle;
 mod trust;
 
-pub use cache::{default_cache_dir, Cache};
+pub use cache::{default_cache_dir, Cache, CacheStatus, PruneReport, PARTIAL_STALE_SECS};
 pub use download::{Progress, ProgressSink};
 pub use error::{Error, Result};
 pub use http::Client;

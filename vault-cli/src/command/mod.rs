@@ -88,6 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
         let cfg = config::load(&g)?;
         match cli.command {
             Command::Verify(a) => read::verify(&g, &cfg, a),
+            Command::Cache(a) => read::cache(&g, a),
             Command::Keygen(a) => sign::keygen(&g, a),
             Command::Policy(crate::cli::PolicyCommand::Check { dir }) => {
                 tokens::policy_check(&g, &dir)
@@ -108,7 +109,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Audit(a) => tokens::audit(&g, &c, a).await,
                     Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
                     Command::Job(j) => jobs::job(&g, &c, j).await,
-                    Command::Verify(_) | Command::Keygen(_) => unreachable!("handled above"),
+                    Command::Verify(_) | Command::Keygen(_) | Command::Cache(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@ use anyhow::Result;
 use vault_client::Client;
 
 use super::{human, output, parse_ref, Exit};
-use crate::cli::{Global, LsArgs, RefArgs, VerifyArgs};
+use crate::cli::{CacheArgs, CacheCommand, Global, LsArgs, RefArgs, VerifyArgs};
 
 pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<()> {
     let trusted = a
@@ -191,5 +191,58 @@ fn describe_alias(signed: &str) -> String {
             human::expiry(r.expires, human::now())
         ),
         None => "(an alias record this client cannot read)".into(),
+    }
+}
+
+pub fn cache(g: &Global, a: CacheArgs) -> Result<()> {
+    let dir = a.cache_dir.unwrap_or_else(vault_client::default_cache_dir);
+    let cache = vault_client::Cache::open(&dir)?;
+    match a.command {
+        CacheCommand::Status => {
+            let st = cache.status()?;
+            output(g, &st, || {
+                format!(
+                    "{}: {} ({})\n  in use by pulled directories: {} ({})\n  only in the cache, freed by `cache prune`: {} ({})\n  partial downloads: {} ({})\n  recorded push digests: {}",
+                    st.dir.display(),
+                    human::count(st.objects, "file"),
+                    human::size(st.object_bytes),
+                    human::count(st.linked, "file"),
+                    human::size(st.linked_bytes),
+                    human::count(st.unlinked, "file"),
+                    human::size(st.unlinked_bytes),
+                    st.partial,
+                    human::size(st.partial_bytes),
+                    st.digest_records
+                )
+            })
+        }
+        CacheCommand::Prune { all } => {
+            let r = cache.prune(all)?;
+            output(g, &r, || {
+                let mut s = format!(
+                    "{}: removed {} and {}, freed {}",
+                    r.dir.display(),
+                    human::count(r.removed_objects, "cached file"),
+                    human::count(r.removed_partial, "partial download"),
+                    human::size(r.freed_bytes)
+                );
+                if r.kept_linked > 0 {
+                    s.push_str(&format!(
+                        "; kept {} in use by pulled directories",
+                        human::count(r.kept_linked, "file")
+                    ));
+                }
+                if r.busy > 0 {
+                    s.push_str(&format!("; skipped {} a pull is using", r.busy));
+                }
+                if r.removed_digest_records > 0 {
+                    s.push_str(&format!(
+                        "; forgot {} recorded push digests",
+                        r.removed_digest_records
+                    ));
+                }
+                s
+            })
+        }
     }
 }
