@@ -7,7 +7,9 @@
 # each downloaded file is then read once, as a deploy job's loader would.
 # push^ is a push with --hash-first (the file hashed before its upload, as
 # every push did before blob format v2), the same-run baseline of the
-# default, which hashes a large file while it uploads.
+# default, which hashes a large file while it uploads. push/tls and
+# pull/tls run against a second vault served over TLS (rustls), as in
+# production; the Garage baseline stays plain HTTP.
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
@@ -34,8 +36,10 @@ BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 scripts/garage.sh install >/dev/null
 work=$(mktemp -d)
 server_pid=""
+tls_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null || true
   scripts/garage.sh stop "$work/garage" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -49,6 +53,26 @@ server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
 export MLVAULT_ADDR; MLVAULT_ADDR=$(sed -n 's/^listening on //p' "$work/out")
 export MLVAULT_TOKEN; MLVAULT_TOKEN=$(MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+# A second vault served over TLS (rustls, a private CA), as production runs it.
+tls="$work/tls"; mkdir -p "$tls"
+(
+  cd "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj '/CN=bench CA' \
+    -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=127.0.0.1' \
+    -keyout server.key -out server.csr 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null
+)
+"$BIN/vault-server" init --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --admin-token-file "$work/admin-tls" >/dev/null
+"$BIN/vault-server" run --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --listen 127.0.0.1:0 \
+  --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" >"$work/out-tls" 2>"$work/log-tls" &
+tls_pid=$!
+for _ in $(seq 100); do grep -q listening "$work/out-tls" 2>/dev/null && break; sleep 0.1; done
+TLS_ADDR=$(sed -n 's/^listening on //p' "$work/out-tls")
+TLS_TOKEN=$(MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/admin-tls") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+over_tls() { MLVAULT_ADDR=$TLS_ADDR MLVAULT_TOKEN=$TLS_TOKEN MLVAULT_CA_CERT="$tls/ca.pem" "$@"; }
+tls_admin() { MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/admin-tls") "$BIN/vault-cli" "$@"; }
 export MLVAULT_STATE_DIR="$work/state" MLVAULT_CACHE_DIR="$work/cache" MLVAULT_REPORT_PEAK_RSS=1
 
 now() { date +%s.%N; }
@@ -79,7 +103,7 @@ for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=()
+  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=() tpushes=() tpulls=()
   for r in $(seq "$reps"); do
     # A different first block each run, so no push is deduplicated.
     printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
@@ -103,11 +127,17 @@ for mib in "${sizes[@]}"; do
     printf 'hsh%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
     hpushes+=("$(timed push_quiet --hash-first "bench/h$mib" "$(dirname "$src")")")
     MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/h$mib:$r" >/dev/null 2>&1 || echo "delete bench/h$mib:$r failed" >&2
+    printf 'tls%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
+    tpushes+=("$(timed over_tls push_quiet "bench/t$mib" "$(dirname "$src")")")
+    tpulls+=("$(timed over_tls pull_quiet "bench/t$mib" "$work/pulled")")
+    cmp "$src" "$work/pulled/model.bin"
+    rm -rf "$work/pulled"
+    tls_admin delete "bench/t$mib:$r" >/dev/null 2>&1 || echo "delete bench/t$mib:$r over TLS failed" >&2
   done
   rm -rf "$(dirname "$src")"
   # Every run's seconds, to stderr: the spread says how far to trust a median.
-  printf '%s MiB runs (s): cp %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s\n' "$mib" \
-    "${cps[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" >&2
+  printf '%s MiB runs (s): cp %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s | push/tls %s | pull/tls %s\n' "$mib" \
+    "${cps[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" "${tpushes[*]}" "${tpulls[*]}" >&2
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
   push_s=$(median "${pushes[@]}"); hpush_s=$(median "${hpushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)
@@ -119,6 +149,11 @@ for mib in "${sizes[@]}"; do
     "$(ratio "$get_s" "$pull_s")" "$(ratio "$cp_s" "$pull_s")" "$srv" "$pull_rss"
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull*" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$dpull_s")" "" \
     "$(ratio "$get_s" "$dpull_s")" "$(ratio "$cp_s" "$dpull_s")"
+  tpush_s=$(median "${tpushes[@]}"); tpull_s=$(median "${tpulls[@]}")
+  printf '%-8s %-8s %8s %12s %12s %12s %9s %9s\n' "${mib}MiB" "push/tls" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$tpush_s")" "" \
+    "$(ratio "$put_s" "$tpush_s")" "$(ratio "$cp_s" "$tpush_s")"
+  printf '%-8s %-8s %8s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull/tls" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$tpull_s")" "" \
+    "$(ratio "$get_s" "$tpull_s")" "$(ratio "$cp_s" "$tpull_s")"
   sum() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
   deploy_get=$(sum "$get_s" "$(median "${getreads[@]}")")
   deploy_pull=$(sum "$pull_s" "$(median "${pullreads[@]}")")
@@ -127,6 +162,7 @@ for mib in "${sizes[@]}"; do
     "$deploy_get" "$deploy_pull" "$(ratio "$deploy_get" "$deploy_pull")" "$deploy_dpull" "$(ratio "$deploy_get" "$deploy_dpull")"
 done
 printf 'push^ = push --hash-first: the file is hashed before it uploads (the default hashes a large file while it uploads)\n'
+printf 'push/tls, pull/tls = the same push and pull against a vault served over TLS (rustls, loopback); curl+Garage stays plain HTTP\n'
 printf 'pull* = MLVAULT_DIRECT_IO=on: the pulled file is written with O_DIRECT, bypassing the page cache (the default keeps it cached for the reader)\n' 
 
 [ -n "${BENCH_SKIP_WARM:-}" ] && exit 0

@@ -32,7 +32,13 @@ impl Client {
                 "server address `{addr}` must start with http:// or https://"
             )));
         }
+        // HTTP/1.1 always, whatever features the build unified into
+        // reqwest: each file of a transfer then has its own connection (its
+        // own TLS stream, decrypted on its own core), with no HTTP/2 flow
+        // control between the bytes and the disk. Over TLS on loopback an
+        // HTTP/2 push of 1 GiB took 1.75-1.98 s against 1.23-1.32 s.
         let mut b = reqwest::Client::builder()
+            .http1_only()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("mlvault-client/", env!("CARGO_PKG_VERSION")));
