@@ -134,8 +134,8 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     let nodelay = axum_server::accept::NoDelayAcceptor::new;
     match tls {
         Some(config) => {
-            let mut server = axum_server::from_tcp_rustls(listener, config)?
-                .map(|tls| tls.acceptor(nodelay()));
+            let mut server =
+                axum_server::from_tcp_rustls(listener, config)?.map(|tls| tls.acceptor(nodelay()));
             server
                 .http_builder()
                 .http1()
