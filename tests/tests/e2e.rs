@@ -1821,6 +1821,8 @@ mod s3 {
         random_file(&f2, 3 << 20, 2);
         let err = fails_with(s.cli().args(["push", "t/m"]).arg(&f2), 7);
         assert!(err.contains("blob store"), "{err}");
+        // The backend's own words (its address) stay in the server log.
+        assert!(!err.contains("http://"), "{err}");
         let err = fails_with(
             s.cli()
                 .args(["pull", "t/m", "--to"])
@@ -2670,6 +2672,83 @@ mod reliability {
     use super::*;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
+
+    /// A size-limited tmpfs mounted over a directory (its contents copied
+    /// in), lazily unmounted on drop. `None` where mounting is not allowed.
+    struct Tmpfs(std::path::PathBuf);
+
+    impl Tmpfs {
+        fn over(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+            let saved = dir.with_extension("saved");
+            fs::rename(dir, &saved).unwrap();
+            fs::create_dir(dir).unwrap();
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|st| st.success());
+            if !mounted {
+                fs::remove_dir(dir).unwrap();
+                fs::rename(&saved, dir).unwrap();
+                return None;
+            }
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(saved.join("."))
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(copied.success());
+            Some(Tmpfs(dir.to_path_buf()))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_blob_store_refuses_a_push_cleanly_and_keeps_serving() {
+        let mut s = Server::start();
+        s.terminate();
+        let blobs = s.data_dir.join("blobs");
+        let Some(_tmpfs) = Tmpfs::over(&blobs, "24m") else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        s.restart();
+        let (f1, f2) = (s.tmp.path().join("a/w.bin"), s.tmp.path().join("b/w.bin"));
+        random_file(&f1, 10 * MIB, 1);
+        random_file(&f2, 20 * MIB, 2);
+        ok(s.cli().args(["push", "t/m"]).arg(&f1));
+        let before = tree(&blobs);
+
+        let err = fails_with(s.cli().args(["push", "t/n"]).arg(&f2), 7);
+        assert!(
+            err.contains("out of space") && err.contains("request id"),
+            "{err}"
+        );
+        // The client hears what happened, not where the server keeps its files.
+        assert!(!err.contains(s.data_dir.to_str().unwrap()), "{err}");
+        assert!(s.log_text().contains("No space left on device"));
+        // Nothing half-written is left, no version appeared, and the server
+        // still serves what it holds.
+        assert_eq!(tree(&blobs), before);
+        let ls = json(&ok(s.cli().args(["--json", "ls"])));
+        assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+        let dest = s.tmp.path().join("out");
+        ok(s.cli()
+            .args(["pull", "t/m", "--no-cache", "--to"])
+            .arg(&dest));
+        assert_eq!(sha256_file(&f1), sha256_file(&dest.join("w.bin")));
+        // A push that fits still goes through.
+        let small = s.tmp.path().join("c/w.bin");
+        random_file(&small, MIB, 3);
+        ok(s.cli().args(["push", "t/n"]).arg(&small));
+    }
 
     fn curl_json(
         s: &Server,

@@ -74,7 +74,7 @@ impl Error {
             }
             (Some(ErrorCode::NotFound), _) | (_, 404) => Error::NotFound(message),
             (Some(ErrorCode::RateLimited), _) | (_, 429) => Error::RateLimited(message),
-            (Some(ErrorCode::Unavailable), _) | (_, 502..=504) => Error::Unavailable(message),
+            (Some(ErrorCode::Unavailable), _) | (_, 502..=504 | 507) => Error::Unavailable(message),
             _ => Error::Server(message),
         }
     }

@@ -46,6 +46,12 @@ fn backend(what: &str, path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         return Error::NotFound(format!("blob `{}`", path.display()));
     }
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        return Error::Full(format!("cannot {what} `{}`: {e}", path.display()));
+    }
     Error::Backend(format!("cannot {what} `{}`: {e}", path.display()))
 }
 

@@ -24,6 +24,9 @@ pub enum Error {
     /// The blob store failed or is unreachable.
     #[error("blob store: {0}")]
     Backend(String),
+    /// The blob store has no space left (nothing was stored).
+    #[error("blob store out of space: {0}")]
+    Full(String),
     /// Stored data failed a cryptographic check.
     #[error("stored data failed verification: {0}")]
     Crypto(#[from] vault_crypto::Error),

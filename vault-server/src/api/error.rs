@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for `Retry-After` (429).
     pub retry_after: Option<u64>,
+    /// What only the log gets (paths, backend messages), with the request id.
+    pub log_detail: Option<String>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            log_detail: None,
         }
     }
     pub fn rate_limited(secs: u64, what: &str) -> Self {
@@ -73,7 +76,14 @@ impl ApiError {
             code: ErrorCode::Integrity,
             message: detail.into(),
             retry_after: None,
+            log_detail: None,
         }
+    }
+    /// A server-side failure the client hears about in `message`, with the
+    /// cause (a path, a backend's words) for the log only.
+    fn with_log_detail(mut self, detail: String) -> Self {
+        self.log_detail = Some(detail);
+        self
     }
 }
 
@@ -87,8 +97,19 @@ impl From<vault_store::Error> for ApiError {
             E::Body(m) => ApiError::bad_request(format!("upload interrupted: {m}")),
             E::Backend(m) => ApiError::new(
                 ErrorCode::Unavailable,
-                format!("blob store unavailable: {m}"),
-            ),
+                "the blob store failed or is unreachable; nothing was changed (the server log has the cause)",
+            )
+            .with_log_detail(m),
+            E::Full(m) => {
+                metrics::counter!("mlvault_storage_full_total").increment(1);
+                let mut e = ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the server's blob store is out of space; nothing was stored (an administrator must free space)",
+                )
+                .with_log_detail(m);
+                e.status = StatusCode::INSUFFICIENT_STORAGE;
+                e
+            }
             E::Crypto(c) => {
                 ApiError::stored_integrity(format!("stored data failed verification: {c}"))
             }
@@ -127,11 +148,15 @@ impl IntoResponse for ApiError {
             format!("internal error (request id {rid})")
         } else {
             if self.status.is_server_error() {
-                tracing::error!(request_id = %rid, code = ?self.code, detail = %self.message, "request failed");
+                let detail = self.log_detail.as_deref().unwrap_or(&self.message);
+                tracing::error!(request_id = %rid, code = ?self.code, detail = %detail, "request failed");
             } else {
                 tracing::info!(request_id = %rid, code = ?self.code, detail = %self.message, "request refused");
             }
-            self.message
+            match self.log_detail {
+                Some(_) => format!("{} (request id {rid})", self.message),
+                None => self.message,
+            }
         };
         let body = ErrorBody {
             error: ErrorDetail {
