@@ -203,6 +203,16 @@ mod skeleton {
             assert!(left.is_empty(), "files left behind: {left:?}");
             fs::write(blob, original).unwrap();
         }
+        // A blob gone from the store is the server's data loss, not a
+        // missing version: exit 5, said without the server's file paths.
+        let saved = blob.with_extension("saved");
+        fs::rename(blob, &saved).unwrap();
+        let dest = s.tmp.path().join("dest-missing");
+        let err = fails_with(s.cli().args(["pull", "t/m", "--to"]).arg(&dest), 5);
+        assert!(err.contains("missing from the blob store"), "{err}");
+        assert!(!err.contains(s.data_dir.to_str().unwrap()), "{err}");
+        assert!(!dest.join("w.bin").exists());
+        fs::rename(&saved, blob).unwrap();
         // Restored, it pulls again.
         let dest = s.tmp.path().join("dest-ok");
         ok(s.cli().args(["pull", "t/m", "--to"]).arg(&dest));

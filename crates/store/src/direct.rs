@@ -44,7 +44,7 @@ pub(crate) struct DirectDir {
 
 fn backend(what: &str, path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
-        return Error::NotFound(format!("blob `{}`", path.display()));
+        return Error::MissingBlob(format!("`{}`", path.display()));
     }
     if matches!(
         e.kind(),

@@ -24,6 +24,10 @@ pub enum Error {
     /// The blob store failed or is unreachable.
     #[error("blob store: {0}")]
     Backend(String),
+    /// A blob that metadata refers to is not in the blob store (data loss
+    /// or a damaged store; `vault-server fsck` lists such references).
+    #[error("blob missing from the store: {0}")]
+    MissingBlob(String),
     /// The blob store has no space left (nothing was stored).
     #[error("blob store out of space: {0}")]
     Full(String),
@@ -62,7 +66,7 @@ redb_from!(
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
         match e {
-            object_store::Error::NotFound { path, .. } => Error::NotFound(format!("blob `{path}`")),
+            object_store::Error::NotFound { path, .. } => Error::MissingBlob(format!("`{path}`")),
             other => Error::Backend(other.to_string()),
         }
     }

@@ -248,7 +248,7 @@ async fn suite_on(raw: Arc<dyn ObjectStore>, store: BlobStore) {
     // Delete, idempotently; a deleted blob is gone.
     f.store.delete(&rec.id).await.unwrap();
     f.store.delete(&rec.id).await.unwrap();
-    assert!(matches!(f.read(&rec, 0).await, Err(Error::NotFound(_))));
+    assert!(matches!(f.read(&rec, 0).await, Err(Error::MissingBlob(_))));
     f.store.ping().await.unwrap();
 }
 

@@ -100,6 +100,10 @@ impl From<vault_store::Error> for ApiError {
                 "the blob store failed or is unreachable; nothing was changed (the server log has the cause)",
             )
             .with_log_detail(m),
+            E::MissingBlob(m) => ApiError::stored_integrity(
+                "a stored file of this version is missing from the blob store; nothing was sent (an administrator can run `vault-server fsck`)",
+            )
+            .with_log_detail(format!("blob missing from the store: {m}")),
             E::Full(m) => {
                 metrics::counter!("mlvault_storage_full_total").increment(1);
                 let mut e = ApiError::new(
