@@ -1678,10 +1678,36 @@ mod observe {
             .args(["pull", "t/m", "--to"])
             .arg(s.tmp.path().join("o")));
         fails_with(s.cli_with_token("mlv_nope").arg("ls"), 3);
+        // The server offers HTTP/2 over TLS (curl takes it) ...
+        let h2 = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                "--cacert",
+            ])
+            .arg(&test_tls().0)
+            .arg(format!("{}/healthz", s.addr))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&h2.stdout), "2");
         let (code, head, m) = https(&s, "/metrics", None);
         assert_eq!(code, 200, "{head}");
+        // ... and the CLI, built here with reqwest's HTTP/2 unified in,
+        // still moves files over HTTP/1.1: a connection per file.
+        assert!(
+            m.contains("route=\"/healthz\",method=\"GET\",status=\"200\",version=\"HTTP/2.0\""),
+            "{m}"
+        );
+        assert!(
+            !m.contains("{index}\",method=\"GET\",status=\"200\",version=\"HTTP/2.0\""),
+            "{m}"
+        );
         for needle in [
-            "mlvault_http_requests_total{route=\"/v1/versions/{digest}/files/{index}\",method=\"GET\",status=\"200\"}",
+            "mlvault_http_requests_total{route=\"/v1/versions/{digest}/files/{index}\",method=\"GET\",status=\"200\",version=\"HTTP/1.1\"}",
             "mlvault_http_request_duration_seconds_bucket",
             "mlvault_bytes_out_total 5000",
             "mlvault_bytes_in_total 5000",

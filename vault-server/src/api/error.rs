@@ -189,10 +189,12 @@ pub async fn metrics_layer(req: Request, next: Next) -> Response {
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
+    // Which clients speak HTTP/2 (the CLI keeps to HTTP/1.1).
+    let version = format!("{:?}", req.version());
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("mlvault_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+    metrics::counter!("mlvault_http_requests_total", "route" => route.clone(), "method" => method, "status" => status, "version" => version)
         .increment(1);
     metrics::histogram!("mlvault_http_request_duration_seconds", "route" => route)
         .record(start.elapsed().as_secs_f64());
