@@ -389,6 +389,21 @@ mod skeleton {
         fs::remove_file(dest.join("modeling_extra.py")).unwrap();
         assert_eq!(verify_problems(0), serde_json::json!([]));
         assert_same_tree(&v1, &dest);
+
+        // A first pull into a folder that holds other files says so (it
+        // does not walk a folder no pull wrote) and leaves them alone.
+        let mixed = s.tmp.path().join("mixed");
+        fs::create_dir_all(&mixed).unwrap();
+        fs::write(mixed.join("own.txt"), b"mine").unwrap();
+        let mut c = s.cli();
+        c.args(["pull", "t/m:2", "--to"]).arg(&mixed);
+        let out = run(&mut c);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("held other files before this pull"), "{err}");
+        assert_eq!(fs::read(mixed.join("own.txt")).unwrap(), b"mine");
+        let err = fails_with(s.cli().arg("verify").arg(&mixed), 5);
+        assert!(err.contains("1 problem"), "{err}");
     }
 }
 

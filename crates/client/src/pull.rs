@@ -150,6 +150,11 @@ impl Client {
             .map(|f| safe_destination(dest, &f.path))
             .collect::<Result<Vec<_>>>()?;
         let previous = previous_manifest(dest);
+        // A directory no pull wrote before is not walked afterwards (it may
+        // be large); one look says whether it held anything.
+        let held_other_files = previous.is_none()
+            && std::fs::read_dir(dest)
+                .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != MANIFEST_DIR)));
         let partial_dir = dest.join(MANIFEST_DIR).join("partial");
         tokio::fs::create_dir_all(&partial_dir)
             .await
@@ -214,21 +219,36 @@ impl Client {
                 notes.push(format!(
                     "kept {} of {old} that changed since it was pulled and is not in this version: {}",
                     count_files(kept.len()),
-                    kept.join(", ")
+                    some_of(&kept)
                 ));
             }
             removed_files = gone;
         }
         write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
         let _ = tokio::fs::remove_dir(&partial_dir).await;
-        let expected: HashSet<&str> = m.files().iter().map(|f| f.path.as_str()).collect();
-        let extra = unexpected_entries(dest, &expected);
-        if !extra.is_empty() {
+        if previous.is_some() {
+            let extra = {
+                let (dest, m) = (dest.to_path_buf(), m.clone());
+                tokio::task::spawn_blocking(move || {
+                    let expected: HashSet<&str> =
+                        m.files().iter().map(|f| f.path.as_str()).collect();
+                    unexpected_entries(&dest, &expected)
+                })
+                .await
+                .map_err(|e| Error::Server(e.to_string()))?
+            };
+            if !extra.is_empty() {
+                notes.push(format!(
+                    "`{}` also holds {} not in the manifest (`vault-cli verify` reports them): {}",
+                    dest.display(),
+                    count_files(extra.len()),
+                    some_of(&extra)
+                ));
+            }
+        } else if held_other_files {
             notes.push(format!(
-                "`{}` also holds {} not in the manifest (`vault-cli verify` reports them): {}",
-                dest.display(),
-                count_files(extra.len()),
-                extra.join(", ")
+                "`{}` held other files before this pull; `vault-cli verify` reports anything not in the manifest",
+                dest.display()
             ));
         }
         Ok(PullResult {
@@ -398,6 +418,21 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
     sync_dir(&parent).await;
     Ok(())
+}
+
+/// The first few of `paths`, and how many more.
+fn some_of(paths: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = paths
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > SHOWN {
+        s.push_str(&format!(" and {} more", paths.len() - SHOWN));
+    }
+    s
 }
 
 fn count_files(n: usize) -> String {
