@@ -459,3 +459,50 @@ impl Cache {
         fs::rename(&tmp, dest).map_err(|e| io("cannot move into place", dest, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object as a pull leaves it: verified, read-only, with its record.
+    fn object(cache: &Cache, sha: &str, bytes: &[u8]) {
+        fs::write(cache.partial(sha), bytes).unwrap();
+        cache.commit_partial(sha).unwrap();
+    }
+
+    #[test]
+    fn prune_skips_what_a_pull_holds_and_keeps_what_is_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let (held, linked, loose) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        for sha in [&held, &linked, &loose] {
+            object(&cache, sha, sha.as_bytes());
+        }
+        cache
+            .link_into(&linked, &dir.path().join("pulled"))
+            .unwrap();
+        let st = cache.status().unwrap();
+        assert_eq!((st.objects, st.linked, st.unlinked), (3, 1, 2));
+
+        // A pull filling or linking `held` holds its lock.
+        let lock = cache.lock(&held).unwrap();
+        let r = cache.prune(false).unwrap();
+        assert_eq!((r.removed_objects, r.busy, r.kept_linked), (1, 1, 1));
+        assert_eq!(r.freed_bytes, 64);
+        assert!(cache.object(&held).exists() && cache.object(&linked).exists());
+        assert!(!cache.object(&loose).exists());
+        assert!(cache.verified(&held, 64, false).unwrap());
+
+        drop(lock);
+        let r = cache.prune(true).unwrap();
+        assert_eq!((r.removed_objects, r.busy), (2, 0));
+        // Only the unlinked one frees space; the pulled copy keeps its bytes.
+        assert_eq!(r.freed_bytes, 64);
+        assert_eq!(
+            fs::read(dir.path().join("pulled")).unwrap(),
+            linked.as_bytes()
+        );
+        assert!(!cache.verified(&linked, 64, false).unwrap());
+        assert_eq!(cache.status().unwrap().objects, 0);
+    }
+}
