@@ -404,6 +404,36 @@ mod skeleton {
         assert_eq!(fs::read(mixed.join("own.txt")).unwrap(), b"mine");
         let err = fails_with(s.cli().arg("verify").arg(&mixed), 5);
         assert!(err.contains("1 problem"), "{err}");
+
+        // A folder of version 1 swapped for a symlink to elsewhere, holding
+        // a file of the same name and size: the removal never follows it.
+        let swapped = s.tmp.path().join("swapped");
+        ok(s.cli().args(["pull", "t/m:1", "--to"]).arg(&swapped));
+        let elsewhere = s.tmp.path().join("elsewhere");
+        copy_tree(&swapped.join("sub"), &elsewhere);
+        fs::remove_dir_all(swapped.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, swapped.join("sub")).unwrap();
+        let pulled = json(&ok(s
+            .cli()
+            .args(["--json", "pull", "t/m:2", "--to"])
+            .arg(&swapped)));
+        assert_eq!(
+            pulled["removed_files"],
+            serde_json::json!(["old-shard.bin"])
+        );
+        assert_eq!(
+            sha256_file(&elsewhere.join("deep/gone.bin")),
+            sha256_file(&v1.join("sub/deep/gone.bin"))
+        );
+        // The link itself is what `verify` reports.
+        let mut c = s.cli();
+        c.args(["--json", "verify"]).arg(&swapped);
+        let out = run(&mut c);
+        assert_eq!(out.status.code(), Some(5), "{out:?}");
+        assert_eq!(
+            json(&String::from_utf8_lossy(&out.stdout))["problems"],
+            serde_json::json!(["`sub`: not in the manifest"])
+        );
     }
 }
 

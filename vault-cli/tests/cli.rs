@@ -62,3 +62,31 @@ fn a_local_io_failure_names_its_cause_once() {
     assert!(err.contains("no-such-model"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn push_refuses_a_tree_with_a_symlink_or_a_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("model");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/w.bin"), b"weights").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("sub/link")).unwrap();
+    let push = || {
+        cli_without_server()
+            .args(["push", "a/b"])
+            .arg(&tree)
+            .output()
+            .unwrap()
+    };
+    // Refused before any request: exit 2, not 7 (nothing listens there).
+    let out = push();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("symbolic link"), "{err}");
+    std::fs::remove_file(tree.join("sub/link")).unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"w\xff.bin");
+    std::fs::write(tree.join("sub").join(bad), b"x").unwrap();
+    let out = push();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
+}

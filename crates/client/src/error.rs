@@ -82,28 +82,25 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     fn from(e: reqwest::Error) -> Self {
+        // The whole chain, and its innermost cause (refused, no such host,
+        // an untrusted certificate) on its own.
         let mut msg = e.to_string();
+        let mut cause = msg.clone();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
+            cause = s.to_string();
             msg.push_str(": ");
-            msg.push_str(&s.to_string());
+            msg.push_str(&cause);
             src = s.source();
         }
         if e.is_connect() {
-            // Say where, why (the innermost cause: refused, no such host, an
-            // untrusted certificate) and what to check.
+            // Say where, why and what to check.
             let origin = e.url().map_or_else(String::new, |u| {
                 let mut o = u.clone();
                 o.set_path("");
                 o.set_query(None);
                 format!(" {}", o.as_str().trim_end_matches('/'))
             });
-            let mut cause = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                cause = s.to_string();
-                src = s.source();
-            }
             let hint = if cause.to_lowercase().contains("certificate") {
                 "for a private CA pass --ca-cert FILE (MLVAULT_CA_CERT)"
             } else {

@@ -54,43 +54,18 @@ pub(crate) fn collect(root: &Path) -> Result<Vec<(PathBuf, String)>> {
         )));
     }
     let mut out = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list `{}`", dir.display()), e))?;
-        for entry in rd {
-            let entry =
-                entry.map_err(|e| Error::io(format!("cannot list `{}`", dir.display()), e))?;
-            let name = entry.file_name().into_string().map_err(|n| {
-                Error::Usage(format!(
-                    "file name {n:?} in `{}` is not UTF-8",
-                    dir.display()
-                ))
-            })?;
-            let path = entry.path();
-            let rel_path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = entry
-                .file_type()
-                .map_err(|e| Error::io(format!("cannot stat `{}`", path.display()), e))?;
-            if ft.is_dir() {
-                if rel.is_empty() && name == MANIFEST_DIR {
-                    continue;
-                }
-                stack.push((path, rel_path));
-            } else if ft.is_file() {
-                out.push((path, rel_path));
-            } else if ft.is_symlink() {
-                return Err(Error::Usage(format!(
-                    "`{}` is a symbolic link; push does not follow links",
-                    path.display()
-                )));
-            }
+    walk(root, Names::Strict, |path, rel, ft| {
+        if ft.is_symlink() {
+            return Err(Error::Usage(format!(
+                "`{}` is a symbolic link; push does not follow links",
+                path.display()
+            )));
         }
-    }
+        if ft.is_file() {
+            out.push((path, rel));
+        }
+        Ok(())
+    })?;
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
 }
@@ -131,34 +106,68 @@ pub(crate) fn previous_manifest(dest: &Path) -> Option<Manifest> {
     parse_envelope(&text).ok().map(|(_, m)| m)
 }
 
-/// Everything under `dir` that is not a directory (files, symlinks, other
-/// special files; symlinks are not followed) and not one of `expected`,
-/// as relative `/`-separated paths, sorted. mlvault's own folder is
-/// skipped; names that are not UTF-8 are shown lossily.
-pub(crate) fn unexpected_entries(dir: &Path, expected: &HashSet<&str>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, rel)) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for entry in rd.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel_path = if rel.is_empty() {
-                if name == MANIFEST_DIR {
-                    continue;
+/// How a tree walk treats a name that is not UTF-8.
+#[derive(Clone, Copy)]
+enum Names {
+    /// As an error (push: a manifest path must be the file's real name).
+    Strict,
+    /// Shown lossily (verify: reporting it is what matters).
+    Lossy,
+}
+
+/// Walk the tree under the directory `root` without following symlinks,
+/// skipping mlvault's own folder at its top. `visit` gets every entry that
+/// is not a directory: its path, its `/`-separated path relative to `root`
+/// and its type. A folder that cannot be listed stops the walk with an error.
+fn walk(
+    root: &Path,
+    names: Names,
+    mut visit: impl FnMut(PathBuf, String, fs::FileType) -> Result<()>,
+) -> Result<()> {
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let listing = |e| Error::io(format!("cannot list `{}`", dir.display()), e);
+        for entry in fs::read_dir(&dir).map_err(listing)? {
+            let entry = entry.map_err(listing)?;
+            let name = match (entry.file_name().into_string(), names) {
+                (Ok(n), _) => n,
+                (Err(n), Names::Lossy) => n.to_string_lossy().into_owned(),
+                (Err(n), Names::Strict) => {
+                    return Err(Error::Usage(format!(
+                        "file name {n:?} in `{}` is not UTF-8",
+                        dir.display()
+                    )))
                 }
-                name
-            } else {
-                format!("{rel}/{name}")
             };
-            match entry.file_type() {
-                Ok(ft) if ft.is_dir() => stack.push((entry.path(), rel_path)),
-                _ if expected.contains(rel_path.as_str()) => {}
-                _ => out.push(rel_path),
+            let path = entry.path();
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::io(format!("cannot stat `{}`", path.display()), e))?;
+            let top = rel.is_empty();
+            let rel_path = if top { name } else { format!("{rel}/{name}") };
+            if !ft.is_dir() {
+                visit(path, rel_path, ft)?;
+            } else if !(top && rel_path == MANIFEST_DIR) {
+                stack.push((path, rel_path));
             }
         }
     }
+    Ok(())
+}
+
+/// Everything under `dir` that is not a directory (files, symlinks, other
+/// special files) and not one of `expected`, as `/`-separated paths
+/// relative to `dir`, sorted.
+pub(crate) fn unexpected_entries(dir: &Path, expected: &HashSet<&str>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    walk(dir, Names::Lossy, |_, rel, _| {
+        if !expected.contains(rel.as_str()) {
+            out.push(rel);
+        }
+        Ok(())
+    })?;
     out.sort();
-    out
+    Ok(out)
 }
 
 /// After a pull of `now` into `dest`, remove the files of `before` (the
@@ -247,8 +256,14 @@ pub fn verify_dir(
     }
     let mut bytes = 0;
     let expected: HashSet<&str> = m.files().iter().map(|f| f.path.as_str()).collect();
-    for extra in unexpected_entries(dir, &expected) {
-        problems.push(format!("`{extra}`: not in the manifest"));
+    // A folder verify cannot list could hide a file: that is a problem too.
+    match unexpected_entries(dir, &expected) {
+        Ok(extra) => problems.extend(
+            extra
+                .into_iter()
+                .map(|p| format!("`{p}`: not in the manifest")),
+        ),
+        Err(e) => problems.push(e.to_string()),
     }
     for f in m.files() {
         let p = match safe_destination(dir, &f.path) {

@@ -232,7 +232,8 @@ impl Client {
                 tokio::task::spawn_blocking(move || {
                     let expected: HashSet<&str> =
                         m.files().iter().map(|f| f.path.as_str()).collect();
-                    unexpected_entries(&dest, &expected)
+                    // Only for a note: a folder it cannot list is left to `verify`.
+                    unexpected_entries(&dest, &expected).unwrap_or_default()
                 })
                 .await
                 .map_err(|e| Error::Server(e.to_string()))?

@@ -190,7 +190,11 @@ pub async fn metrics_layer(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     // Which clients speak HTTP/2 (the CLI keeps to HTTP/1.1).
-    let version = format!("{:?}", req.version());
+    let version = match req.version() {
+        axum::http::Version::HTTP_2 => "HTTP/2.0",
+        axum::http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
