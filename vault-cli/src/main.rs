@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    vault_directio::tune_allocator(None);
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();

@@ -1,6 +1,6 @@
 //! `vault-server`: the mlvault HTTP server. `main` only parses arguments and
 //! turns the command's result into an exit code; the work is in `command/`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod api;
 mod cli;
@@ -18,25 +18,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Two malloc arenas instead of glibc's default of eight per core. Pulls
-/// move 1 MiB segment buffers between the async workers and the blocking
-/// file readers; spread over many arenas, freed buffers stay resident:
-/// `scripts/load.sh` (32 pulls of 256 MiB at once) peaked at 238 MiB of
-/// server RSS with the default and 169 MiB with two arenas, at the same
-/// throughput. Same as `MALLOC_ARENA_MAX=2`, which still overrides it.
-#[allow(unsafe_code)]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called first
-        // thing in main, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    // Two malloc arenas instead of glibc's default of eight per core: pulls
+    // move 1 MiB segment buffers between the async workers and the blocking
+    // file readers, and spread over many arenas freed buffers stay
+    // resident. `scripts/load.sh` (32 pulls of 256 MiB at once) peaked at
+    // 238 MiB of server RSS with the default and 169 MiB with two arenas,
+    // at the same throughput. `MALLOC_ARENA_MAX` still overrides it.
+    vault_directio::tune_allocator(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();

@@ -15,12 +15,11 @@
 //! loads after the pull) is better left in the page cache: whoever reads it
 //! first pays for filling the cache anyway, plus a device read.
 //! [`Writer::open_buffered`] is for those files. Its writes are cut into
-//! pieces of at most 1 MiB: most of the cost of the buffered `dd` above was
-//! the write size, not the page cache (a write covering a whole aligned 2 MiB
-//! range takes a 2 MiB folio, which this VM backs slowly); in 1 MiB
-//! pieces a 1 GiB pull took 1.35–1.48 s and 0.52–0.65 s of system CPU,
-//! against 2.24–2.85 s and 1.76–2.86 s in 2 MiB writes, and the file was
-//! still in the page cache for the reader.
+//! pieces of at most 128 KiB: most of the cost of the buffered `dd` above
+//! was the write size, not the page cache. A write that covers a whole
+//! aligned 1 or 2 MiB range lets the page cache take a folio that large, and
+//! on this VM those come from memory the host took back and faults in
+//! slowly (see [`BUFFERED_PIECE`] for the figures).
 //!
 //! `MLVAULT_DIRECT_IO` ([`Setting`]) overrides: `off` turns direct I/O off,
 //! `on` uses it for pulled files too. Direct I/O is only used on local disk
@@ -29,7 +28,7 @@
 //! [`Writer`] uses buffered writes with early writeback. Callers see the
 //! same result either way: the exact length and a durable file. A
 //! [`Reader`] returns exactly the bytes of a range.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fs::{File, OpenOptions};
@@ -50,13 +49,16 @@ pub const ALIGN: usize = 4096;
 const EARLY_FLUSH: u64 = 128 << 20;
 
 /// Longest single write in buffered mode. A write that covers a whole
-/// aligned 2 MiB range lets the page cache take a 2 MiB folio, and on a VM
-/// that reports free memory to its host those come from memory the host
-/// took back. Measured on the development VM, 1 GiB from the page cache to
-/// a new ext4 file, `dd bs=N` after 6 s idle, two runs each: 128 KiB to
-/// 1 MiB writes took 0.24–0.36 s of system CPU, 2 MiB writes 2.20–2.74 s,
-/// 4 MiB writes 2.75–3.04 s.
-const BUFFERED_PIECE: usize = 1 << 20;
+/// aligned range of 1 MiB or more lets the page cache take a folio that
+/// large, and on a VM that reports free memory to its host (virtio-balloon
+/// free page reporting, as on the development VM) those come from memory
+/// the host took back, which it faults in again slowly. Measured there, 1
+/// GiB of zeros to a new ext4 file, `dd bs=N` after 6 s idle: 64 KiB to
+/// 256 KiB writes took 0.18–0.22 s, 512 KiB 0.19–0.50 s, 1 MiB 2.23–2.34 s,
+/// 2 MiB 2.37–2.46 s (system CPU, nearly all of the wall time). An earlier
+/// kernel was fast at 1 MiB too; 128 KiB leaves a margin. Costs a syscall
+/// per 128 KiB, about 8,000 per GiB.
+pub(crate) const BUFFERED_PIECE: usize = 128 << 10;
 
 /// Offset of the first [`ALIGN`]ed byte in `buf`.
 fn align_offset(buf: &[u8]) -> usize {
@@ -424,6 +426,47 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// Set glibc's allocator up for a process that streams large I/O buffers
+/// (HTTP bodies, 1 MiB segments, 2 MiB blocks), with at most `arenas`
+/// arenas if given. By default glibc serves a freed buffer of 128 KiB or
+/// more from a fresh `mmap` and hands freed heap tops back to the kernel,
+/// so a stream of such buffers touches new pages all the time: a 1 GiB pull
+/// took about 100,000 page faults in the CLI and 95,000 in the server, each
+/// a zeroed page (and on a VM whose host reclaims free memory, a host fault
+/// too). Here buffers up to 32 MiB come from the heap and up to 64 MiB of
+/// free heap stays mapped, so freed buffers are reused: 4,400 faults per
+/// pull, and on the development VM a direct-I/O pull of 1 GiB went from
+/// 1.53–1.66 s to 1.33–1.38 s. Settings given in the environment
+/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+/// or any `glibc.malloc` tunable) win. Call first thing in `main`. Does
+/// nothing on other C libraries.
+#[allow(unsafe_code)]
+pub fn tune_allocator(arenas: Option<i32>) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if tunables.contains("glibc.malloc") {
+            return;
+        }
+        let set = |var: &str, param: libc::c_int, value: libc::c_int| {
+            if std::env::var_os(var).is_none() {
+                // SAFETY: mallopt only sets an allocator parameter and is
+                // safe to call at any time; the values are in range.
+                unsafe {
+                    libc::mallopt(param, value);
+                }
+            }
+        };
+        if let Some(n) = arenas {
+            set("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, n);
+        }
+        set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
+        set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
 }
 
 #[cfg(test)]
