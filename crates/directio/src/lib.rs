@@ -19,7 +19,7 @@
 //! was the write size, not the page cache. A write that covers a whole
 //! aligned 1 or 2 MiB range lets the page cache take a folio that large, and
 //! on this VM those come from memory the host took back and faults in
-//! slowly (see [`BUFFERED_PIECE`] for the figures).
+//! slowly (the figures are at `BUFFERED_PIECE` in the source).
 //!
 //! `MLVAULT_DIRECT_IO` ([`Setting`]) overrides: `off` turns direct I/O off,
 //! `on` uses it for pulled files too. Direct I/O is only used on local disk
@@ -58,7 +58,7 @@ const EARLY_FLUSH: u64 = 128 << 20;
 /// 2 MiB 2.37–2.46 s (system CPU, nearly all of the wall time). An earlier
 /// kernel was fast at 1 MiB too; 128 KiB leaves a margin. Costs a syscall
 /// per 128 KiB, about 8,000 per GiB.
-pub(crate) const BUFFERED_PIECE: usize = 128 << 10;
+const BUFFERED_PIECE: usize = 128 << 10;
 
 /// Offset of the first [`ALIGN`]ed byte in `buf`.
 fn align_offset(buf: &[u8]) -> usize {
@@ -527,6 +527,30 @@ mod tests {
                 assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
             }
         }
+    }
+
+    #[test]
+    fn buffered_writes_of_blocks_larger_than_a_piece_keep_every_byte() {
+        // Blocks of 2 MiB are written in BUFFERED_PIECE pieces; an odd tail
+        // and a block that ends inside a piece must land where they belong.
+        let dir = tempfile::tempdir().unwrap();
+        let block = 2 << 20;
+        let data = pattern(2 * block + 3 * BUFFERED_PIECE + 5);
+        let path = dir.path().join("b");
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        let mut w = Writer::open_with(&opts, &path, false).unwrap();
+        assert!(!w.is_direct());
+        let mut b = Block::new(block);
+        let mut off = 0u64;
+        for chunk in data.chunks(block) {
+            assert_eq!(b.fill(chunk), chunk.len());
+            w.write(&mut b, off).unwrap();
+            off += b.len() as u64;
+            b.clear();
+        }
+        w.finish(off).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 
     #[test]
