@@ -79,6 +79,9 @@ now() { date +%s.%N; }
 rate() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rss_cli() { sed -n 's/^peak-rss-kib: //p' "$1" | tail -1; }
+# The CLI's CPU seconds of its last run ("user U sys S"): slow page-cache
+# writes show as system time.
+cpu_cli() { sed -n 's/^cpu-seconds: //p' "$1" | tail -1 | tr ' ' '_'; }
 rss_server() { awk '/VmHWM/ {print $2}' "/proc/$server_pid/status"; }
 curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
   -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
@@ -103,7 +106,7 @@ for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=() tpushes=() tpulls=()
+  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=() tpushes=() tpulls=() pullcpu=() dpullcpu=()
   for r in $(seq "$reps"); do
     # A different first block each run, so no push is deduplicated.
     printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
@@ -116,10 +119,12 @@ for mib in "${sizes[@]}"; do
     push_rss=$(rss_cli "$work/push.err")
     pulls+=("$(timed pull_quiet "bench/m$mib" "$work/pulled")")
     pull_rss=$(rss_cli "$work/pull.err")
+    pullcpu+=("$(cpu_cli "$work/pull.err")")
     pullreads+=("$(timed read_all "$work/pulled/model.bin")")
     cmp "$src" "$work/pulled/model.bin"
     rm -rf "$work/pulled"
     dpulls+=("$(timed pull_direct "bench/m$mib" "$work/pulled")")
+    dpullcpu+=("$(cpu_cli "$work/pull.err")")
     dpullreads+=("$(timed read_all "$work/pulled/model.bin")")
     rm -rf "$work/pulled"
     # Free the blob again (Garage frees deleted objects only later).
@@ -138,6 +143,7 @@ for mib in "${sizes[@]}"; do
   # Every run's seconds, to stderr: the spread says how far to trust a median.
   printf '%s MiB runs (s): cp %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s | push/tls %s | pull/tls %s\n' "$mib" \
     "${cps[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" "${tpushes[*]}" "${tpulls[*]}" >&2
+  printf '%s MiB CLI CPU seconds per run: pull %s | pull* %s\n' "$mib" "${pullcpu[*]}" "${dpullcpu[*]}" >&2
   cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
   push_s=$(median "${pushes[@]}"); hpush_s=$(median "${hpushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)

@@ -462,6 +462,10 @@ mod memory {
             .arg(&dest));
         assert!(out.status.success(), "{out:?}");
         let cli_pull = reported_rss(&out.stderr);
+        // The report's CPU line (the benchmark reads it): hashing 1 GiB
+        // takes well over 0.1 s of user time at any SHA-256 speed here.
+        let (user, sys) = reported_cpu(&out.stderr);
+        assert!(user >= 0.1, "pull CPU user {user} sys {sys}");
         assert_eq!(
             sha256_file(&src.join("w.bin")),
             sha256_file(&dest.join("w.bin"))
@@ -478,6 +482,24 @@ mod memory {
                 "{who} peak RSS {kib} KiB for a 1 GiB file"
             );
         }
+    }
+
+    fn reported_cpu(stderr: &[u8]) -> (f64, f64) {
+        let text = String::from_utf8_lossy(stderr);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu-seconds: "))
+            .unwrap_or_else(|| panic!("no CPU report in: {text}"));
+        let secs = |key: &str| -> f64 {
+            let mut words = line.split_whitespace();
+            words
+                .by_ref()
+                .find(|w| *w == key)
+                .and_then(|_| words.next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no `{key}` in CPU report `{line}`"))
+        };
+        (secs("user"), secs("sys"))
     }
 
     fn reported_rss(stderr: &[u8]) -> u64 {

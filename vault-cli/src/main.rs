@@ -30,11 +30,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Print this process's peak resident memory (`VmHWM`) on stderr, for the
-/// memory tests and benchmarks.
+/// Print this process's peak resident memory (`VmHWM`) and its user and
+/// system CPU seconds on stderr, for the memory tests and benchmarks (system
+/// time is where a slow page cache shows).
 fn report_peak_rss() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
         eprintln!("peak-rss-kib: {}", v.trim().trim_end_matches("kB").trim());
+    }
+    // Fields 14 and 15 of /proc/self/stat, after the parenthesised name, in
+    // clock ticks of 1/100 s (USER_HZ on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let secs = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok());
+    if let (Some(user), Some(sys)) = (secs(11), secs(12)) {
+        eprintln!(
+            "cpu-seconds: user {:.2} sys {:.2}",
+            user as f64 / 100.0,
+            sys as f64 / 100.0
+        );
     }
 }
