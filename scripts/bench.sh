@@ -16,10 +16,14 @@
 # Each transfer runs BENCH_REPS times (default 3) after a `sync` and a pause
 # of BENCH_SETTLE seconds (default 0); the table shows the median. On a VM
 # that reports free memory to its host (virtio-balloon free page reporting,
-# as on the development machine), memory freed by the previous step is
-# cheap to reuse for about 2 s and costly after; BENCH_SETTLE=5 starts every
-# step from that costly state, so no step inherits warm pages from the one
-# before. BENCH_SKIP_WARM=1 skips the warm re-pull. GARAGE_FSYNC=true
+# as on the development machine), a GiB of new page cache is cheap while
+# memory freed a short while ago lasts and costs about 2.5 s of system time
+# once that is used up, so a step that writes through the page cache (cp,
+# curl's GET, the default pull) is as fast as what the steps before it
+# left. BENCH_REFILL=1 writes and deletes a file of the transfer's size
+# before every timed step (untimed), so each step meets the same freshly
+# freed memory, as on a machine without that cost; the pull's CPU seconds
+# (stderr) show which state a pull met. BENCH_SKIP_WARM=1 skips the warm re-pull. GARAGE_FSYNC=true
 # starts Garage with data_fsync and metadata_fsync, a baseline as durable as
 # mlvault (which fsyncs every blob before a version commits); Garage's
 # default is false.
@@ -89,7 +93,8 @@ curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:
 reps=${BENCH_REPS:-3}
 # Seconds taken by a command, after flushing what earlier steps left dirty so
 # every run starts from the same disk state.
-timed() { sync; sleep "${BENCH_SETTLE:-0}"; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
+refill() { [ -z "${BENCH_REFILL:-}" ] || { head -c "$bytes" /dev/zero >"$work/refill.bin"; rm -f "$work/refill.bin"; }; }
+timed() { sync; sleep "${BENCH_SETTLE:-0}"; refill; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cp_synced() { cp "$1" "$2"; sync "$2"; }
 get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
@@ -100,7 +105,7 @@ pull_direct() { MLVAULT_DIRECT_IO=on pull_quiet "$@"; }
 # What a deploy job does next: read the whole file (a model loader).
 read_all() { cat "$1" >/dev/null; }
 
-printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}"
+printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s, refill %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}" "${BENCH_REFILL:-off}"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
 for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
