@@ -1975,6 +1975,71 @@ mod transfer {
         src
     }
 
+    /// Bytes of `path` in the page cache, from util-linux `fincore`; `None`
+    /// where the tool is missing.
+    fn resident_bytes(path: &std::path::Path) -> Option<u64> {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// `pull --direct-io` writes past the page cache (nothing of the pulled
+    /// file stays resident) and the default keeps the file cached for the
+    /// loader; both results are byte for byte the pushed file, through the
+    /// cache and without it.
+    #[test]
+    fn direct_io_pulls_leave_nothing_in_the_page_cache() {
+        let s = Server::start();
+        let src = model(&s, 1, 16 * MIB);
+        ok(s.cli().args(["push", "t/m"]).arg(&src));
+        let file = "shard-00.bin";
+        let fs = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(s.tmp.path())
+            .output()
+            .expect("stat -f");
+        let fs = String::from_utf8_lossy(&fs.stdout).trim().to_string();
+        let local_disk = ["ext2/ext3", "xfs", "btrfs", "f2fs"].contains(&fs.as_str());
+        // A cache of its own: the push's cache may already hold the file.
+        let cache = s.tmp.path().join("pull-cache");
+        let cache = cache.to_str().expect("UTF-8 path");
+        for (name, extra) in [
+            ("cached", vec!["--direct-io", "--cache-dir", cache]),
+            ("direct", vec!["--direct-io", "--no-cache"]),
+            ("buffered", vec!["--no-cache"]),
+        ] {
+            let dest = s.tmp.path().join(name);
+            ok(s.cli()
+                .env_remove("MLVAULT_DIRECT_IO")
+                .args(["pull", "t/m", "--to"])
+                .arg(&dest)
+                .args(&extra));
+            // Measured before anything here reads the file.
+            let res = resident_bytes(&dest.join(file));
+            assert_eq!(
+                sha256_file(&src.join(file)),
+                sha256_file(&dest.join(file)),
+                "{name}"
+            );
+            let Some(res) = res else {
+                eprintln!("skipped the page-cache check: no fincore here");
+                continue;
+            };
+            if !local_disk {
+                eprintln!("skipped the page-cache check: {fs} takes no direct I/O");
+                continue;
+            }
+            if extra.contains(&"--direct-io") {
+                assert_eq!(res, 0, "{name}: {res} bytes of a direct-I/O pull cached");
+            } else {
+                assert!(res >= 8 * MIB, "{name}: only {res} bytes cached");
+            }
+        }
+    }
+
     #[test]
     fn cache_prune_frees_what_no_pulled_directory_uses() {
         let s = Server::start();

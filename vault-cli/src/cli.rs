@@ -350,6 +350,13 @@ pub struct PullArgs {
     /// `20M`, `1.5G` (K, M, G are powers of 1024).
     #[arg(long, value_name = "RATE", value_parser = vault_client::parse_rate)]
     pub limit_rate: Option<u64>,
+    /// Write the files with direct I/O, past the page cache, on local disk
+    /// file systems (as MLVAULT_DIRECT_IO=on). Faster where new page-cache
+    /// memory is expensive (some VMs) and evicts nothing, but whoever reads
+    /// the files next reads them from disk: leave it off when a loader
+    /// opens the model right after the pull.
+    #[arg(long)]
+    pub direct_io: bool,
 }
 
 #[derive(Args, Debug)]

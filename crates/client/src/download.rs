@@ -43,9 +43,9 @@ impl Client {
         index: usize,
         f: &FileEntry,
         partial: &Path,
-        progress: Option<&Progress>,
-        limit: Option<&crate::RateLimit>,
+        opts: &crate::PullOptions,
     ) -> Result<u64> {
+        let (progress, limit) = (opts.progress.as_ref(), opts.limit.as_deref());
         let io = |what: &str, e| Error::io(format!("{what} `{}`", partial.display()), e);
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut have = hash_prefix(partial, f.size, &mut hasher).await?;
@@ -56,9 +56,9 @@ impl Client {
         // bounded channel, so they overlap with receiving.
         let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(8);
         let writer = {
-            let (partial, size) = (partial.to_path_buf(), f.size);
+            let (partial, size, direct) = (partial.to_path_buf(), f.size, opts.direct_io);
             tokio::task::spawn_blocking(move || {
-                sink::write_partial(&partial, have, size, hasher, rx)
+                sink::write_partial(&partial, have, size, direct, hasher, rx)
             })
         };
         let start = have;

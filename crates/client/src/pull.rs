@@ -46,6 +46,10 @@ pub struct PullOptions {
     /// A rate limit shared by every file received with these options
     /// (`--limit-rate`).
     pub limit: Option<std::sync::Arc<crate::RateLimit>>,
+    /// Write downloaded files with direct I/O (past the page cache) where
+    /// the file system takes it, as `MLVAULT_DIRECT_IO=on` does; unless
+    /// `MLVAULT_DIRECT_IO=off`. For files that are not read right away.
+    pub direct_io: bool,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("parallel", &self.parallel)
             .field("cache", &self.cache)
+            .field("direct_io", &self.direct_io)
             .finish_non_exhaustive()
     }
 }
@@ -166,7 +171,6 @@ impl Client {
             Some(dir) => Some(Cache::open(dir)?),
             None => None,
         };
-        let limit = opts.limit.as_deref();
         let jobs = m
             .files()
             .iter()
@@ -180,9 +184,7 @@ impl Client {
                         Some(c) => self.fetch_cached(&c, &digest, i, f, target, opts).await,
                         None => {
                             let partial = partial_dir.join(format!("{}-{i}", f.sha256));
-                            let n = self
-                                .download_to(&digest, i, f, &partial, opts.progress.as_ref(), limit)
-                                .await?;
+                            let n = self.download_to(&digest, i, f, &partial, opts).await?;
                             place(&partial, target).await?;
                             Ok(n)
                         }
@@ -303,14 +305,7 @@ impl Client {
             }
         } else {
             n = self
-                .download_to(
-                    digest,
-                    index,
-                    f,
-                    &cache.partial(&f.sha256),
-                    opts.progress.as_ref(),
-                    opts.limit.as_deref(),
-                )
+                .download_to(digest, index, f, &cache.partial(&f.sha256), opts)
                 .await?;
             cache.commit_partial(&f.sha256)?;
         }

@@ -2,8 +2,9 @@
 //! SHA-256 running on its own thread, so hashing, the CPU ceiling of a pull,
 //! overlaps with receiving and writing. The file is written through the page
 //! cache (early writeback keeps the final fsync short) because a loader
-//! usually reads it next; `MLVAULT_DIRECT_IO=on` writes it with direct I/O
-//! instead (see `vault-directio`).
+//! usually reads it next; `--direct-io` ([`crate::PullOptions::direct_io`])
+//! or `MLVAULT_DIRECT_IO=on` writes it with direct I/O instead (see
+//! `vault-directio`).
 
 use std::fs::OpenOptions;
 use std::io;
@@ -20,7 +21,8 @@ const BLOCK: usize = 2 << 20;
 /// Blocks in flight between receiving, writing and hashing.
 const BLOCKS: usize = 3;
 
-/// Write everything `rx` yields to `path` from byte `start` on (the file is
+/// Write everything `rx` yields to `path` from byte `start` on, with direct
+/// I/O where the file system takes it if `direct` (the file is
 /// already exactly `start` bytes long, a multiple of [`ALIGN`] unless it is
 /// complete), feeding the same bytes to `hasher` on a second thread. The
 /// file should end at `size` bytes; when `rx` ends early, only whole
@@ -30,6 +32,7 @@ pub(crate) fn write_partial(
     path: &Path,
     start: u64,
     size: u64,
+    direct: bool,
     mut hasher: Context,
     rx: Receiver<Bytes>,
 ) -> io::Result<Context> {
@@ -51,7 +54,11 @@ pub(crate) fn write_partial(
     let result = (move || {
         let mut opts = OpenOptions::new();
         opts.write(true).create(true);
-        let mut out = Writer::open_buffered(&opts, path)?;
+        let mut out = if direct {
+            Writer::open(&opts, path)?
+        } else {
+            Writer::open_buffered(&opts, path)?
+        };
         let mut offset = start;
         let mut block = Block::new(BLOCK);
         // Write the block, hand it to the hasher, take an empty one.

@@ -42,6 +42,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
             .limit_rate
             .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r))),
         progress: super::progress::bar(g, "pull"),
+        direct_io: a.direct_io,
     };
     if opts.trusted.is_empty() && !g.quiet && !g.json {
         eprintln!("note: no trusted publisher keys (--trust or config); checking digests, not who signed the manifest");
