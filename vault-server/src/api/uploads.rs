@@ -201,20 +201,35 @@ pub async fn upload_file(
         }
     })
     .boxed();
-    let found = match v.blobs.write(&rec.id, enc, timed).await {
-        Ok(found) => found,
-        Err(e) => {
-            let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
-            let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;
-            return Err(ApiError::from(e));
+    // Writing the blob and binding its digest run in a task of their own:
+    // a client that drops the request (its file was found held meanwhile,
+    // see `declare_digest`) must not cancel this between the object being
+    // stored and the duplicate being removed, which would leave an orphan
+    // object. A body cut off early still fails the write, which detaches.
+    let file_size = file.size;
+    let finish = {
+        let (v, p, s, rec) = (v.clone(), p.clone(), s.clone(), rec.clone());
+        async move {
+            let found = match v.blobs.write(&rec.id, enc, timed).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
+                    let _ = blocking(move || Ok(meta.detach_blob(&sid, index, &bid)?)).await;
+                    return Err(ApiError::from(e));
+                }
+            };
+            if streamed {
+                let ctx = EncryptionContext::new(blob_id, &namespace, file_size, found)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                bind_found_digest(&v, &p, &s, index, &rec, &dek, &ctx).await?;
+            }
+            drop(dek);
+            Ok(found)
         }
     };
-    if streamed {
-        let ctx = EncryptionContext::new(blob_id, &namespace, file.size, found)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        bind_found_digest(&v, &p, &s, index, &rec, &dek, &ctx).await?;
-    }
-    drop(dek);
+    let found = tokio::spawn(finish)
+        .await
+        .map_err(|e| ApiError::internal(format!("upload task failed: {e}")))??;
     metrics::counter!("mlvault_bytes_in_total").increment(file.size);
     let mut ev = p.event(
         "transfer_in",
