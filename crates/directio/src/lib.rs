@@ -55,7 +55,7 @@ const EARLY_FLUSH: u64 = 128 << 20;
 /// the host took back, which it faults in again slowly. Measured there, 1
 /// GiB of zeros to a new ext4 file, `dd bs=N` after 6 s idle: 64 KiB to
 /// 256 KiB writes took 0.18–0.22 s, 512 KiB 0.19–0.50 s, 1 MiB 2.23–2.34 s,
-/// 2 MiB 2.37–2.46 s (system CPU, nearly all of the wall time). An earlier
+/// 2 MiB 2.37–2.53 s (system CPU, nearly all of the wall time). An earlier
 /// kernel was fast at 1 MiB too; 128 KiB leaves a margin. Costs a syscall
 /// per 128 KiB, about 8,000 per GiB.
 const BUFFERED_PIECE: usize = 128 << 10;
