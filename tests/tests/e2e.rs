@@ -1979,6 +1979,66 @@ mod transfer {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
+    /// The file system type of `path` (`stat -f`), and whether it is a
+    /// local disk file system that takes direct I/O.
+    fn direct_io_fs(path: &std::path::Path) -> (String, bool) {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(path)
+            .output()
+            .expect("stat -f");
+        let fs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let local = ["ext2/ext3", "xfs", "btrfs", "f2fs"].contains(&fs.as_str());
+        (fs, local)
+    }
+
+    /// The server reads a blob with direct I/O the first time, and through
+    /// the page cache when it is read again within `hot_read_secs`, so a
+    /// model in demand stays in memory: the blob file is not resident after
+    /// one pull and is after the second. With `hot_read_secs = 0` it never
+    /// is. Checked with `fincore` on the server's blob file; every pull is
+    /// byte for byte the pushed file.
+    #[test]
+    fn a_blob_read_again_soon_is_served_from_the_page_cache() {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        fs::write(cfg.path(), "[storage]\nhot_read_secs = 0\n").unwrap();
+        for (name, extra) in [
+            ("hot", &[][..]),
+            ("direct", &["--config", cfg.path().to_str().unwrap()][..]),
+        ] {
+            let s = Server::start_with(extra);
+            let src = model(&s, 1, 8 * MIB);
+            ok(s.cli().args(["push", "t/m"]).arg(&src));
+            let blob = blob_files(&s.data_dir)
+                .into_iter()
+                .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .expect("a blob file");
+            let (fs_type, local_disk) = direct_io_fs(&blob);
+            let mut resident = vec![];
+            for i in 0..3 {
+                let dest = s.tmp.path().join(format!("{name}-{i}"));
+                ok(s.cli()
+                    .args(["pull", "t/m", "--no-cache", "--to"])
+                    .arg(&dest));
+                assert_same_tree(&src, &dest);
+                resident.push(resident_bytes(&blob));
+            }
+            if resident.contains(&None) || !local_disk {
+                eprintln!(
+                    "skipped the page-cache check: no fincore, or {fs_type} takes no direct I/O"
+                );
+                continue;
+            }
+            let r: Vec<u64> = resident.into_iter().flatten().collect();
+            assert_eq!(r[0], 0, "{name}: the first read filled the page cache");
+            if name == "hot" {
+                assert!(r[1] >= 8 * MIB && r[2] >= 8 * MIB, "{name}: {r:?}");
+            } else {
+                assert_eq!(r, [0, 0, 0], "{name}");
+            }
+        }
+    }
+
     /// `pull --direct-io` writes past the page cache (nothing of the pulled
     /// file stays resident) and the default keeps the file cached for the
     /// loader; both results are byte for byte the pushed file, through the
@@ -1989,13 +2049,7 @@ mod transfer {
         let src = model(&s, 1, 16 * MIB);
         ok(s.cli().args(["push", "t/m"]).arg(&src));
         let file = "shard-00.bin";
-        let fs = std::process::Command::new("stat")
-            .args(["-f", "-c", "%T"])
-            .arg(s.tmp.path())
-            .output()
-            .expect("stat -f");
-        let fs = String::from_utf8_lossy(&fs.stdout).trim().to_string();
-        let local_disk = ["ext2/ext3", "xfs", "btrfs", "f2fs"].contains(&fs.as_str());
+        let (fs, local_disk) = direct_io_fs(s.tmp.path());
         // A cache of its own: the push's cache may already hold the file.
         let cache = s.tmp.path().join("pull-cache");
         let cache = cache.to_str().expect("UTF-8 path");

@@ -29,6 +29,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use vault_store::LocalReads;
 
 use crate::exit::fail;
 
@@ -137,6 +138,12 @@ impl std::fmt::Debug for Secret {
 /// allow_http = true                     # loopback or a trusted network only
 /// # access_key_id / secret_access_key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 /// ```
+///
+/// The local backend (`backend = "local"`, the default) reads a blob with
+/// direct I/O, unless it was read within the last `hot_read_secs` (default
+/// 600; 0: always direct), which reads it through the page cache so a model
+/// in demand is served from memory; `page_cache_reads = true` reads every
+/// blob through the page cache.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -163,6 +170,27 @@ pub struct StorageConfig {
     /// direct I/O (writes are direct either way).
     #[serde(default)]
     pub page_cache_reads: bool,
+    /// Local backend: a blob read again within this many seconds of its
+    /// last read is read through the page cache (0: never).
+    #[serde(default = "default_hot_read_secs")]
+    pub hot_read_secs: u64,
+}
+
+fn default_hot_read_secs() -> u64 {
+    600
+}
+
+impl StorageConfig {
+    /// How the local backend reads blob data.
+    pub fn local_reads(&self) -> LocalReads {
+        if self.page_cache_reads {
+            LocalReads::PageCache
+        } else if self.hot_read_secs == 0 {
+            LocalReads::Direct
+        } else {
+            LocalReads::Hot(std::time::Duration::from_secs(self.hot_read_secs))
+        }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -181,6 +209,7 @@ impl Default for StorageConfig {
             allow_http: false,
             timeout_secs: default_timeout(),
             page_cache_reads: false,
+            hot_read_secs: default_hot_read_secs(),
         }
     }
 }

@@ -35,7 +35,7 @@ fn client_options(cfg: &StorageConfig) -> (ClientOptions, RetryConfig) {
 pub fn blob_store(cfg: &StorageConfig, blobs_dir: &Path) -> Result<BlobStore> {
     let store = BlobStore::new(build(cfg, blobs_dir)?);
     Ok(match cfg.backend {
-        Backend::Local => store.with_local_dir(blobs_dir.to_path_buf(), cfg.page_cache_reads),
+        Backend::Local => store.with_local_dir(blobs_dir.to_path_buf(), cfg.local_reads()),
         _ => store,
     })
 }

@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use vault_crypto::{BlobDecryptor, BlobEncryptor, Header, Keyring, StreamOpener};
 
-use crate::direct::{self, DirectDir, DirectWrite};
+use crate::direct::{self, DirectDir, DirectWrite, LocalReads};
 use crate::records::BlobRecord;
 use crate::{Error, Result};
 
@@ -81,10 +81,10 @@ impl BlobStore {
 
     /// Write and read blob data directly in `root`, the directory that
     /// `store` (a `LocalFileSystem`) was opened on, bypassing the page
-    /// cache where the file system allows it (see `vault-directio`); with
-    /// `cached_reads`, reads go through the page cache.
-    pub fn with_local_dir(mut self, root: std::path::PathBuf, cached_reads: bool) -> Self {
-        self.direct = Some(DirectDir::new(root, cached_reads));
+    /// cache where the file system allows it (see `vault-directio`); reads
+    /// go as `reads` says.
+    pub fn with_local_dir(mut self, root: std::path::PathBuf, reads: LocalReads) -> Self {
+        self.direct = Some(DirectDir::new(root, reads));
         self
     }
 

@@ -15,6 +15,7 @@ mod records;
 mod redb_meta;
 
 pub use blobs::{BlobStore, PlaintextStream};
+pub use direct::LocalReads;
 pub use error::{Error, Result};
 pub use meta::MetaStore;
 pub use records::*;

@@ -4,13 +4,14 @@
 //! (`.ci/run` starts one; with `MLVAULT_REQUIRE_S3=1` its absence fails).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext, Keyring, MasterKey};
-use vault_store::{BlobRecord, BlobStore, Error};
+use vault_store::{BlobRecord, BlobStore, Error, LocalReads};
 
 const SEG: u32 = 4096;
 
@@ -274,9 +275,12 @@ async fn local_direct_io() {
     let dir = tempfile::tempdir().unwrap();
     let raw: Arc<dyn ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    for cached_reads in [false, true] {
-        let store =
-            BlobStore::new(raw.clone()).with_local_dir(dir.path().to_path_buf(), cached_reads);
+    for reads in [
+        LocalReads::Direct,
+        LocalReads::PageCache,
+        LocalReads::Hot(Duration::from_secs(60)),
+    ] {
+        let store = BlobStore::new(raw.clone()).with_local_dir(dir.path().to_path_buf(), reads);
         suite_on(raw.clone(), store).await;
     }
     let mut left = vec![];
