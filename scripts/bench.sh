@@ -28,6 +28,13 @@
 # mlvault (which fsyncs every blob before a version commits); Garage's
 # default is false.
 #
+# The servers run with their default hot_read_secs: a blob's first read
+# comes from the device, and a read within that window of the last goes
+# through the server's page cache. So of the pulls of one blob, the first
+# reads the device, the next also fills the server's page cache, and the
+# rest read from memory. BENCH_HOT_READ_SECS=N starts both servers with
+# hot_read_secs = N (0: every read from the device, as before hot reads).
+#
 # Needs about (BENCH_REPS + 4) x the largest size in free disk under $TMPDIR
 # (Garage reclaims deleted objects only after a delay).
 set -euo pipefail
@@ -52,7 +59,12 @@ trap cleanup EXIT
 # shellcheck disable=SC1090
 source "$(scripts/garage.sh start "$work/garage" 39400)"
 "$BIN/vault-server" init --data-dir "$work/vault" --unseal-identity "$work/id" --admin-token-file "$work/admin" >/dev/null
-"$BIN/vault-server" run --data-dir "$work/vault" --unseal-identity "$work/id" --listen 127.0.0.1:0 >"$work/out" 2>"$work/log" &
+server_config=()
+if [ -n "${BENCH_HOT_READ_SECS:-}" ]; then
+  printf '[storage]\nhot_read_secs = %d\n' "$BENCH_HOT_READ_SECS" >"$work/server.toml"
+  server_config=(--config "$work/server.toml")
+fi
+"$BIN/vault-server" run --data-dir "$work/vault" --unseal-identity "$work/id" --listen 127.0.0.1:0 "${server_config[@]}" >"$work/out" 2>"$work/log" &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
 export MLVAULT_ADDR; MLVAULT_ADDR=$(sed -n 's/^listening on //p' "$work/out")
@@ -69,7 +81,7 @@ tls="$work/tls"; mkdir -p "$tls"
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null
 )
 "$BIN/vault-server" init --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --admin-token-file "$work/admin-tls" >/dev/null
-"$BIN/vault-server" run --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --listen 127.0.0.1:0 \
+"$BIN/vault-server" run --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --listen 127.0.0.1:0 "${server_config[@]}" \
   --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" >"$work/out-tls" 2>"$work/log-tls" &
 tls_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/out-tls" 2>/dev/null && break; sleep 0.1; done
@@ -105,7 +117,7 @@ pull_direct() { MLVAULT_DIRECT_IO=on pull_quiet "$@"; }
 # What a deploy job does next: read the whole file (a model loader).
 read_all() { cat "$1" >/dev/null; }
 
-printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s, refill %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}" "${BENCH_REFILL:-off}"
+printf '\nmlvault transfer benchmark, %s, %s cores, loopback, plain HTTP, release build, median of %s runs, Garage fsync %s, refill %s, hot_read_secs %s\n' "$(date -u +%F)" "$(nproc)" "$reps" "${GARAGE_FSYNC:-false}" "${BENCH_REFILL:-off}" "${BENCH_HOT_READ_SECS:-default}"
 printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %12s %12s\n' size op "cp MiB/s" "curl+Garage" "mlvault" "" "vs curl" "vs cp" "server RSS" "cli RSS"
 for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
