@@ -28,12 +28,14 @@
 # mlvault (which fsyncs every blob before a version commits); Garage's
 # default is false.
 #
-# The servers run with their default hot_read_secs: a blob's first read
-# comes from the device, and a read within that window of the last goes
-# through the server's page cache. So of the pulls of one blob, the first
-# reads the device, the next also fills the server's page cache, and the
-# rest read from memory. BENCH_HOT_READ_SECS=N starts both servers with
-# hot_read_secs = N (0: every read from the device, as before hot reads).
+# The servers run with their defaults, so the server reads a blob from
+# its disk the first time and through its page cache when it is read again
+# within hot_read_secs: each run pushes a new blob, so pull is its first
+# read and pull* its second, which also fills the server's page cache.
+# BENCH_HOT_READ_SECS=N starts the first two servers with hot_read_secs = N
+# (0: every read from the disk). A last step (BENCH_FLEET, below) has
+# several deploy jobs pull one model at once, three rounds, beside a vault
+# that reads every blob from the disk.
 #
 # Needs about (BENCH_REPS + 4) x the largest size in free disk under $TMPDIR
 # (Garage reclaims deleted objects only after a delay).
@@ -48,9 +50,11 @@ scripts/garage.sh install >/dev/null
 work=$(mktemp -d)
 server_pid=""
 tls_pid=""
+fleet_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null || true
+  [ -n "$fleet_pid" ] && kill "$fleet_pid" 2>/dev/null || true
   scripts/garage.sh stop "$work/garage" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -58,17 +62,27 @@ trap cleanup EXIT
 
 # shellcheck disable=SC1090
 source "$(scripts/garage.sh start "$work/garage" 39400)"
-"$BIN/vault-server" init --data-dir "$work/vault" --unseal-identity "$work/id" --admin-token-file "$work/admin" >/dev/null
+# start_vault NAME [RUN ARGS...]: init and run a vault in $work/NAME, wait
+# for it to listen; its pid goes to $started_pid, its address to
+# $work/NAME.addr, its admin token to $work/NAME.admin.
+start_vault() {
+  local name=$1; shift
+  "$BIN/vault-server" init --data-dir "$work/$name" --unseal-identity "$work/$name.id" --admin-token-file "$work/$name.admin" >/dev/null
+  "$BIN/vault-server" run --data-dir "$work/$name" --unseal-identity "$work/$name.id" --listen 127.0.0.1:0 "$@" \
+    >"$work/$name.out" 2>"$work/$name.log" &
+  started_pid=$!
+  for _ in $(seq 100); do grep -q listening "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  sed -n 's/^listening on //p' "$work/$name.out" >"$work/$name.addr"
+}
 server_config=()
 if [ -n "${BENCH_HOT_READ_SECS:-}" ]; then
   printf '[storage]\nhot_read_secs = %d\n' "$BENCH_HOT_READ_SECS" >"$work/server.toml"
   server_config=(--config "$work/server.toml")
 fi
-"$BIN/vault-server" run --data-dir "$work/vault" --unseal-identity "$work/id" --listen 127.0.0.1:0 "${server_config[@]}" >"$work/out" 2>"$work/log" &
-server_pid=$!
-for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
-export MLVAULT_ADDR; MLVAULT_ADDR=$(sed -n 's/^listening on //p' "$work/out")
-export MLVAULT_TOKEN; MLVAULT_TOKEN=$(MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+start_vault vault "${server_config[@]}"
+server_pid=$started_pid
+export MLVAULT_ADDR; MLVAULT_ADDR=$(cat "$work/vault.addr")
+export MLVAULT_TOKEN; MLVAULT_TOKEN=$(MLVAULT_TOKEN=$(cat "$work/vault.admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
 # A second vault served over TLS (rustls, a private CA), as production runs it.
 tls="$work/tls"; mkdir -p "$tls"
 (
@@ -80,15 +94,12 @@ tls="$work/tls"; mkdir -p "$tls"
   printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null
 )
-"$BIN/vault-server" init --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --admin-token-file "$work/admin-tls" >/dev/null
-"$BIN/vault-server" run --data-dir "$work/vault-tls" --unseal-identity "$work/id-tls" --listen 127.0.0.1:0 "${server_config[@]}" \
-  --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" >"$work/out-tls" 2>"$work/log-tls" &
-tls_pid=$!
-for _ in $(seq 100); do grep -q listening "$work/out-tls" 2>/dev/null && break; sleep 0.1; done
-TLS_ADDR=$(sed -n 's/^listening on //p' "$work/out-tls")
-TLS_TOKEN=$(MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/admin-tls") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+start_vault vault-tls "${server_config[@]}" --tls-cert "$tls/server.pem" --tls-key "$tls/server.key"
+tls_pid=$started_pid
+TLS_ADDR=$(cat "$work/vault-tls.addr")
+TLS_TOKEN=$(MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/vault-tls.admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
 over_tls() { MLVAULT_ADDR=$TLS_ADDR MLVAULT_TOKEN=$TLS_TOKEN MLVAULT_CA_CERT="$tls/ca.pem" "$@"; }
-tls_admin() { MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/admin-tls") "$BIN/vault-cli" "$@"; }
+tls_admin() { MLVAULT_ADDR=$TLS_ADDR MLVAULT_CA_CERT="$tls/ca.pem" MLVAULT_TOKEN=$(cat "$work/vault-tls.admin") "$BIN/vault-cli" "$@"; }
 export MLVAULT_STATE_DIR="$work/state" MLVAULT_CACHE_DIR="$work/cache" MLVAULT_REPORT_PEAK_RSS=1
 
 now() { date +%s.%N; }
@@ -145,10 +156,10 @@ for mib in "${sizes[@]}"; do
     dpullreads+=("$(timed read_all "$work/pulled/model.bin")")
     rm -rf "$work/pulled"
     # Free the blob again (Garage frees deleted objects only later).
-    MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/m$mib:$r" >/dev/null 2>&1 || echo "delete bench/m$mib:$r failed" >&2
+    MLVAULT_TOKEN=$(cat "$work/vault.admin") "$BIN/vault-cli" delete "bench/m$mib:$r" >/dev/null 2>&1 || echo "delete bench/m$mib:$r failed" >&2
     printf 'hsh%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
     hpushes+=("$(timed push_quiet --hash-first "bench/h$mib" "$(dirname "$src")")")
-    MLVAULT_TOKEN=$(cat "$work/admin") "$BIN/vault-cli" delete "bench/h$mib:$r" >/dev/null 2>&1 || echo "delete bench/h$mib:$r failed" >&2
+    MLVAULT_TOKEN=$(cat "$work/vault.admin") "$BIN/vault-cli" delete "bench/h$mib:$r" >/dev/null 2>&1 || echo "delete bench/h$mib:$r failed" >&2
     printf 'tls%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
     tpushes+=("$(timed over_tls push_quiet "bench/t$mib" "$(dirname "$src")")")
     tpulls+=("$(timed over_tls pull_quiet "bench/t$mib" "$work/pulled")")
@@ -186,7 +197,55 @@ for mib in "${sizes[@]}"; do
 done
 printf 'push^ = push --hash-first: the file is hashed before it uploads (the default hashes a large file while it uploads)\n'
 printf 'push/tls, pull/tls = the same push and pull against a vault served over TLS (rustls, loopback); curl+Garage stays plain HTTP\n'
-printf 'pull* = MLVAULT_DIRECT_IO=on: the pulled file is written with O_DIRECT, bypassing the page cache (the default keeps it cached for the reader)\n' 
+printf 'pull* = MLVAULT_DIRECT_IO=on: the pulled file is written with O_DIRECT, bypassing the page cache (the default keeps it cached for the reader)\n'
+printf 'each run pushes a new blob: pull is its first read (from the server'"'"'s disk), pull* its second, which with hot reads also fills the server'"'"'s page cache\n'
+
+# Fleet start-up: BENCH_FLEET (default 4; 0 skips) deploy jobs pull one
+# model of the first size at once, three rounds, from the first vault (its
+# defaults: hot reads) and from a third vault that reads every blob from
+# the device (hot_read_secs = 0), rounds interleaved. The pulls write
+# directly (MLVAULT_DIRECT_IO=on) so the clients' page-cache state does not
+# decide; every pulled file is compared with the source.
+fleet_n=${BENCH_FLEET:-4}
+if [ "$fleet_n" -gt 0 ]; then
+  mib=${sizes[0]}; bytes=$((mib * 1048576))
+  fleet_src="$work/fleet-src"; mkdir -p "$fleet_src"
+  head -c "$bytes" /dev/urandom >"$fleet_src/model.bin"
+  printf '[storage]\nhot_read_secs = 0\n' >"$work/cold.toml"
+  start_vault vault-cold --config "$work/cold.toml"
+  fleet_pid=$started_pid
+  cold_addr=$(cat "$work/vault-cold.addr")
+  cold_token=$(MLVAULT_ADDR=$cold_addr MLVAULT_TOKEN=$(cat "$work/vault-cold.admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
+  on_cold() { MLVAULT_ADDR=$cold_addr MLVAULT_TOKEN=$cold_token "$@"; }
+  push_quiet bench/fleet "$fleet_src"
+  on_cold push_quiet bench/fleet "$fleet_src"
+  pull_fleet() {
+    local pids=() k failed=0
+    for k in $(seq "$fleet_n"); do
+      MLVAULT_DIRECT_IO=on "$BIN/vault-cli" pull bench/fleet --no-cache --to "$work/fleet-$k" >/dev/null 2>"$work/fleet-$k.err" &
+      pids+=($!)
+    done
+    for k in "${pids[@]}"; do wait "$k" || failed=1; done
+    return "$failed"
+  }
+  check_fleet() {
+    local k
+    for k in $(seq "$fleet_n"); do
+      cmp "$fleet_src/model.bin" "$work/fleet-$k/model.bin" || { cat "$work/fleet-$k.err" >&2; exit 1; }
+      rm -rf "$work/fleet-$k"
+    done
+  }
+  two_places() { printf '%s\n' "$@" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}'; }
+  hot=() cold=()
+  for _ in 1 2 3; do
+    hot+=("$(timed pull_fleet)"); check_fleet
+    cold+=("$(on_cold timed pull_fleet)"); check_fleet
+  done
+  printf '\nfleet: %s deploy jobs pull one %s MiB model at once (direct writes); seconds for rounds 1, 2, 3: hot reads (default) %s, every read from the device %s; round 3 %sx faster\n' \
+    "$fleet_n" "$mib" "$(two_places "${hot[@]}")" "$(two_places "${cold[@]}")" "$(ratio "${cold[2]}" "${hot[2]}")"
+  kill "$fleet_pid" 2>/dev/null || true
+  fleet_pid=""
+fi
 
 [ -n "${BENCH_SKIP_WARM:-}" ] && exit 0
 # Warm restart: a 4 GiB, 8-file model already pulled and verified.
