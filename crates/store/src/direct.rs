@@ -49,10 +49,11 @@ pub enum LocalReads {
     /// in demand (`hot_read_secs`, the default 600). Data read once (most
     /// dataset pulls) never fills the page cache; a model that deploy jobs
     /// keep pulling is served from memory from its second read on. On the
-    /// development VM (virtio disk, 2 cores), four concurrent `--direct-io`
-    /// pulls of one 1 GiB model took 4.7 and 4.9 s with the blob read from
-    /// the device and 3.0 and 3.1 s with it in the page cache; one `curl`
-    /// of the file from the server, 0.78–0.84 s against 0.34–0.36 s.
+    /// development VM (virtio disk, 2 cores), four deploy jobs pulling one
+    /// 1 GiB model at once took 4.17–4.31 s a round with every read from
+    /// disk, and 4.47 s, then 2.95 and 2.99 s with hot reads (the fleet
+    /// step of `scripts/bench.sh`); one `curl` of the file from the server
+    /// took 0.78–0.84 s from disk and 0.34–0.36 s from the page cache.
     Hot(Duration),
 }
 
