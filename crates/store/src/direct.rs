@@ -88,13 +88,19 @@ impl RecentReads {
     }
 }
 
+/// [`LocalReads`] with the state hot reads keep.
+#[derive(Debug, Clone)]
+enum ReadMode {
+    Direct,
+    PageCache,
+    Hot(Arc<RecentReads>),
+}
+
 /// A directory holding blob objects under their object paths.
 #[derive(Debug, Clone)]
 pub(crate) struct DirectDir {
     root: Arc<PathBuf>,
-    reads: LocalReads,
-    /// Present for [`LocalReads::Hot`].
-    recent: Option<Arc<RecentReads>>,
+    reads: ReadMode,
 }
 
 fn backend(what: &str, path: &Path, e: io::Error) -> Error {
@@ -116,26 +122,26 @@ fn joined(e: tokio::task::JoinError) -> Error {
 
 impl DirectDir {
     pub(crate) fn new(root: PathBuf, reads: LocalReads) -> Self {
-        let recent = match reads {
-            LocalReads::Hot(window) => Some(Arc::new(RecentReads {
+        let reads = match reads {
+            LocalReads::Direct => ReadMode::Direct,
+            LocalReads::PageCache => ReadMode::PageCache,
+            LocalReads::Hot(window) => ReadMode::Hot(Arc::new(RecentReads {
                 window,
                 last: Mutex::new(HashMap::new()),
             })),
-            LocalReads::Direct | LocalReads::PageCache => None,
         };
         Self {
             root: Arc::new(root),
             reads,
-            recent,
         }
     }
 
     /// Whether this read of `object` goes through the page cache.
     fn cached_read(&self, object: &object_store::path::Path) -> bool {
-        match (&self.reads, &self.recent) {
-            (LocalReads::PageCache, _) => true,
-            (LocalReads::Hot(_), Some(recent)) => recent.touch(object.as_ref()),
-            _ => false,
+        match &self.reads {
+            ReadMode::Direct => false,
+            ReadMode::PageCache => true,
+            ReadMode::Hot(recent) => recent.touch(object.as_ref()),
         }
     }
 
