@@ -3166,18 +3166,24 @@ mod reliability {
             big.as_bytes(),
         );
         assert!(code == 413 || code == 0, "{code} {v}");
-        // Bad values are refused at start with a clear message.
-        fs::write(cfg.path(), "[http]\nmax_files = 0\n").unwrap();
-        let (code, err) = failed_start(&[
-            "--data-dir".as_ref(),
-            s.data_dir.as_os_str(),
-            "--unseal-identity".as_ref(),
-            s.identity.as_os_str(),
-            "--config".as_ref(),
-            cfg.path().as_os_str(),
-        ]);
-        assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains("max_files"), "{err}");
+        // Bad values are refused at start with a clear message that names
+        // the setting.
+        for (bad, setting) in [
+            ("[http]\nmax_files = 0\n", "max_files"),
+            ("[storage]\nhot_read_secs = -1\n", "hot_read_secs"),
+        ] {
+            fs::write(cfg.path(), bad).unwrap();
+            let (code, err) = failed_start(&[
+                "--data-dir".as_ref(),
+                s.data_dir.as_os_str(),
+                "--unseal-identity".as_ref(),
+                s.identity.as_os_str(),
+                "--config".as_ref(),
+                cfg.path().as_os_str(),
+            ]);
+            assert_eq!(code, Some(2), "{err}");
+            assert!(err.contains(setting), "{err}");
+        }
     }
 
     #[test]
