@@ -2172,6 +2172,22 @@ mod transfer {
         );
     }
 
+    /// SIGKILL `child` as soon as `ready` holds (within 60 s), failing the
+    /// test if it finishes first.
+    fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready() {
+            assert!(Instant::now() < deadline, "pull made no progress");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "pull finished before it could be killed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn a_killed_pull_resumes_without_downloading_finished_files_again() {
         let s = Server::start();
@@ -2187,7 +2203,6 @@ mod transfer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let done = |d: &std::path::Path| {
             fs::read_dir(d).map_or(0, |r| {
                 r.filter_map(|e| e.ok())
@@ -2195,16 +2210,7 @@ mod transfer {
                     .count()
             })
         };
-        while done(&objects) < 3 {
-            assert!(Instant::now() < deadline, "pull made no progress");
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "pull finished before it could be killed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_when(&mut child, || done(&objects) >= 3);
         let finished = done(&objects) as u64;
         assert!(finished < 8, "everything finished before the kill");
         // Nothing unverified is at the destination.
@@ -2227,6 +2233,90 @@ mod transfer {
         );
         assert_same_tree(&src, &dest);
         ok(s.cli().arg("verify").arg(&dest));
+    }
+
+    /// Two versions of one model for the tests of a pull that stops: v1
+    /// small, v2 with a changed config, a new file and a `big` weights file.
+    pub(super) fn two_versions(
+        s: &Server,
+        name: &str,
+        big: u64,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let v1 = s.tmp.path().join(format!("{}-v1", name.replace('/', "-")));
+        let v2 = s.tmp.path().join(format!("{}-v2", name.replace('/', "-")));
+        fs::create_dir_all(&v1).unwrap();
+        fs::create_dir_all(&v2).unwrap();
+        fs::write(v1.join("config.json"), br#"{"layers": 2}"#).unwrap();
+        random_file(&v1.join("weights.bin"), MIB, 1);
+        fs::write(v2.join("config.json"), br#"{"layers": 4}"#).unwrap();
+        fs::write(v2.join("tokenizer.json"), br#"{"vocab": []}"#).unwrap();
+        random_file(&v2.join("weights.bin"), big, 2);
+        ok(s.cli().args(["push", name]).arg(&v1));
+        ok(s.cli().args(["push", name]).arg(&v2));
+        (v1, v2)
+    }
+
+    /// A pull of a new version over an earlier one, killed while its large
+    /// file downloads (its small files long verified), leaves the
+    /// destination exactly as it was: the earlier version whole, `verify`
+    /// passing, none of the new files beside it. With the cache and without;
+    /// pulling again completes it and leaves nothing staged behind.
+    #[test]
+    fn a_pull_killed_partway_leaves_the_earlier_version_whole() {
+        let s = Server::start();
+        for cache in [true, false] {
+            let name = if cache { "t/cached" } else { "t/uncached" };
+            let (v1, v2) = two_versions(&s, name, 24 * MIB);
+            let mode: &[&str] = if cache { &[] } else { &["--no-cache"] };
+            let dest = s.tmp.path().join(format!("dest-{cache}"));
+            ok(s.cli()
+                .args(["pull", &format!("{name}:1"), "--to"])
+                .arg(&dest)
+                .args(mode));
+            let mut child = s
+                .cli()
+                .args(["pull", &format!("{name}:2"), "--limit-rate", "4M", "--to"])
+                .arg(&dest)
+                .args(mode)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Wait for 2 MiB of the weights (in the cache's or the
+            // destination's partial folder): the two small files are done.
+            let sha = sha256_file(&v2.join("weights.bin"));
+            let partials = [
+                s.tmp.path().join("client-cache/partial"),
+                dest.join(".mlvault/partial"),
+            ];
+            let received = || {
+                partials
+                    .iter()
+                    .filter_map(|d| fs::read_dir(d).ok())
+                    .flatten()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&sha))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            };
+            kill_when(&mut child, || received() >= 2 * MIB);
+            assert_same_tree(&v1, &dest);
+            ok(s.cli().arg("verify").arg(&dest));
+
+            ok(s.cli()
+                .args(["pull", &format!("{name}:2"), "--to"])
+                .arg(&dest)
+                .args(mode));
+            assert_same_tree(&v2, &dest);
+            ok(s.cli().arg("verify").arg(&dest));
+            assert!(
+                !dest.join(".mlvault/partial").exists(),
+                "left behind: {:?}",
+                tree(&dest.join(".mlvault"))
+            );
+        }
     }
 
     #[test]
@@ -2979,6 +3069,50 @@ mod reliability {
         let small = s.tmp.path().join("c/w.bin");
         random_file(&small, MIB, 3);
         ok(s.cli().args(["push", "t/n"]).arg(&small));
+    }
+
+    /// A pull whose destination fills up fails with the system's reason and
+    /// leaves the version pulled there before whole, frees what it staged
+    /// (the cache is on another file system, so files are copied in), and
+    /// keeps only the partial download a next pull resumes (`--no-cache`).
+    #[test]
+    fn a_pull_onto_a_full_disk_fails_and_keeps_the_earlier_version() {
+        let s = Server::start();
+        let (v1, _) = super::transfer::two_versions(&s, "t/m", 24 * MIB);
+        let dest = s.tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let Some(_tmpfs) = Tmpfs::over(&dest, "16m") else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        for mode in [&[][..], &["--no-cache"][..]] {
+            ok(s.cli()
+                .args(["pull", "t/m:1", "--to"])
+                .arg(&dest)
+                .args(mode));
+            let err = fails_with(
+                s.cli()
+                    .args(["pull", "t/m:2", "--to"])
+                    .arg(&dest)
+                    .args(mode),
+                1,
+            );
+            assert!(err.contains("No space left on device"), "{mode:?}: {err}");
+            assert_same_tree(&v1, &dest);
+            ok(s.cli().arg("verify").arg(&dest));
+            let left: Vec<String> = tree(&dest.join(".mlvault"))
+                .into_iter()
+                .filter(|p| p.starts_with("partial/"))
+                .collect();
+            if mode.is_empty() {
+                assert!(left.is_empty(), "staged copies left: {left:?}");
+            } else {
+                assert!(
+                    left.iter().all(|p| !p.contains(".staged-")),
+                    "staged copies left: {left:?}"
+                );
+            }
+        }
     }
 
     fn curl_json(

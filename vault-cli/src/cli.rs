@@ -69,7 +69,7 @@ pub struct Global {
 pub enum Command {
     /// Push a file or directory tree as a new version of REF (`ns/name`).
     Push(PushArgs),
-    /// Pull REF into a directory; every file is verified before it appears.
+    /// Pull REF into a directory; its files appear only once all are verified.
     Pull(PullArgs),
     /// Re-check a pulled directory against the manifest stored in it: each
     /// file's size and SHA-256, and that nothing else is there.
@@ -311,9 +311,12 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// `ns/name`, `ns/name:VERSION`, `ns/name:ALIAS` or `ns/name@sha256:HEX`.
     pub reference: String,
-    /// Destination directory (created if missing). Where another version
-    /// was pulled before, its files that this version does not have are
-    /// removed (unless changed since; those are kept and named).
+    /// Destination directory (created if missing). Nothing in it changes
+    /// until every file of the version is verified (staged in
+    /// DIR/.mlvault/partial), so a pull that fails leaves what was there.
+    /// Where another version was pulled before, its files that this version
+    /// does not have are then removed (unless changed since; those are kept
+    /// and named).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Accept an alias that moved back to an older version (or an older record).

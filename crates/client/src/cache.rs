@@ -438,25 +438,23 @@ impl Cache {
         }
     }
 
-    /// Put the object at `dest`: a hard link where possible, else a copy;
-    /// through a temporary name and a rename, so `dest` is never partial.
-    pub fn link_into(&self, sha: &str, dest: &Path) -> Result<()> {
+    /// Put the object at `path`, a new name beside the destination (its
+    /// staging folder), for the caller to rename into place: a hard link
+    /// where possible, else a synced copy. A hard link also keeps `prune`
+    /// from removing the object meanwhile.
+    pub fn stage(&self, sha: &str, path: &Path) -> Result<()> {
         let obj = self.object(sha);
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.mlvault-{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        if fs::hard_link(&obj, &tmp).is_err() {
-            fs::copy(&obj, &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
-            fs::File::open(&tmp)
+        let _ = fs::remove_file(path);
+        if fs::hard_link(&obj, path).is_err() {
+            fs::copy(&obj, path).map_err(|e| {
+                let _ = fs::remove_file(path);
+                io("cannot copy to", path, e)
+            })?;
+            fs::File::open(path)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| io("cannot sync", &tmp, e))?;
+                .map_err(|e| io("cannot sync", path, e))?;
         }
-        fs::rename(&tmp, dest).map_err(|e| io("cannot move into place", dest, e))
+        Ok(())
     }
 }
 
@@ -478,9 +476,7 @@ mod tests {
         for sha in [&held, &linked, &loose] {
             object(&cache, sha, sha.as_bytes());
         }
-        cache
-            .link_into(&linked, &dir.path().join("pulled"))
-            .unwrap();
+        cache.stage(&linked, &dir.path().join("pulled")).unwrap();
         let st = cache.status().unwrap();
         assert_eq!((st.objects, st.linked, st.unlinked), (3, 1, 2));
 

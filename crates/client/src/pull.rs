@@ -1,6 +1,13 @@
 //! Verified pull: resolve → check the manifest → stream each file into a
-//! partial file under `DEST/.mlvault/partial/`, hashing as it lands → fsync
-//! and rename into place only when size and SHA-256 match.
+//! partial file under `DEST/.mlvault/partial/` (or into the cache), hashing
+//! as it lands, and keep it only when size and SHA-256 match → once every
+//! file of the version is verified and staged there, rename each into place.
+//!
+//! So a pull that fails or is killed while it downloads leaves the
+//! destination as it was: the version pulled there before stays whole, and
+//! no file of the new one appears beside it. Only the renames at the end,
+//! one per file, can be cut short; the destination's manifest then still
+//! names the old version, `verify` fails, and pulling again finishes it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -181,22 +188,51 @@ impl Client {
                     (cache.clone(), partial_dir.clone(), digest.clone());
                 async move {
                     match cache {
-                        Some(c) => self.fetch_cached(&c, &digest, i, f, target, opts).await,
+                        Some(c) => {
+                            let staged = partial_dir.join(staged_name(&f.sha256, i));
+                            self.fetch_cached(&c, &digest, i, f, target, &staged, opts)
+                                .await
+                        }
                         None => {
+                            // Kept when the pull fails: the next one resumes it.
                             let partial = partial_dir.join(format!("{}-{i}", f.sha256));
                             let n = self.download_to(&digest, i, f, &partial, opts).await?;
-                            place(&partial, target).await?;
-                            Ok(n)
+                            Ok((n, Some(partial)))
                         }
                     }
                 }
             });
+        // Every file verified and staged before the destination changes.
         let mut downloaded = 0;
-        let mut results = futures_util::stream::iter(jobs).buffer_unordered(opts.parallel.max(1));
-        while let Some(r) = results.next().await {
-            downloaded += r?;
+        let mut staged: Vec<Option<PathBuf>> = vec![None; m.files().len()];
+        let mut failed = None;
+        let mut results =
+            futures_util::stream::iter(jobs.enumerate().map(|(i, j)| async move { (i, j.await) }))
+                .buffer_unordered(opts.parallel.max(1));
+        while let Some((i, r)) = results.next().await {
+            match r {
+                Ok((n, s)) => {
+                    downloaded += n;
+                    staged[i] = s;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
         drop(results);
+        if let Some(e) = failed {
+            if cache.is_some() {
+                remove_staged(&partial_dir, |pid| pid == std::process::id()).await;
+            }
+            return Err(e);
+        }
+        for (s, target) in staged.iter().zip(&targets) {
+            if let Some(s) = s {
+                place(s, target).await?;
+            }
+        }
         // What an earlier pull left here that this version does not have
         // goes before the new manifest is written: if this stops in
         // between, the destination fails `verify` and a new pull finishes it.
@@ -227,6 +263,13 @@ impl Client {
             removed_files = gone;
         }
         write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
+        // Links a killed pull staged here would keep cache objects in use.
+        if cfg!(target_os = "linux") {
+            remove_staged(&partial_dir, |pid| {
+                !Path::new("/proc").join(pid.to_string()).exists()
+            })
+            .await;
+        }
         let _ = tokio::fs::remove_dir(&partial_dir).await;
         if previous.is_some() {
             let extra = {
@@ -269,8 +312,11 @@ impl Client {
     }
 
     /// One file through the cache: nothing to do when the destination is
-    /// already the verified object; a link when the cache has it; else a
-    /// download into the cache first. One process fills an object at a time.
+    /// already the verified object; else the object (downloaded into the
+    /// cache first when the cache lacks it) is staged at `staged`, to be
+    /// renamed into place. One process fills an object at a time. Returns
+    /// the bytes downloaded and the staged file, if any.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_cached(
         &self,
         cache: &Cache,
@@ -278,13 +324,14 @@ impl Client {
         index: usize,
         f: &FileEntry,
         target: &Path,
+        staged: &Path,
         opts: &PullOptions,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<PathBuf>)> {
         if !opts.verify_cache && cache.is_current(&f.sha256, f.size, target) {
             if let Some(p) = &opts.progress {
                 p.advance(f.size);
             }
-            return Ok(0);
+            return Ok((0, None));
         }
         let lock = {
             let (c, sha) = (cache.clone(), f.sha256.clone());
@@ -309,9 +356,14 @@ impl Client {
                 .await?;
             cache.commit_partial(&f.sha256)?;
         }
-        cache.link_into(&f.sha256, target)?;
+        {
+            let (c, sha, staged) = (cache.clone(), f.sha256.clone(), staged.to_path_buf());
+            tokio::task::spawn_blocking(move || c.stage(&sha, &staged))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))??;
+        }
         drop(lock);
-        Ok(n)
+        Ok((n, Some(staged.to_path_buf())))
     }
 
     async fn check_alias_record(
@@ -377,7 +429,32 @@ impl Client {
     }
 }
 
-/// Move a verified partial into place.
+/// The name under which file `index` (SHA-256 `sha`) is staged from the
+/// cache by this process: its id in the name keeps concurrent pulls into one
+/// destination apart, and tells a later pull whether its owner still runs.
+fn staged_name(sha: &str, index: usize) -> String {
+    format!("{sha}-{index}.staged-{}", std::process::id())
+}
+
+/// Remove the files staged from the cache in `partial_dir` by the processes
+/// `owner` picks (partial downloads are left for the next pull to resume).
+async fn remove_staged(partial_dir: &Path, owner: impl Fn(u32) -> bool) {
+    let Ok(mut dir) = tokio::fs::read_dir(partial_dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = dir.next_entry().await {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.rsplit_once(".staged-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if pid.is_some_and(&owner) {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
+}
+
+/// Move a verified, staged file into place.
 async fn place(partial: &Path, target: &Path) -> Result<()> {
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
