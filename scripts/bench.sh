@@ -9,7 +9,10 @@
 # every push did before blob format v2), the same-run baseline of the
 # default, which hashes a large file while it uploads. push/tls and
 # pull/tls run against a second vault served over TLS (rustls), as in
-# production; the Garage baseline stays plain HTTP.
+# production; the Garage baseline stays plain HTTP. `cp` copies a file that
+# is still in the page cache; "cp from disk" copies it after dropping it
+# from the page cache, the local limit for a pull, whose blob starts on the
+# server's disk.
 #
 #   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
 #
@@ -120,6 +123,9 @@ refill() { [ -z "${BENCH_REFILL:-}" ] || { head -c "$bytes" /dev/zero >"$work/re
 timed() { sync; sleep "${BENCH_SETTLE:-0}"; refill; local t0 t1; t0=$(now); "$@"; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cp_synced() { cp "$1" "$2"; sync "$2"; }
+# Drop a (synced) file from the page cache, so the next read comes from the
+# device, as a vault's first read of a blob does.
+evict() { sync "$1"; dd if="$1" iflag=nocache count=0 status=none; }
 get_synced() { curl_s3 -o "$2" "$1"; sync "$2"; }
 put_quiet() { curl_s3 -T "$1" "$2" >/dev/null; }
 push_quiet() { "$BIN/vault-cli" push "$@" >/dev/null 2>"$work/push.err" || { cat "$work/push.err" >&2; return 1; }; }
@@ -134,11 +140,13 @@ for mib in "${sizes[@]}"; do
   bytes=$((mib * 1048576))
   src="$work/src-$mib/model.bin"; mkdir -p "$(dirname "$src")"
   head -c "$bytes" /dev/urandom >"$src"
-  cps=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=() tpushes=() tpulls=() pullcpu=() dpullcpu=()
+  cps=() cpds=() puts=() gets=() pushes=() hpushes=() pulls=() dpulls=() getreads=() pullreads=() dpullreads=() tpushes=() tpulls=() pullcpu=() dpullcpu=()
   for r in $(seq "$reps"); do
     # A different first block each run, so no push is deduplicated.
     printf 'run%05d' "$r" | dd of="$src" conv=notrunc bs=8 count=1 status=none
     cps+=("$(timed cp_synced "$src" "$work/cp.bin")"); rm -f "$work/cp.bin"
+    evict "$src"
+    cpds+=("$(timed cp_synced "$src" "$work/cp.bin")"); rm -f "$work/cp.bin"
     puts+=("$(timed put_quiet "$src" "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib")")
     gets+=("$(timed get_synced "$MLVAULT_S3_ENDPOINT/mlvault/bench-$mib" "$work/get.bin")")
     getreads+=("$(timed read_all "$work/get.bin")"); rm -f "$work/get.bin"
@@ -169,10 +177,10 @@ for mib in "${sizes[@]}"; do
   done
   rm -rf "$(dirname "$src")"
   # Every run's seconds, to stderr: the spread says how far to trust a median.
-  printf '%s MiB runs (s): cp %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s | push/tls %s | pull/tls %s\n' "$mib" \
-    "${cps[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" "${tpushes[*]}" "${tpulls[*]}" >&2
+  printf '%s MiB runs (s): cp %s | cp from disk %s | put %s | get %s | push %s | push^ %s | pull %s | pull* %s | push/tls %s | pull/tls %s\n' "$mib" \
+    "${cps[*]}" "${cpds[*]}" "${puts[*]}" "${gets[*]}" "${pushes[*]}" "${hpushes[*]}" "${pulls[*]}" "${dpulls[*]}" "${tpushes[*]}" "${tpulls[*]}" >&2
   printf '%s MiB CLI CPU seconds per run: pull %s | pull* %s\n' "$mib" "${pullcpu[*]}" "${dpullcpu[*]}" >&2
-  cp_s=$(median "${cps[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
+  cp_s=$(median "${cps[@]}"); cpd_s=$(median "${cpds[@]}"); put_s=$(median "${puts[@]}"); get_s=$(median "${gets[@]}")
   push_s=$(median "${pushes[@]}"); hpush_s=$(median "${hpushes[@]}"); pull_s=$(median "${pulls[@]}"); dpull_s=$(median "${dpulls[@]}")
   srv=$(rss_server)
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s %9s KiB %9s KiB\n' "${mib}MiB" push "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$push_s")" "" \
@@ -194,6 +202,10 @@ for mib in "${sizes[@]}"; do
   deploy_dpull=$(sum "$dpull_s" "$(median "${dpullreads[@]}")")
   printf '%-8s then read the whole file (deploy start-up): curl GET %s s, pull %s s (%sx), pull* %s s (%sx)\n' "${mib}MiB" \
     "$deploy_get" "$deploy_pull" "$(ratio "$deploy_get" "$deploy_pull")" "$deploy_dpull" "$(ratio "$deploy_get" "$deploy_dpull")"
+  # A pull's blob starts on the server's disk, while `cp` above copies a file
+  # still in the page cache; this is the local limit for bytes on the device.
+  printf '%-8s cp from disk (source dropped from the page cache first, copied, synced): %s MiB/s; pull %sx, pull* %sx, pull/tls %sx of it\n' "${mib}MiB" \
+    "$(rate "$bytes" "$cpd_s")" "$(ratio "$cpd_s" "$pull_s")" "$(ratio "$cpd_s" "$dpull_s")" "$(ratio "$cpd_s" "$tpull_s")"
 done
 printf 'push^ = push --hash-first: the file is hashed before it uploads (the default hashes a large file while it uploads)\n'
 printf 'push/tls, pull/tls = the same push and pull against a vault served over TLS (rustls, loopback); curl+Garage stays plain HTTP\n'
