@@ -65,8 +65,10 @@ struct RecentReads {
 }
 
 /// Blobs remembered at most; past it, entries older than the window go,
-/// and if that is not enough, all of them (a hot blob then takes one more
-/// direct read to be hot again).
+/// and if that frees less than a quarter of the room, all of them (a hot
+/// blob then takes one more direct read to be hot again). So the scan that
+/// prunes runs at most once per `RECENT_MAX / 4` new blobs, not on every
+/// open while the map stays nearly full of recent reads.
 const RECENT_MAX: usize = 65_536;
 
 impl RecentReads {
@@ -79,7 +81,7 @@ impl RecentReads {
         let hot = last.get(object).is_some_and(fresh);
         if last.len() >= RECENT_MAX && !last.contains_key(object) {
             last.retain(|_, t| fresh(t));
-            if last.len() >= RECENT_MAX {
+            if last.len() > RECENT_MAX / 4 * 3 {
                 last.clear();
             }
         }
@@ -365,5 +367,32 @@ mod tests {
         assert!(!r.touch("blobs/new"));
         assert_eq!(r.last.lock().unwrap().len(), 1);
         assert!(!r.touch("blobs/7"), "forgotten, cold again");
+    }
+
+    #[test]
+    fn a_full_map_drops_old_reads_and_keeps_recent_ones_while_that_frees_room() {
+        // `half`: half the reads old; `most`: an eighth old, the rest recent.
+        let (half, most) = (
+            recent(Duration::from_secs(2)),
+            recent(Duration::from_secs(2)),
+        );
+        let fill = |r: &RecentReads, prefix: &str, n: usize| {
+            for i in 0..n {
+                r.touch(&format!("{prefix}/{i}"));
+            }
+        };
+        fill(&half, "old", RECENT_MAX / 2);
+        fill(&most, "old", RECENT_MAX / 8);
+        std::thread::sleep(Duration::from_millis(2100));
+        fill(&half, "recent", RECENT_MAX / 2);
+        fill(&most, "recent", RECENT_MAX / 8 * 7);
+        assert!(!half.touch("blobs/new"));
+        assert_eq!(half.last.lock().unwrap().len(), RECENT_MAX / 2 + 1);
+        assert!(half.touch("recent/9"), "a recent read survives the prune");
+        assert!(!half.touch("old/9"), "an old one is gone");
+        // Pruning would free too little room (it would run again at the
+        // next new blob): everything goes.
+        assert!(!most.touch("blobs/new"));
+        assert_eq!(most.last.lock().unwrap().len(), 1);
     }
 }
