@@ -9,16 +9,24 @@ fuzz_target!(|data: &[u8]| {
     static JOB: std::sync::OnceLock<Job> = std::sync::OnceLock::new();
     let job = JOB.get_or_init(|| {
         Job::new(
-            Spec::parse(mlvault_fuzz::CSV_SPEC).expect("spec parses"),
+            // The shipped spec, permissive where it would stop most inputs
+            // before the transforms run.
+            Spec::parse(
+                &mlvault_fuzz::CSV_SPEC
+                    .replace("unlisted = \"refuse\"", "unlisted = \"drop\"")
+                    .replace("max_suppression = 0.1", "max_suppression = 1.0"),
+            )
+            .expect("spec parses"),
             [7u8; 32],
         )
         .expect("job")
     });
-    let Ok(classes) = job.classes(data) else {
+    let Ok(prepared) = job.prepare_one(data) else {
         return;
     };
     let mut out = Vec::new();
-    if let Ok(report) = job.run(data, &mut out, Some(&classes)) {
+    if let Ok(report) = job.run(data, &mut out, &prepared) {
         assert_eq!(report.bytes_written, out.len() as u64);
+        let _ = job.finish(&prepared, vec![report]);
     }
 });

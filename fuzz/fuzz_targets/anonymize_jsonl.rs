@@ -6,6 +6,8 @@ use vault_anonymize::{Job, Spec};
 const SPEC: &str = r#"
 format = "jsonl"
 on_error = "skip"
+unlisted = "drop"
+max_record_bytes = 4096
 [[columns]]
 name = "user.email"
 transform = "pseudonymize"
@@ -35,6 +37,7 @@ transform = "drop"
 quasi_identifiers = ["age", "zip"]
 k_min = 2
 action = "suppress"
+max_suppression = 1.0
 "#;
 
 fuzz_target!(|data: &[u8]| {
@@ -42,11 +45,12 @@ fuzz_target!(|data: &[u8]| {
     static JOB: std::sync::OnceLock<Job> = std::sync::OnceLock::new();
     let job = JOB
         .get_or_init(|| Job::new(Spec::parse(SPEC).expect("spec parses"), [7u8; 32]).expect("job"));
-    let Ok(classes) = job.classes(data) else {
+    let Ok(prepared) = job.prepare_one(data) else {
         return;
     };
     let mut out = Vec::new();
-    if let Ok(report) = job.run(data, &mut out, Some(&classes)) {
+    if let Ok(report) = job.run(data, &mut out, &prepared) {
         assert_eq!(report.bytes_written, out.len() as u64);
+        let _ = job.finish(&prepared, vec![report]);
     }
 });

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let input = b"name,email,age,notes\nann,ann@example.com,34,call 555-0100\n";
-    if let Ok(classes) = job.classes(&input[..]) {
-        let _ = job.run(&input[..], Vec::new(), Some(&classes));
+    if let Ok(prepared) = job.prepare_one(&input[..]) {
+        let _ = job.run(&input[..], Vec::new(), &prepared);
     }
 });

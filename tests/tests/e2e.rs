@@ -2754,9 +2754,16 @@ mod jobs {
 
     pub(super) const SPEC: &str = r#"
 format = "csv"
+scan = true
+keep = ["customer_id", "city"]
 [[columns]]
 name = "name"
+identifier = true
 transform = "redact"
+[[columns]]
+name = "birth_date"
+transform = "generalize"
+kind = "year"
 [[columns]]
 name = "email"
 transform = "pseudonymize"
@@ -2919,6 +2926,10 @@ sensitive = "diagnosis"
                 "custom detector",
             ),
             ("format = \"jsonl\"\n", "not a Jsonl file"),
+            (
+                "format = \"csv\"\n[[columns]]\nname = \"email\"\ntransform = \"redact\"\n",
+                "does not say what to do with column(s) customer_id, name, ssn",
+            ),
         ] {
             let f = s.tmp.path().join("spec.toml");
             fs::write(&f, spec).unwrap();
@@ -2934,6 +2945,191 @@ sensitive = "diagnosis"
             .cli_with_token(&steward)
             .args(["--json", "job", "list"])));
         assert!(jobs.as_array().unwrap().is_empty());
+    }
+
+    /// `anonymize --wait --json` of `spec` over `source`: the job record,
+    /// whatever its outcome.
+    fn run_job(
+        s: &Server,
+        token: &str,
+        source: &str,
+        target: &str,
+        spec: &str,
+    ) -> serde_json::Value {
+        let f = s.tmp.path().join("job-spec.toml");
+        fs::write(&f, spec).unwrap();
+        let out = run(s
+            .cli_with_token(token)
+            .args([
+                "--json",
+                "anonymize",
+                source,
+                "--to",
+                target,
+                "--wait",
+                "--spec",
+            ])
+            .arg(&f));
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    #[test]
+    fn a_jsonl_job_fails_closed_and_releases_nothing() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let raw = s.tmp.path().join("events");
+        fs::create_dir_all(&raw).unwrap();
+        let mut lines = String::new();
+        for i in 0..200 {
+            lines.push_str(&format!(
+                "{{\"user\":{{\"email\":\"u{i}@example.com\",\"ssn\":\"123-45-{:04}\"}},\"n\":{i},\"text\":\"call +44 20 7946 {:04}\"}}\n",
+                1000 + i,
+                1000 + i
+            ));
+        }
+        fs::write(raw.join("events.jsonl"), &lines).unwrap();
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/events", "--kind", "dataset"])
+            .arg(&raw));
+        let base = "format = \"jsonl\"\nscan = true\nkeep = [\"n\"]\n[[columns]]\nname = \"text\"\ntransform = \"scrub\"\n[[columns]]\nname = \"user.ssn\"\ntransform = \"drop\"\n";
+        // A typo in a field name: the real field would have passed raw.
+        let typo =
+            format!("{base}[[columns]]\nname = \"user.emial\"\ntransform = \"pseudonymize\"\n");
+        let job = run_job(&s, &steward, "hr/events:1", "hr/events-anon", &typo);
+        assert_eq!(job["state"], "failed", "{job:#}");
+        let err = job["error"].as_str().unwrap();
+        assert!(
+            err.contains("user.emial") && err.contains("no record"),
+            "{err}"
+        );
+        // The real field, unlisted, is refused too.
+        let job = run_job(&s, &steward, "hr/events:1", "hr/events-anon", base);
+        assert_eq!(job["state"], "failed", "{job:#}");
+        assert!(
+            job["error"].as_str().unwrap().contains("user.email"),
+            "{job:#}"
+        );
+        fails_with(
+            s.cli_with_token(&steward).args(["show", "hr/events-anon"]),
+            4,
+        );
+        // Named, the job runs and its scan covers JSON Lines.
+        let good =
+            format!("{base}[[columns]]\nname = \"user.email\"\ntransform = \"pseudonymize\"\n");
+        let job = run_job(&s, &steward, "hr/events:1", "hr/events-anon", &good);
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(job["report"]["scanned"], true);
+        assert_eq!(job["report"]["pii_found"]["phone"], 200, "{job:#}");
+        assert!(
+            job["report"]["scan_findings"]
+                .as_object()
+                .unwrap()
+                .is_empty(),
+            "{job:#}"
+        );
+        let out = s.tmp.path().join("events-anon");
+        ok(s.cli_with_token(&steward)
+            .args(["pull", "hr/events-anon", "--to"])
+            .arg(&out));
+        let text = fs::read_to_string(out.join("events.jsonl")).unwrap();
+        assert!(
+            !text.contains("@example.com") && !text.contains("123-45-") && !text.contains("7946"),
+            "{text}"
+        );
+        // The human status shows what the scan found.
+        let human =
+            ok(s.cli_with_token(&steward)
+                .args(["job", "status", job["id"].as_str().unwrap()]));
+        assert!(
+            human.contains("scan: no PII found in the output"),
+            "{human}"
+        );
+        assert!(human.contains("warning: no [kanon] section"), "{human}");
+    }
+
+    #[test]
+    fn a_csv_with_a_repeated_header_or_a_broken_quote_leaks_nothing() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let raw = s.tmp.path().join("dup");
+        fs::create_dir_all(&raw).unwrap();
+        fs::write(raw.join("people.csv"), "id,name,name\n1,Ann Lee,Ann Lee\n").unwrap();
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/dup", "--kind", "dataset"])
+            .arg(&raw));
+        let f = s.tmp.path().join("spec.toml");
+        fs::write(&f, "format = \"csv\"\nkeep = [\"id\"]\n[[columns]]\nname = \"name\"\ntransform = \"drop\"\n").unwrap();
+        let err = fails_with(
+            s.cli_with_token(&steward)
+                .args(["anonymize", "hr/dup:1", "--to", "hr/out", "--spec"])
+                .arg(&f),
+            1,
+        );
+        assert!(err.contains("repeats column names: name"), "{err}");
+        // An unterminated quote in the last column swallows the rows after it.
+        let raw = s.tmp.path().join("quote");
+        fs::create_dir_all(&raw).unwrap();
+        fs::write(
+            raw.join("notes.csv"),
+            "id,notes\n1,fine\n2,\"open\n3,SSN 123-45-6789\n4,ann@example.com\n",
+        )
+        .unwrap();
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/quote", "--kind", "dataset"])
+            .arg(&raw));
+        let spec = "format = \"csv\"\nkeep = [\"id\", \"notes\"]\non_error = \"fail\"\n";
+        let job = run_job(&s, &steward, "hr/quote:1", "hr/quote-anon", spec);
+        assert_eq!(job["state"], "failed", "{job:#}");
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap()
+                .contains("unterminated quote opened at line 3"),
+            "{job:#}"
+        );
+        let job = run_job(
+            &s,
+            &steward,
+            "hr/quote:1",
+            "hr/quote-anon",
+            &spec.replace("fail", "skip"),
+        );
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(
+            (
+                job["report"]["rows_written"].as_u64(),
+                job["report"]["malformed_rows"].as_u64()
+            ),
+            (Some(1), Some(1))
+        );
+        let out = s.tmp.path().join("quote-anon");
+        ok(s.cli_with_token(&steward)
+            .args(["pull", "hr/quote-anon", "--to"])
+            .arg(&out));
+        assert_eq!(
+            fs::read_to_string(out.join("notes.csv")).unwrap(),
+            "id,notes\n1,fine\n"
+        );
+    }
+
+    #[test]
+    fn jobs_are_visible_only_in_their_namespace() {
+        let s = Server::start();
+        let hr = s.create_token("dpo", "steward", &["hr"], None);
+        let fin = s.create_token("fin-dpo", "steward", &["fin"], None);
+        let raw = dataset(&s, 3000);
+        ok(s.cli_with_token(&hr)
+            .args(["push", "hr/customers", "--kind", "dataset"])
+            .arg(&raw));
+        let job = run_job(&s, &hr, "hr/customers:1", "hr/customers-anon", SPEC);
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        let id = job["id"].as_str().unwrap();
+        let mine = json(&ok(s.cli_with_token(&hr).args(["--json", "job", "list"])));
+        assert_eq!(mine.as_array().unwrap().len(), 1);
+        let theirs = json(&ok(s.cli_with_token(&fin).args(["--json", "job", "list"])));
+        assert!(theirs.as_array().unwrap().is_empty(), "{theirs}");
+        let err = fails_with(s.cli_with_token(&fin).args(["job", "status", id]), 4);
+        assert!(!err.contains("hr/") && !err.contains("spec"), "{err}");
     }
 
     #[test]

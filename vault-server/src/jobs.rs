@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
-use vault_anonymize::{Job, Report, Spec};
+use vault_anonymize::{Job, Prepared, Report, Spec};
 use vault_api::{FileEntry, Kind, Reference, Selector};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_manifest::Manifest;
@@ -144,46 +144,6 @@ impl Write for ChannelWriter {
     }
 }
 
-fn merge(total: &mut Report, r: Report) {
-    total.rows_read += r.rows_read;
-    total.rows_written += r.rows_written;
-    total.rows_suppressed += r.rows_suppressed;
-    total.malformed_rows += r.malformed_rows;
-    total
-        .malformed_lines
-        .extend(r.malformed_lines.into_iter().take(100));
-    total.bytes_written += r.bytes_written;
-    for (c, m) in r.changed {
-        let e = total.changed.entry(c).or_default();
-        for (t, n) in m {
-            *e.entry(t).or_default() += n;
-        }
-    }
-    for (k, n) in r.pii_found {
-        *total.pii_found.entry(k).or_default() += n;
-    }
-    for (c, m) in r.scan_findings {
-        let e = total.scan_findings.entry(c).or_default();
-        for (k, n) in m {
-            *e.entry(k).or_default() += n;
-        }
-    }
-    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) | (None, x) => x,
-    };
-    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) => Some(x + y),
-        (x, None) | (None, x) => x,
-    };
-    total.k_before = min(total.k_before, r.k_before);
-    total.k_after = min(total.k_after, r.k_after);
-    total.l_before = min(total.l_before, r.l_before);
-    total.l_after = min(total.l_after, r.l_after);
-    total.classes_before = sum(total.classes_before, r.classes_before);
-    total.classes_after = sum(total.classes_after, r.classes_after);
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -307,30 +267,40 @@ async fn execute(
     .await?;
     job.session = Some(session.id.clone());
 
-    let mut total = Report::default();
+    // Pass 1, over every file: parse and check the whole input, count the
+    // k-anonymity classes, collect identifier values. The job fails here,
+    // before anything is written, when the spec or the data do not allow
+    // a safe release.
+    let anon = Arc::new(Job::new(spec.clone(), key)?.with_progress(counter.clone()));
+    let mut survey = anon.survey_start();
+    for f in &src.files {
+        let rd = reader(v, f.blob.as_str()).await?;
+        let (a, path) = (anon.clone(), f.entry.path.clone());
+        survey = blocking(move || {
+            a.survey(rd, &path, &mut survey)
+                .map_err(|e| anyhow::anyhow!("`{path}`: {e}"))?;
+            Ok(survey)
+        })
+        .await?;
+    }
+    let a = anon.clone();
+    let prepared: Arc<Prepared> = Arc::new(blocking(move || Ok(a.prepare(survey)?)).await?);
+
+    let mut reports = Vec::with_capacity(n);
     let mut entries = Vec::with_capacity(n);
     let mut files = Vec::with_capacity(n);
     for (i, f) in src.files.iter().enumerate() {
         let source = f.blob.as_str();
-        let anon = Arc::new(Job::new(spec.clone(), key)?.with_progress(counter.clone()));
-        // Pass 1 (k-anonymity): the equivalence classes.
-        let classes = if spec.kanon.is_some() {
-            let rd = reader(v, source).await?;
-            let a = anon.clone();
-            Some(Arc::new(blocking(move || Ok(a.classes(rd)?)).await?))
-        } else {
-            None
-        };
         // Pass 2: size and SHA-256 of the output, for the blob header.
         counter.store(0, Ordering::Relaxed);
         let rd = reader(v, source).await?;
-        let (a, c) = (anon.clone(), classes.clone());
+        let (a, p) = (anon.clone(), prepared.clone());
         let (size, sha, report) = blocking(move || {
             let mut h = HashWriter {
                 ctx: ring::digest::Context::new(&ring::digest::SHA256),
                 n: 0,
             };
-            let report = a.run(rd, &mut h, c.as_deref())?;
+            let report = a.run(rd, &mut h, &p)?;
             let mut sha = [0u8; 32];
             sha.copy_from_slice(h.ctx.finish().as_ref());
             Ok((h.n, sha, report))
@@ -362,13 +332,13 @@ async fn execute(
         blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;
         let rd = reader(v, source).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let (a, c) = (anon.clone(), classes.clone());
+        let (a, p) = (anon.clone(), prepared.clone());
         let transform = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
             let mut w = ChannelWriter {
                 tx,
                 buf: Vec::with_capacity(1 << 20),
             };
-            let r = a.run(rd, &mut w, c.as_deref())?;
+            let r = a.run(rd, &mut w, &p)?;
             w.flush()?;
             Ok(r)
         });
@@ -384,7 +354,16 @@ async fn execute(
         if again != report {
             anyhow::bail!("the job's output was not deterministic between passes");
         }
-        merge(&mut total, report);
+        let mut report = report;
+        if report.malformed_rows > 0 && n > 1 {
+            report.warnings.push(format!(
+                "`{}`: {} malformed row(s), first at line(s) {:?}",
+                f.entry.path,
+                report.malformed_rows,
+                &report.malformed_lines[..report.malformed_lines.len().min(10)]
+            ));
+        }
+        reports.push(report);
         let entry = FileEntry {
             path: f.entry.path.clone(),
             size,
@@ -396,6 +375,10 @@ async fn execute(
             blob: rec.id,
         });
     }
+
+    // The dataset report; a scan over `max_findings` fails the job here.
+    let (a, p) = (anon.clone(), prepared.clone());
+    let total = blocking(move || Ok(a.finish(&p, reports)?)).await?;
 
     // The manifest: lineage to the source and the spec, signed by the server.
     let manifest = Manifest::new(
@@ -445,9 +428,16 @@ pub fn resume(v: &Arc<Vault>) -> anyhow::Result<usize> {
 }
 
 /// Refuse a job before it starts: files of the wrong format, or (CSV) a
-/// spec naming a column a file lacks.
+/// header that repeats a name, lacks a column the spec names or has one it
+/// does not. JSON Lines fields are checked by the job's survey pass, which
+/// reads every record before anything is written.
 pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> Result<(), String> {
-    let probe = Arc::new(Job::new(spec.clone(), [0; 32]).map_err(|e| e.to_string())?);
+    let s2 = spec.clone();
+    let probe = Arc::new(
+        blocking(move || Ok(Job::new(s2, [0; 32])?))
+            .await
+            .map_err(|e| format!("{e:#}"))?,
+    );
     for f in &src.files {
         if !file_format_ok(spec, &f.entry.path) {
             return Err(format!(
@@ -464,10 +454,12 @@ pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> R
         let p = probe.clone();
         let header = blocking(move || Ok(p.csv_header(rd)?))
             .await
-            .map_err(|e| format!("{e:#}"))?;
-        probe
-            .check_header(&header)
-            .map_err(|e| format!("`{}`: {e}", f.entry.path))?;
+            .map_err(|e| format!("`{}`: {e:#}", f.entry.path))?;
+        if let Some(header) = header {
+            probe
+                .check_header(&header)
+                .map_err(|e| format!("`{}`: {e}", f.entry.path))?;
+        }
     }
     Ok(())
 }

@@ -1,46 +1,126 @@
-//! k-anonymity classes over transformed quasi-identifiers.
+//! k-anonymity and distinct l-diversity over transformed quasi-identifiers,
+//! counted over the whole dataset (every file of a version).
 
 use std::collections::{HashMap, HashSet};
 
-/// Equivalence classes: QI tuple → (rows, distinct sensitive values).
+use serde::{Deserialize, Serialize};
+
+/// Distinct sensitive values kept per class and column: enough to report l
+/// up to this number, in memory bounded by classes × columns × this.
+const L_CAP: usize = 256;
+
+/// Equivalence classes: QI tuple → rows and distinct values of each
+/// sensitive column.
 #[derive(Debug, Default)]
 pub struct Classes {
-    pub(crate) map: HashMap<String, (u64, HashSet<String>)>,
+    map: HashMap<String, Class>,
+    sensitive: usize,
+}
+
+#[derive(Debug, Default)]
+struct Class {
+    rows: u64,
+    distinct: Vec<HashSet<String>>,
+}
+
+impl Class {
+    fn l(&self, columns: usize) -> u64 {
+        if columns == 0 {
+            return u64::MAX;
+        }
+        (0..columns)
+            .map(|i| self.distinct.get(i).map_or(0, |s| s.len() as u64))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// Re-identification risk under the prosecutor model: every record's risk
+/// is 1 / the size of its class.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Risk {
+    /// Share of records (0 to 1) in classes smaller than k.
+    pub records_below_k: f64,
+    /// Highest per-record risk: 1 / the smallest class.
+    pub highest: f64,
+    /// Average per-record risk: classes / records.
+    pub average: f64,
+}
+
+/// What the classes say, for the report.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub k: u64,
+    pub l: Option<u64>,
+    pub classes: u64,
+    pub rows: u64,
+    pub risk: Risk,
 }
 
 impl Classes {
-    pub(crate) fn add(&mut self, key: String, sensitive: Option<&str>) {
-        let e = self.map.entry(key).or_default();
-        e.0 += 1;
-        if let Some(s) = sensitive {
-            if e.1.len() < 1024 {
-                e.1.insert(s.to_owned());
+    pub(crate) fn new(sensitive: usize) -> Self {
+        Classes {
+            map: HashMap::new(),
+            sensitive,
+        }
+    }
+
+    pub(crate) fn add(&mut self, key: String, sensitive: &[Option<String>]) {
+        let n = self.sensitive;
+        let e = self.map.entry(key).or_insert_with(|| Class {
+            rows: 0,
+            distinct: vec![HashSet::new(); n],
+        });
+        e.rows += 1;
+        for (set, v) in e.distinct.iter_mut().zip(sensitive) {
+            if set.len() < L_CAP {
+                set.insert(v.clone().unwrap_or_default());
             }
         }
     }
 
-    /// (k, l, classes) over the classes `keep` accepts.
-    pub(crate) fn stats(&self, keep: impl Fn(u64) -> bool) -> (u64, u64, u64) {
-        let mut k = u64::MAX;
-        let mut l = u64::MAX;
-        let mut n = 0;
-        for (count, sens) in self.map.values() {
-            if !keep(*count) {
+    /// Whether a class is released: at least `k` rows and, with `l_min`,
+    /// at least that many distinct values of every sensitive column.
+    pub(crate) fn keeps(&self, key: &str, k: u64, l_min: Option<u64>) -> bool {
+        self.map
+            .get(key)
+            .is_some_and(|c| c.rows >= k && l_min.is_none_or(|l| c.l(self.sensitive) >= l))
+    }
+
+    /// Statistics over the classes `keep` accepts, with `k` for the
+    /// below-k share.
+    pub(crate) fn stats(&self, k: u64, keep: impl Fn(&str) -> bool) -> Stats {
+        let mut s = Stats {
+            k: u64::MAX,
+            l: (self.sensitive > 0).then_some(u64::MAX),
+            ..Stats::default()
+        };
+        let mut below = 0u64;
+        for (key, c) in &self.map {
+            if !keep(key) {
                 continue;
             }
-            n += 1;
-            k = k.min(*count);
-            l = l.min(sens.len() as u64);
+            s.classes += 1;
+            s.rows += c.rows;
+            s.k = s.k.min(c.rows);
+            if let Some(l) = s.l.as_mut() {
+                *l = (*l).min(c.l(self.sensitive));
+            }
+            if c.rows < k {
+                below += c.rows;
+            }
         }
-        if n == 0 {
-            (0, 0, 0)
-        } else {
-            (k, l, n)
+        if s.classes == 0 {
+            s.k = 0;
+            s.l = s.l.map(|_| 0);
+            return s;
         }
-    }
-
-    pub(crate) fn count(&self, key: &str) -> u64 {
-        self.map.get(key).map_or(0, |e| e.0)
+        s.risk = Risk {
+            records_below_k: below as f64 / s.rows as f64,
+            highest: 1.0 / s.k as f64,
+            average: s.classes as f64 / s.rows as f64,
+        };
+        s
     }
 }
 

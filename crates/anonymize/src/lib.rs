@@ -12,6 +12,7 @@
 //! use vault_anonymize::{Job, Spec};
 //! let spec = Spec::parse(r#"
 //!     format = "csv"
+//!     keep = ["id"]
 //!     [[columns]]
 //!     name = "email"
 //!     transform = "pseudonymize"
@@ -21,8 +22,9 @@
 //! "#).unwrap();
 //! let input = "id,email,notes\n1,ann@example.com,call +44 20 7946 0958\n";
 //! let job = Job::new(spec, [7u8; 32]).unwrap();
+//! let prepared = job.prepare_one(input.as_bytes()).unwrap();
 //! let mut out = Vec::new();
-//! let report = job.run(input.as_bytes(), &mut out, None).unwrap();
+//! let report = job.run(input.as_bytes(), &mut out, &prepared).unwrap();
 //! let text = String::from_utf8(out).unwrap();
 //! assert!(!text.contains("ann@example.com") && !text.contains("7946"));
 //! assert_eq!(report.rows_written, 1);
@@ -31,16 +33,19 @@
 #![warn(missing_docs)]
 
 mod detect;
+mod input;
 mod job;
 mod kanon;
+mod names;
 mod spec;
 #[doc(hidden)]
 pub mod synth;
 mod transform;
 
 pub use detect::{luhn_valid, Detector, Finding, Scanner};
-pub use job::{Job, Report};
-pub use spec::{ColumnSpec, Format, OnError, Spec, Transform};
+pub use job::{Job, Prepared, Report, Survey};
+pub use kanon::Risk;
+pub use spec::{ColumnSpec, Format, OnError, Spec, Transform, Unlisted, DETECTORS};
 
 /// Errors of a job.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +62,10 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A privacy model the spec asks for (k, l, suppression cap, scan
+    /// findings) cannot be met: nothing is released.
+    #[error("privacy requirement not met: {0}")]
+    Privacy(String),
     /// Reading or writing failed.
     #[error("i/o: {0}")]
     Io(String),

@@ -116,9 +116,26 @@ pub enum Generalize {
 pub struct ColumnSpec {
     /// CSV header name or JSONL dotted path.
     pub name: String,
+    /// The column identifies a person (a name, e-mail, phone, id, address):
+    /// its values, collected over the whole dataset, are removed from every
+    /// `scrub` column wherever they occur.
+    #[serde(default)]
+    pub identifier: bool,
     /// The transform.
     #[serde(flatten)]
     pub transform: Transform,
+}
+
+/// What happens to an input column (CSV header, JSON Lines field) that the
+/// spec does not name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unlisted {
+    /// The job fails before it writes anything, naming the columns.
+    #[default]
+    Refuse,
+    /// The column is left out of the output.
+    Drop,
 }
 
 /// `[kanon]`: k-anonymity over quasi-identifiers.
@@ -132,9 +149,35 @@ pub struct KAnon {
     /// Only `suppress` today: rows of smaller classes are removed.
     #[serde(default = "default_action")]
     pub action: String,
-    /// Sensitive column for the l-diversity report.
+    /// Sensitive columns: their distinct values per class give l
+    /// (distinct l-diversity); a string or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sensitive: Vec<String>,
+    /// Smallest l kept: a job whose output has a class with fewer distinct
+    /// values of any sensitive column fails.
     #[serde(default)]
-    pub sensitive: Option<String>,
+    pub l_min: Option<u64>,
+    /// Largest share of rows (0 to 1) that suppression may remove before the
+    /// job fails instead (default 0.1).
+    #[serde(default = "default_max_suppression")]
+    pub max_suppression: f64,
+}
+
+fn default_max_suppression() -> f64 {
+    0.1
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_action() -> String {
@@ -155,7 +198,7 @@ pub struct CustomDetector {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrubSpec {
-    /// Built-in detectors: email, phone, card, iban, ssn, ipv4, ipv6 (default: all).
+    /// Built-in detectors (default: all of [`DETECTORS`]).
     #[serde(default = "all_detectors")]
     pub detectors: Vec<String>,
     /// Extra patterns.
@@ -163,11 +206,13 @@ pub struct ScrubSpec {
     pub custom: Vec<CustomDetector>,
 }
 
+/// The built-in detectors, in the order they claim overlapping text.
+pub const DETECTORS: [&str; 10] = [
+    "email", "iban", "card", "ssn", "ipv6", "ipv4", "date", "phone", "address", "name",
+];
+
 fn all_detectors() -> Vec<String> {
-    ["email", "card", "iban", "ssn", "ipv4", "ipv6", "phone"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    DETECTORS.iter().map(|s| (*s).to_owned()).collect()
 }
 
 impl Default for ScrubSpec {
@@ -200,12 +245,48 @@ pub struct Spec {
     /// Detectors for `scrub`.
     #[serde(default)]
     pub scrub: ScrubSpec,
-    /// Also scan every output value (not only `scrub` columns) with the
-    /// detectors and report what is found per column, as a check that
-    /// nothing personal is left.
+    /// Also scan every value released as it came (kept, quasi-identifier
+    /// and sensitive columns without a transform, and `scrub` columns) with
+    /// the detectors and report what is found per column, as a check that
+    /// nothing personal is left. Columns the vault rewrote (pseudonyms,
+    /// masks, generalizations, shifted dates) are not scanned.
     #[serde(default)]
     pub scan: bool,
+    /// With `scan`: the job fails when the scan finds more than this many
+    /// values in the output (0: any finding fails it). Setting it turns
+    /// `scan` on.
+    #[serde(default)]
+    pub max_findings: Option<u64>,
+    /// Input columns the spec does not name: `refuse` (default) or `drop`.
+    #[serde(default)]
+    pub unlisted: Unlisted,
+    /// Columns released unchanged (they count as named).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Longest record (CSV row, JSON line) in bytes; a longer one is
+    /// malformed (default 1 MiB, at most 64 MiB).
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: usize,
+    /// Most bytes of identifier values held for row-aware scrubbing (default
+    /// 64 MiB); a dataset with more fails the job rather than scrub less.
+    #[serde(default = "default_max_identifier_bytes")]
+    pub max_identifier_bytes: usize,
 }
+
+fn default_max_record() -> usize {
+    1 << 20
+}
+
+fn default_max_identifier_bytes() -> usize {
+    64 << 20
+}
+
+/// Largest `max_record_bytes` a spec may set.
+pub const MAX_RECORD_LIMIT: usize = 64 << 20;
+/// Most custom detectors in one spec.
+pub const MAX_CUSTOM: usize = 32;
+/// Longest custom pattern, in bytes.
+pub const MAX_PATTERN: usize = 1024;
 
 fn default_delimiter() -> char {
     ','
@@ -214,12 +295,44 @@ fn default_delimiter() -> char {
 impl Spec {
     /// Parse and check a TOML spec (unknown transforms, bad parameters).
     pub fn parse(text: &str) -> Result<Self> {
-        let s: Spec = toml::from_str(text).map_err(|e| Error::Spec(e.to_string()))?;
+        let mut s: Spec = toml::from_str(text).map_err(|e| Error::Spec(e.to_string()))?;
+        if s.max_findings.is_some() {
+            s.scan = true;
+        }
+        if s.max_record_bytes == 0 || s.max_record_bytes > MAX_RECORD_LIMIT {
+            return Err(Error::Spec(format!(
+                "max_record_bytes must be 1 to {MAX_RECORD_LIMIT}"
+            )));
+        }
+        if s.scrub.custom.len() > MAX_CUSTOM {
+            return Err(Error::Spec(format!(
+                "at most {MAX_CUSTOM} custom detectors"
+            )));
+        }
+        if let Some(c) = s
+            .scrub
+            .custom
+            .iter()
+            .find(|c| c.pattern.len() > MAX_PATTERN)
+        {
+            return Err(Error::Spec(format!(
+                "custom detector `{}`: pattern longer than {MAX_PATTERN} bytes",
+                c.name
+            )));
+        }
         if !s.delimiter.is_ascii() {
             return Err(Error::Spec("delimiter must be one ASCII character".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for c in &s.columns {
+            if c.name.is_empty()
+                || (s.format == Format::Jsonl && c.name.split('.').any(str::is_empty))
+            {
+                return Err(Error::Spec(format!(
+                    "column name `{}` is empty or has an empty path segment",
+                    c.name
+                )));
+            }
             if !seen.insert(c.name.as_str()) {
                 return Err(Error::Spec(format!(
                     "column `{}` has two transforms",
@@ -230,6 +343,12 @@ impl Spec {
                 Transform::Pseudonymize { length } if !(8..=64).contains(length) => {
                     return Err(Error::Spec(format!(
                         "`{}`: pseudonym length must be 8 to 64",
+                        c.name
+                    )))
+                }
+                Transform::DateShift { max_days, .. } if *max_days == 0 => {
+                    return Err(Error::Spec(format!(
+                        "`{}`: date_shift max_days must be at least 1",
                         c.name
                     )))
                 }
@@ -257,6 +376,28 @@ impl Spec {
             if k.quasi_identifiers.is_empty() {
                 return Err(Error::Spec("kanon.quasi_identifiers is empty".into()));
             }
+            if !(0.0..=1.0).contains(&k.max_suppression) {
+                return Err(Error::Spec(
+                    "kanon.max_suppression is a share from 0 to 1".into(),
+                ));
+            }
+            if let Some(l) = k.l_min {
+                if l < 2 {
+                    return Err(Error::Spec("kanon.l_min must be at least 2".into()));
+                }
+                if k.sensitive.is_empty() {
+                    return Err(Error::Spec(
+                        "kanon.l_min needs kanon.sensitive columns".into(),
+                    ));
+                }
+            }
+        }
+        for k in &s.keep {
+            if seen.contains(k.as_str()) {
+                return Err(Error::Spec(format!(
+                    "column `{k}` is both kept and transformed"
+                )));
+            }
         }
         Ok(s)
     }
@@ -271,10 +412,26 @@ impl Spec {
         }
         if let Some(k) = &self.kanon {
             v.extend(k.quasi_identifiers.iter().map(String::as_str));
-            if let Some(s) = &k.sensitive {
-                v.push(s);
-            }
+            v.extend(k.sensitive.iter().map(String::as_str));
         }
+        v.extend(self.keep.iter().map(String::as_str));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Every column the spec classifies: transformed, kept, or named as a
+    /// quasi-identifier or sensitive column (a `date_shift` subject alone
+    /// does not classify its column).
+    pub fn listed_columns(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        v.extend(self.keep.iter().map(String::as_str));
+        if let Some(k) = &self.kanon {
+            v.extend(k.quasi_identifiers.iter().map(String::as_str));
+            v.extend(k.sensitive.iter().map(String::as_str));
+        }
+        v.sort_unstable();
+        v.dedup();
         v
     }
 }
@@ -289,6 +446,12 @@ mod tests {
         let s = Spec::parse(text).unwrap();
         assert!(s.scan);
         assert_eq!(s.kanon.as_ref().map(|k| k.k_min), Some(5));
-        crate::Job::new(s, [0; 32]).unwrap();
+        let job = crate::Job::new(s, [0; 32]).unwrap();
+        // It fits the shape of the generated customer data, scan included.
+        let data = crate::synth::generate(3000, 1);
+        let p = job.prepare_one(data.as_bytes()).unwrap();
+        let r = job.run(data.as_bytes(), Vec::new(), &p).unwrap();
+        let r = job.finish(&p, vec![r]).unwrap();
+        assert!(r.scanned && r.rows_written > 2500, "{r:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, NaiveDate};
 use ring::hmac;
 
-use crate::detect::Scanner;
+use crate::detect::{IdMatcher, Scanner};
 use crate::spec::{Generalize, Transform};
 
 /// What a transform needs besides the value.
@@ -17,6 +17,8 @@ pub struct Ctx<'a> {
     pub scanner: &'a Scanner,
     /// Findings per detector, for the report.
     pub pii: &'a mut BTreeMap<String, u64>,
+    /// Identifier values of the dataset, removed from `scrub` columns first.
+    pub identifiers: Option<&'a IdMatcher>,
 }
 
 /// Short name of a transform, for reports.
@@ -49,7 +51,8 @@ fn date_prefix(v: &str) -> Option<(NaiveDate, &str)> {
     Some((d, &v[10..]))
 }
 
-/// Days in [-max, max] for a subject, from a keyed hash.
+/// Days in [-max, -1] ∪ [1, max] for a subject, from a keyed hash: never
+/// zero, so no date is released unchanged.
 fn shift_days(key: &hmac::Key, subject: &str, max: u32) -> i64 {
     let mut m = hmac::Context::with_key(key);
     m.update(b"date-shift\0");
@@ -57,8 +60,14 @@ fn shift_days(key: &hmac::Key, subject: &str, max: u32) -> i64 {
     let tag = m.sign();
     let mut b = [0u8; 8];
     b.copy_from_slice(&tag.as_ref()[..8]);
-    let span = 2 * u64::from(max) + 1;
-    (u64::from_be_bytes(b) % span) as i64 - i64::from(max)
+    let max = u64::from(max.max(1));
+    let r = (u64::from_be_bytes(b) % (2 * max)) as i64;
+    let max = max as i64;
+    if r < max {
+        r - max
+    } else {
+        r - max + 1
+    }
 }
 
 /// Apply `t` to `value`. `None` removes the field; the flag says whether the
@@ -148,7 +157,7 @@ pub fn apply(
             None if value.is_empty() => String::new(),
             None => "[REDACTED]".to_owned(),
         },
-        Transform::Scrub => match ctx.scanner.scrub(value, ctx.pii) {
+        Transform::Scrub => match ctx.scanner.scrub(value, ctx.identifiers, ctx.pii) {
             Some(s) => s,
             None => return (Some(value.to_owned()), false),
         },
@@ -170,6 +179,7 @@ mod tests {
             key: &key,
             scanner: &scanner,
             pii: &mut pii,
+            identifiers: None,
         };
         apply(&t, v, subject, &mut ctx).0
     }
@@ -225,5 +235,22 @@ mod tests {
             "intervals of one subject are kept"
         );
         assert!(run(Transform::Drop, "x", None, 0).is_none());
+    }
+
+    #[test]
+    fn date_shift_never_keeps_a_date() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]);
+        for max in [1u32, 2, 30] {
+            let mut seen = std::collections::HashSet::new();
+            for subject in 0..5000 {
+                let d = shift_days(&key, &subject.to_string(), max);
+                assert!(
+                    d != 0 && d.unsigned_abs() <= u64::from(max),
+                    "{d} for max {max}"
+                );
+                seen.insert(d);
+            }
+            assert_eq!(seen.len() as u32, 2 * max, "every offset is used");
+        }
     }
 }

@@ -29,13 +29,37 @@ fn summary(j: &Value) -> String {
         ));
         if !r["k_before"].is_null() {
             out.push_str(&format!(
-                "\n  k {} → {}, l {} → {}, classes {} → {}",
+                "\n  k {} → {}, l {} → {}, classes {} → {}, suppressed {:.1}%",
                 r["k_before"],
                 r["k_after"],
                 r["l_before"],
                 r["l_after"],
                 r["classes_before"],
-                r["classes_after"]
+                r["classes_after"],
+                r["suppressed_share"].as_f64().unwrap_or(0.0) * 100.0
+            ));
+        }
+        for (label, key) in [("input", "risk_before"), ("output", "risk_after")] {
+            let risk = &r[key];
+            if risk.is_object() {
+                out.push_str(&format!(
+                    "\n  re-identification risk of the {label}: {:.2}% of records in classes below k, highest {:.4}, average {:.4}",
+                    risk["records_below_k"].as_f64().unwrap_or(0.0) * 100.0,
+                    risk["highest"].as_f64().unwrap_or(0.0),
+                    risk["average"].as_f64().unwrap_or(0.0)
+                ));
+            }
+        }
+        if let Some(d) = r["unlisted_dropped"].as_array().filter(|d| !d.is_empty()) {
+            let names: Vec<&str> = d.iter().filter_map(Value::as_str).collect();
+            out.push_str(&format!(
+                "\n  unlisted columns dropped: {}",
+                names.join(", ")
+            ));
+        }
+        if let Some(n) = r["identifier_values"].as_u64().filter(|n| *n > 0) {
+            out.push_str(&format!(
+                "\n  identifier values removed from free text: {n} distinct"
             ));
         }
         if let Some(c) = r["changed"].as_object() {
@@ -45,6 +69,24 @@ fn summary(j: &Value) -> String {
         }
         if let Some(p) = r["pii_found"].as_object().filter(|p| !p.is_empty()) {
             out.push_str(&format!("\n  PII scrubbed: {}", Value::Object(p.clone())));
+        }
+        match r["scan_findings"]
+            .as_object()
+            .filter(|_| r["scanned"] == true)
+        {
+            Some(f) if !f.is_empty() => {
+                out.push_str("\n  scan: PII still found in the output:");
+                for (col, m) in f {
+                    out.push_str(&format!("\n    {col}: {m}"));
+                }
+            }
+            Some(_) => out.push_str("\n  scan: no PII found in the output"),
+            None => {}
+        }
+        if let Some(w) = r["warnings"].as_array() {
+            for w in w.iter().filter_map(Value::as_str) {
+                out.push_str(&format!("\n  warning: {w}"));
+            }
         }
     }
     out

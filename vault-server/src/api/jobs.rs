@@ -34,8 +34,12 @@ pub async fn create(
     }
     let spec = vault_anonymize::Spec::parse(&req.spec)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // A bad custom pattern is refused now, not when the job runs.
-    vault_anonymize::Job::new(spec.clone(), [0; 32])
+    // A bad custom pattern is refused now, not when the job runs; patterns
+    // compile (size-limited) off the async workers.
+    let s2 = spec.clone();
+    tokio::task::spawn_blocking(move || vault_anonymize::Job::new(s2, [0; 32]).map(|_| ()))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let r: Reference = req
         .source
@@ -105,6 +109,14 @@ pub async fn create(
     Ok(Json(job))
 }
 
+/// Jobs, their specs and reports are visible only to principals of the
+/// job's namespaces (source and target); an unscoped token sees all.
+fn visible(p: &Principal, j: &JobRecord) -> bool {
+    let ns = |r: &str| r.split('/').next().unwrap_or_default().to_owned();
+    p.namespaces.is_empty()
+        || (p.namespaces.contains(&ns(&j.source)) && p.namespaces.contains(&ns(&j.target)))
+}
+
 pub async fn status(
     State(v): State<AppState>,
     p: Principal,
@@ -115,6 +127,7 @@ pub async fn status(
     let i = id.clone();
     let job = blocking(move || Ok(meta.job(&i)?))
         .await?
+        .filter(|j| visible(&p, j))
         .ok_or_else(|| ApiError::not_found(format!("job `{id}` not found")))?;
     Ok(Json(with_live(job)))
 }
@@ -126,6 +139,7 @@ pub async fn list(
     authorize(&v, &p, Action::JobRead, Resource::Service("jobs"), false)?;
     let meta = v.meta.clone();
     let mut all = blocking(move || Ok(meta.list_jobs()?)).await?;
+    all.retain(|j| visible(&p, j));
     all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     Ok(Json(all.into_iter().map(with_live).collect()))
 }
