@@ -2854,14 +2854,88 @@ sensitive = "diagnosis"
         assert_eq!(report["rows_read"], 3000);
         assert!(report["pii_found"]["email"].as_u64().unwrap() > 0);
 
+        // Held for review: only stewards of the namespace read it.
+        let server_pub = s.data_dir.join("server-signing.pub");
+        for r in ["hr/customers-anon", "hr/customers-anon:1"] {
+            fails_with(
+                s.cli_with_token(&trainer)
+                    .args(["pull", r, "--to"])
+                    .arg(s.tmp.path().join("early")),
+                4,
+            );
+        }
+        let listed = json(&ok(s.cli_with_token(&trainer).args([
+            "--json",
+            "ls",
+            "hr/customers-anon",
+        ])));
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["versions"].as_array().unwrap().is_empty()),
+            "{listed}"
+        );
+        let early = json(&ok(s.cli_with_token(&steward).args([
+            "--json",
+            "show",
+            "hr/customers-anon:1",
+        ])));
+        assert_eq!(early["review"], "pending");
+        assert_eq!(early["report_signed"], true);
+        // A trainer cannot approve; a steward of another namespace does not see the job.
+        let id = job["id"].as_str().unwrap();
+        fails_with(s.cli_with_token(&trainer).args(["job", "approve", id]), 3);
+        let fin = s.create_token("fin-dpo", "steward", &["fin"], None);
+        fails_with(s.cli_with_token(&fin).args(["job", "approve", id]), 4);
+        fails_with(
+            s.cli_with_token(&steward)
+                .args(["job", "withdraw", id, "--reason", "x"]),
+            1,
+        );
+        let approved = json(&ok(s.cli_with_token(&steward).args([
+            "--json",
+            "job",
+            "approve",
+            id,
+            "--reason",
+            "scan clean, k=5",
+        ])));
+        assert_eq!(approved["review"]["state"], "approved", "{approved}");
+        assert_eq!(approved["review"]["by"], "dpo");
+        fails_with(s.cli_with_token(&steward).args(["job", "approve", id]), 1);
+
         // Trainers may read the anonymized output; nothing personal survives.
         let out = s.tmp.path().join("anon");
-        let server_pub = s.data_dir.join("server-signing.pub");
         ok(s.cli_with_token(&trainer)
             .args(["pull", "hr/customers-anon", "--trust"])
             .arg(&server_pub)
             .arg("--to")
             .arg(&out));
+        // The report came along and verifies offline against the signed manifest.
+        let verified = ok(s
+            .cli()
+            .args(["verify", "--trust"])
+            .arg(&server_pub)
+            .arg(&out));
+        assert!(
+            verified.contains("job report (signed in the manifest)"),
+            "{verified}"
+        );
+        let report_file = out.join(".mlvault/report.json");
+        let genuine = fs::read_to_string(&report_file).unwrap();
+        let mut forged: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+        forged["k_after"] = serde_json::json!(50);
+        fs::write(&report_file, forged.to_string()).unwrap();
+        let bad = run(s.cli().arg("verify").arg(&out));
+        let said = String::from_utf8_lossy(&bad.stdout);
+        assert_eq!(bad.status.code(), Some(5), "{said}");
+        assert!(
+            said.contains("does not match the digest in the signed manifest"),
+            "{said}"
+        );
+        fs::write(&report_file, &genuine).unwrap();
         let text = fs::read_to_string(out.join("customers.csv")).unwrap();
         let original = fs::read_to_string(raw.join("customers.csv")).unwrap();
         for line in original.lines().skip(1).take(200) {
@@ -2884,6 +2958,40 @@ sensitive = "diagnosis"
         );
         assert_eq!(p["lineage"]["job_spec"], spec_digest.as_str());
         assert_eq!(show["report"]["k_after"], report["k_after"]);
+        // The report is signed with the output.
+        assert_eq!(show["report_signed"], true);
+        assert_eq!(
+            p["lineage"]["job_report"].as_str().unwrap(),
+            vault_manifest::report_digest(&show["report"])
+        );
+        let human = ok(s
+            .cli_with_token(&trainer)
+            .args(["show", "hr/customers-anon:1"]));
+        assert!(
+            human.contains("signed with the manifest") && human.contains("review   approved"),
+            "{human}"
+        );
+        // Withdrawn, it is gone for trainers again; the decisions are audited.
+        ok(s.cli_with_token(&steward).args([
+            "job",
+            "withdraw",
+            id,
+            "--reason",
+            "re-identification found",
+        ]));
+        fails_with(
+            s.cli_with_token(&trainer)
+                .args(["pull", "hr/customers-anon:1", "--to"])
+                .arg(s.tmp.path().join("late")),
+            4,
+        );
+        let audit = fs::read_to_string(s.data_dir.join("audit/audit.log")).unwrap();
+        assert!(
+            audit.contains("\"job_approve\"")
+                && audit.contains("\"job_withdraw\"")
+                && audit.contains("re-identification found"),
+            "audit lacks the review decisions"
+        );
         let status = json(&ok(s.cli_with_token(&steward).args([
             "--json",
             "job",
@@ -3029,7 +3137,7 @@ sensitive = "diagnosis"
         );
         let out = s.tmp.path().join("events-anon");
         ok(s.cli_with_token(&steward)
-            .args(["pull", "hr/events-anon", "--to"])
+            .args(["pull", job["output"].as_str().unwrap(), "--to"])
             .arg(&out));
         let text = fs::read_to_string(out.join("events.jsonl")).unwrap();
         assert!(
@@ -3104,7 +3212,7 @@ sensitive = "diagnosis"
         );
         let out = s.tmp.path().join("quote-anon");
         ok(s.cli_with_token(&steward)
-            .args(["pull", "hr/quote-anon", "--to"])
+            .args(["pull", job["output"].as_str().unwrap(), "--to"])
             .arg(&out));
         assert_eq!(
             fs::read_to_string(out.join("notes.csv")).unwrap(),
@@ -3877,7 +3985,7 @@ mod reliability {
         for (round, _) in &jobs {
             let d = s.tmp.path().join(format!("anon-{round}"));
             ok(s.cli_with_token(&steward)
-                .args(["pull", &format!("hr/anon-{round}"), "--no-cache", "--to"])
+                .args(["pull", &format!("hr/anon-{round}:1"), "--no-cache", "--to"])
                 .arg(&d));
         }
         s.terminate();

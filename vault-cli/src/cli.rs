@@ -195,6 +195,33 @@ pub enum JobCommand {
         /// Job id.
         id: String,
     },
+    /// Release a job's output: until a reviewer (a steward of its
+    /// namespace) approves it, only reviewers can read it.
+    Approve {
+        /// Job id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Refuse to release a job's output; it stays readable only by
+    /// reviewers.
+    Reject {
+        /// Job id.
+        id: String,
+        /// Why (required; recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw a released job output: nobody but reviewers can read it
+    /// from now on.
+    Withdraw {
+        /// Job id.
+        id: String,
+        /// Why (required; recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

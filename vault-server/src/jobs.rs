@@ -18,7 +18,9 @@ use vault_anonymize::{Job, Prepared, Report, Spec};
 use vault_api::{FileEntry, Kind, Reference, Selector};
 use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_manifest::Manifest;
-use vault_store::{BlobRecord, JobRecord, SessionRecord, VersionFile, VersionRecord};
+use vault_store::{
+    BlobRecord, JobRecord, Review, ReviewState, SessionRecord, VersionFile, VersionRecord,
+};
 
 use crate::vault::Vault;
 
@@ -172,6 +174,7 @@ pub async fn run(v: Arc<Vault>, id: String) {
                 metrics::counter!("mlvault_jobs_total", "state" => "succeeded").increment(1);
                 job.state = "succeeded".into();
                 job.output = Some(output);
+                job.review = Some(pending_review());
                 job.report = serde_json::to_value(report).ok();
                 job.session = None;
                 tracing::info!(job = %job.id, output = ?job.output, "anonymization job succeeded");
@@ -380,7 +383,9 @@ async fn execute(
     let (a, p) = (anon.clone(), prepared.clone());
     let total = blocking(move || Ok(a.finish(&p, reports)?)).await?;
 
-    // The manifest: lineage to the source and the spec, signed by the server.
+    // The manifest: lineage to the source, the spec and the report, signed
+    // by the server, so the report of a released dataset verifies offline.
+    let report = serde_json::to_value(&total)?;
     let manifest = Manifest::new(
         target.clone(),
         Kind::Dataset,
@@ -390,6 +395,7 @@ async fn execute(
         vec![src.digest.clone()],
     )?
     .with_job_spec(job.spec_digest.clone())
+    .with_job_report(vault_manifest::report_digest(&report))
     .with_signer(v.signing_key.public().keyid());
     let mut env = manifest.to_envelope();
     env.sign(&v.signing_key)?;
@@ -403,12 +409,24 @@ async fn execute(
         envelope,
         files,
         created: vault_store::now(),
-        report: serde_json::to_value(&total).ok(),
+        report: Some(report),
+        // Held for a steward's review before anyone else may read it.
+        review: Some(pending_review()),
     };
     let output = format!("{}:{}", record.name, record.version);
     let (meta, sid) = (v.meta.clone(), session.id.clone());
     blocking(move || Ok(meta.commit(&sid, &record)?)).await?;
     Ok((output, total))
+}
+
+/// The review of a job output that was just committed.
+pub fn pending_review() -> Review {
+    Review {
+        state: ReviewState::Pending,
+        by: String::new(),
+        at: vault_store::now(),
+        reason: String::new(),
+    }
 }
 
 /// At start-up: jobs that were queued or running when the server stopped

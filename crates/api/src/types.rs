@@ -157,6 +157,10 @@ pub struct ResolvedVersion {
     /// For anonymization outputs: the job report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// For anonymization outputs: the release review (`pending`,
+    /// `approved`, `rejected`, `withdrawn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
 }
 
 /// One version in a listing.
@@ -172,6 +176,9 @@ pub struct VersionSummary {
     pub bytes: u64,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// For anonymization outputs: the release review state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
 }
 
 /// One artifact in `GET /v1/artifacts`.
@@ -351,4 +358,14 @@ pub struct JobRequest {
     pub target: String,
     /// The job spec, TOML text.
     pub spec: String,
+}
+
+/// `POST /v1/jobs/{id}/approve|reject|withdraw`: a reviewer's decision on
+/// a job's output.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// Why (required to reject or withdraw).
+    #[serde(default)]
+    pub reason: String,
 }

@@ -235,6 +235,24 @@ impl Client {
         self.json(self.request(Method::GET, "/v1/jobs")).await
     }
 
+    /// A reviewer's decision on a job's output: `approve`, `reject` or
+    /// `withdraw`. Returns the job record.
+    pub async fn job_review(
+        &self,
+        id: &str,
+        decision: &str,
+        reason: &str,
+    ) -> Result<serde_json::Value> {
+        let body = vault_api::ReviewRequest {
+            reason: reason.to_owned(),
+        };
+        self.json(
+            self.request(Method::POST, &format!("/v1/jobs/{id}/{decision}"))
+                .json(&body),
+        )
+        .await
+    }
+
     /// Lift a token's suspension.
     pub async fn token_unsuspend(&self, id: &str) -> Result<()> {
         self.send(self.request(Method::POST, &format!("/v1/tokens/{id}/unsuspend")))

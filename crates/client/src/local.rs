@@ -14,6 +14,12 @@ use crate::{Error, Result};
 /// Folder inside a pull destination that keeps the verified manifest.
 pub const MANIFEST_DIR: &str = ".mlvault";
 const MANIFEST_FILE: &str = "manifest.json";
+const REPORT_FILE: &str = "report.json";
+
+/// Where a pull keeps the anonymization report of the version it wrote.
+pub(crate) fn report_path(dest: &Path) -> PathBuf {
+    dest.join(MANIFEST_DIR).join(REPORT_FILE)
+}
 
 /// SHA-256 (hex) and size of a file, read in 1 MiB blocks.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
@@ -227,6 +233,10 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Problems found (empty when intact).
     pub problems: Vec<String>,
+    /// The anonymization report, when the manifest signs one and the copy
+    /// in the destination matches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 /// Re-check a pulled directory against the manifest stored in it: every
@@ -289,6 +299,23 @@ pub fn verify_dir(
         }
     }
     let p = m.predicate();
+    // The job report travels beside the manifest and is signed in it.
+    let mut report = None;
+    if let Some(want) = &p.lineage.job_report {
+        let rp = report_path(dir);
+        match fs::read(&rp)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(r) if vault_manifest::report_digest(&r) == *want => report = Some(r),
+            Ok(_) => problems.push(format!(
+                "`{MANIFEST_DIR}/{REPORT_FILE}`: the job report does not match the digest in the signed manifest"
+            )),
+            Err(e) => problems.push(format!(
+                "`{MANIFEST_DIR}/{REPORT_FILE}`: the signed manifest names a job report that cannot be read: {e}"
+            )),
+        }
+    }
     Ok((
         VerifyReport {
             name: p.name.to_string(),
@@ -297,6 +324,7 @@ pub fn verify_dir(
             files: m.files().len(),
             bytes,
             problems,
+            report,
         },
         m,
     ))

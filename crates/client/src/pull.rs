@@ -136,6 +136,7 @@ impl Client {
                 p.name, p.version, r.name, rv.version
             )));
         }
+        crate::check_report(&rv, &m)?;
         let signer = if opts.trusted.is_empty() {
             None
         } else {
@@ -261,6 +262,18 @@ impl Client {
                 ));
             }
             removed_files = gone;
+        }
+        // The report first: a manifest that signs a report is never left
+        // beside a missing one.
+        match &rv.report {
+            Some(r) => {
+                let text = serde_json::to_vec_pretty(r)
+                    .map_err(|e| integrity(format!("job report: {e}")))?;
+                write_atomic(&crate::local::report_path(dest), &text).await?;
+            }
+            None => {
+                let _ = tokio::fs::remove_file(crate::local::report_path(dest)).await;
+            }
         }
         write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
         // Links a killed pull staged here would keep cache objects in use.

@@ -29,7 +29,9 @@ mod sign;
 
 pub use alias::{AliasRecord, SignedAlias};
 pub use envelope::{digest_of, Envelope, Signature, PAYLOAD_TYPE};
-pub use manifest::{parse_envelope, root_digest, Lineage, Manifest, Predicate, Statement, Subject};
+pub use manifest::{
+    parse_envelope, report_digest, root_digest, Lineage, Manifest, Predicate, Statement, Subject,
+};
 pub use path::validate_path;
 pub use sign::{PublicKey, SecretKey};
 

@@ -49,6 +49,48 @@ pub struct Lineage {
     /// For anonymization outputs, the digest of the job spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_spec: Option<String>,
+    /// For anonymization outputs, `sha256:` of the job report as compact
+    /// JSON with sorted keys ([`report_digest`]): the report is signed with
+    /// the output it describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_report: Option<String>,
+}
+
+/// `sha256:` of a job report as compact JSON with object keys sorted by
+/// their bytes, at every depth, for [`Lineage::job_report`].
+pub fn report_digest(report: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(report, &mut out);
+    crate::digest_of(out.as_bytes())
 }
 
 /// The mlvault manifest predicate.
@@ -174,6 +216,7 @@ impl Manifest {
                     lineage: Lineage {
                         parents,
                         job_spec: None,
+                        job_report: None,
                     },
                     signer: None,
                 },
@@ -184,6 +227,12 @@ impl Manifest {
     /// Set the job-spec digest of the lineage (anonymization outputs).
     pub fn with_job_spec(mut self, digest: String) -> Self {
         self.statement.predicate.lineage.job_spec = Some(digest);
+        self
+    }
+
+    /// Set the job-report digest of the lineage (anonymization outputs).
+    pub fn with_job_report(mut self, digest: String) -> Self {
+        self.statement.predicate.lineage.job_report = Some(digest);
         self
     }
 

@@ -39,6 +39,9 @@ pub enum Action {
     Delete,
     /// Run an anonymization job on a dataset.
     Anonymize,
+    /// Read a job output that is not released yet; approve, reject or
+    /// withdraw a release.
+    Review,
     /// Read job state.
     JobRead,
     /// Manage publisher keys of a namespace.
@@ -64,6 +67,7 @@ impl Action {
             Action::Alias => "alias",
             Action::Delete => "delete",
             Action::Anonymize => "anonymize",
+            Action::Review => "review",
             Action::JobRead => "job_read",
             Action::PublisherAdmin => "publisher_admin",
             Action::TokenAdmin => "token_admin",
@@ -74,7 +78,7 @@ impl Action {
     }
 
     /// Every action.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Push,
         Action::Pull,
         Action::Show,
@@ -82,6 +86,7 @@ impl Action {
         Action::Alias,
         Action::Delete,
         Action::Anonymize,
+        Action::Review,
         Action::JobRead,
         Action::PublisherAdmin,
         Action::TokenAdmin,
@@ -100,6 +105,7 @@ impl Action {
                 | Action::Alias
                 | Action::Delete
                 | Action::Anonymize
+                | Action::Review
         )
     }
 }

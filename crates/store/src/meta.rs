@@ -83,6 +83,16 @@ pub trait MetaStore: Send + Sync + 'static {
     fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>>;
     /// A version by manifest digest.
     fn version_by_digest(&self, digest: &str) -> Result<Option<VersionRecord>>;
+    /// Set the release review of a version if its current state is one of
+    /// `from` (compare-and-set); false, changing nothing, otherwise. Errors
+    /// if the version does not exist.
+    fn set_review(
+        &self,
+        name: &str,
+        version: u64,
+        from: &[ReviewState],
+        review: &Review,
+    ) -> Result<bool>;
     /// Artifacts whose name starts with `prefix`, each with its live versions.
     fn list(&self, prefix: &str) -> Result<Vec<(ArtifactRecord, Vec<VersionRecord>)>>;
     /// Delete a version: remove it and its digest, drop its blob references

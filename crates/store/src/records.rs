@@ -84,6 +84,10 @@ pub struct VersionRecord {
     /// For anonymization outputs: the job report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// For anonymization outputs: the release review. A version without
+    /// one (an ordinary push) is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
 }
 
 impl VersionRecord {
@@ -91,6 +95,55 @@ impl VersionRecord {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.entry.size).sum()
     }
+
+    /// Readable by every principal its grants allow (not held for review,
+    /// rejected or withdrawn).
+    pub fn released(&self) -> bool {
+        self.review
+            .as_ref()
+            .is_none_or(|r| r.state == ReviewState::Approved)
+    }
+}
+
+/// Where a job output stands in its release review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewState {
+    /// Committed, readable only by reviewers of its namespace.
+    Pending,
+    /// Released by a reviewer.
+    Approved,
+    /// Refused by a reviewer; never released.
+    Rejected,
+    /// Released, then withdrawn by a reviewer.
+    Withdrawn,
+}
+
+impl ReviewState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewState::Pending => "pending",
+            ReviewState::Approved => "approved",
+            ReviewState::Rejected => "rejected",
+            ReviewState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// The release review of a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Current state.
+    pub state: ReviewState,
+    /// Who decided (empty while pending).
+    #[serde(default)]
+    pub by: String,
+    /// When the state was set (epoch seconds).
+    pub at: u64,
+    /// The reviewer's reason.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Per-artifact state.
@@ -240,4 +293,7 @@ pub struct JobRecord {
     /// Times it was (re)started.
     #[serde(default)]
     pub attempts: u32,
+    /// The release review of the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
 }

@@ -607,6 +607,30 @@ impl MetaStore for RedbMeta {
         self.read_one(VERSIONS, "versions", &vkey(name, version))
     }
 
+    fn set_review(
+        &self,
+        name: &str,
+        version: u64,
+        from: &[ReviewState],
+        review: &Review,
+    ) -> Result<bool> {
+        let key = vkey(name, version);
+        self.write(|tx| {
+            let mut versions = tx.open_table(VERSIONS)?;
+            let mut rec: VersionRecord = match versions.get(key.as_str())? {
+                Some(b) => dec("versions", b.value())?,
+                None => return Err(Error::NotFound(format!("version {version} of `{name}`"))),
+            };
+            let now = rec.review.as_ref().map(|r| r.state);
+            if !now.is_some_and(|s| from.contains(&s)) {
+                return Ok(false);
+            }
+            rec.review = Some(review.clone());
+            versions.insert(key.as_str(), enc(&rec)?.as_slice())?;
+            Ok(true)
+        })
+    }
+
     fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>> {
         let db = self.db();
         let tx = db.begin_read()?;
@@ -772,6 +796,7 @@ mod tests {
             }],
             created: 0,
             report: None,
+            review: None,
         };
         let art = ArtifactRecord {
             name: "hr/people".into(),
@@ -805,5 +830,84 @@ mod tests {
                 (blob.id.as_str(), "raw-pii")
             );
         }
+    }
+
+    #[test]
+    fn a_review_moves_only_from_the_states_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let rec = |review: Option<Review>| VersionRecord {
+            name: "hr/out".into(),
+            version: 1,
+            kind: Kind::Dataset,
+            digest: format!("sha256:{}", "ef".repeat(32)),
+            envelope: String::new(),
+            files: vec![],
+            created: 0,
+            report: None,
+            review,
+        };
+        let pending = Review {
+            state: ReviewState::Pending,
+            by: String::new(),
+            at: 1,
+            reason: String::new(),
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(VERSIONS)
+                .unwrap()
+                .insert(
+                    vkey("hr/out", 1).as_str(),
+                    enc(&rec(Some(pending))).unwrap().as_slice(),
+                )
+                .unwrap();
+            tx.open_table(VERSIONS)
+                .unwrap()
+                .insert(
+                    vkey("hr/plain", 1).as_str(),
+                    enc(&rec(None)).unwrap().as_slice(),
+                )
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let meta = RedbMeta::open(&path).unwrap();
+        let approve = Review {
+            state: ReviewState::Approved,
+            by: "dpo".into(),
+            at: 2,
+            reason: "ok".into(),
+        };
+        assert!(!meta.version("hr/out", 1).unwrap().unwrap().released());
+        // Withdraw needs an approved version: nothing changes.
+        let withdraw = Review {
+            state: ReviewState::Withdrawn,
+            ..approve.clone()
+        };
+        assert!(!meta
+            .set_review("hr/out", 1, &[ReviewState::Approved], &withdraw)
+            .unwrap());
+        assert!(meta
+            .set_review("hr/out", 1, &[ReviewState::Pending], &approve)
+            .unwrap());
+        assert!(!meta
+            .set_review("hr/out", 1, &[ReviewState::Pending], &approve)
+            .unwrap());
+        let got = meta.version("hr/out", 1).unwrap().unwrap();
+        assert!(got.released());
+        assert_eq!(got.review, Some(approve.clone()));
+        assert!(meta
+            .set_review("hr/out", 1, &[ReviewState::Approved], &withdraw)
+            .unwrap());
+        assert!(!meta.version("hr/out", 1).unwrap().unwrap().released());
+        // A version without a review (an ordinary push) cannot be put under one.
+        assert!(!meta
+            .set_review("hr/plain", 1, &[ReviewState::Pending], &approve)
+            .unwrap());
+        assert!(matches!(
+            meta.set_review("hr/none", 1, &[ReviewState::Pending], &approve),
+            Err(Error::NotFound(_))
+        ));
     }
 }

@@ -22,6 +22,19 @@ fn summary(j: &Value) -> String {
     if let Some(e) = j["error"].as_str() {
         out.push_str(&format!("\n  error: {e}"));
     }
+    let review = &j["review"];
+    if let Some(state) = review["state"].as_str() {
+        out.push_str(&format!("\n  release: {state}"));
+        if let Some(by) = review["by"].as_str().filter(|b| !b.is_empty()) {
+            out.push_str(&format!(" by {by}"));
+        }
+        if let Some(r) = review["reason"].as_str().filter(|r| !r.is_empty()) {
+            out.push_str(&format!(" ({r})"));
+        }
+        if state == "pending" {
+            out.push_str(" — only reviewers can read it until `vault-cli job approve`");
+        }
+    }
     if let Some(r) = j.get("report").filter(|r| !r.is_null()) {
         out.push_str(&format!(
             "\n  rows read {}, written {}, suppressed {}, malformed {}",
@@ -153,5 +166,13 @@ pub async fn job(g: &Global, c: &Client, j: JobCommand) -> Result<()> {
             })
         }
         JobCommand::Wait { id } => finish(g, &wait(c, &id).await?),
+        JobCommand::Approve { id, reason } => review(g, c, &id, "approve", &reason).await,
+        JobCommand::Reject { id, reason } => review(g, c, &id, "reject", &reason).await,
+        JobCommand::Withdraw { id, reason } => review(g, c, &id, "withdraw", &reason).await,
     }
+}
+
+async fn review(g: &Global, c: &Client, id: &str, decision: &str, reason: &str) -> Result<()> {
+    let j = c.job_review(id, decision, reason).await?;
+    output(g, &j, || summary(&j))
 }

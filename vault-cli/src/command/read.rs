@@ -14,7 +14,7 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
     let (report, _m) = vault_client::verify_dir(&a.dir, &trusted)?;
     output(g, &report, || {
         if report.problems.is_empty() {
-            format!(
+            let mut s = format!(
                 "{}: {}:{} intact: {}, {} verified, {}",
                 a.dir.display(),
                 report.name,
@@ -22,7 +22,19 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
                 human::count(report.files as u64, "file"),
                 human::amount(report.bytes),
                 report.digest
-            )
+            );
+            if let Some(r) = &report.report {
+                s.push_str(&format!(
+                    "\njob report (signed in the manifest): rows written {}, suppressed {}; k {} → {}, l {} → {}",
+                    r["rows_written"],
+                    r["rows_suppressed"],
+                    r["k_before"],
+                    r["k_after"],
+                    r["l_before"],
+                    r["l_after"]
+                ));
+            }
+            s
         } else {
             let mut s = format!(
                 "{}: {}:{} FAILED verification:",
@@ -107,11 +119,14 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
             vault_client::Error::Integrity("manifest does not match its digest".into()).into(),
         );
     }
+    let report = vault_client::check_report(&rv, &m)?;
     let json = serde_json::json!({
         "ref": format!("{}:{}", rv.name, rv.version),
         "digest": rv.digest,
         "manifest": m.statement(),
         "report": rv.report,
+        "report_signed": report == vault_client::ReportCheck::Signed,
+        "review": rv.review,
     });
     output(g, &json, || {
         let p = m.predicate();
@@ -137,13 +152,23 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         }
         if let Some(r) = &rv.report {
             s.push_str(&format!(
-                "\nreport   rows read {}, written {}, suppressed {}; k {} → {}",
+                "\nreport   rows read {}, written {}, suppressed {}; k {} → {}, l {} → {} ({})",
                 r["rows_read"],
                 r["rows_written"],
                 r["rows_suppressed"],
                 r["k_before"],
-                r["k_after"]
+                r["k_after"],
+                r["l_before"],
+                r["l_after"],
+                if report == vault_client::ReportCheck::Signed {
+                    "signed with the manifest"
+                } else {
+                    "NOT covered by the signature"
+                }
             ));
+        }
+        if let Some(review) = &rv.review {
+            s.push_str(&format!("\nreview   {review}"));
         }
         for parent in &p.lineage.parents {
             s.push_str(&format!("\nparent   {parent}"));

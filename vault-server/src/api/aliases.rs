@@ -89,6 +89,12 @@ pub async fn set(
     let alias = req.alias.clone();
     let (entry, digest) = blocking(move || {
         let rec = super::read::lookup(v2.meta.as_ref(), &r)?;
+        if !rec.released() {
+            return Err(ApiError::bad_request(format!(
+                "`{}:{}` is an anonymization output not released by a reviewer (`vault-cli job approve`)",
+                rec.name, rec.version
+            )));
+        }
         let e = write_alias(&v2, &rec.name, &alias, rec.version, &rec.digest)?;
         Ok((e, rec.digest))
     })

@@ -53,6 +53,7 @@ pub async fn download(
             .iter()
             .any(|a| a.version == rec.version);
         authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, via_alias)?;
+        super::read::check_released(&v2, &p, &rec, &d)?;
         Ok(rec)
     })
     .await?;

@@ -2,9 +2,9 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use vault_api::{ErrorCode, JobRequest, Kind, Reference, Selector};
+use vault_api::{ErrorCode, JobRequest, Kind, Reference, ReviewRequest, Selector};
 use vault_policy::{Action, Resource};
-use vault_store::JobRecord;
+use vault_store::{JobRecord, Review, ReviewState};
 
 use super::auth::{authorize, authorize_artifact};
 use super::error::ApiJson;
@@ -101,6 +101,7 @@ pub async fn create(
         report: None,
         error: None,
         attempts: 0,
+        review: None,
     };
     let (meta, j) = (v.meta.clone(), job.clone());
     blocking(move || Ok(meta.put_job(&j)?)).await?;
@@ -142,4 +143,98 @@ pub async fn list(
     all.retain(|j| visible(&p, j));
     all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     Ok(Json(all.into_iter().map(with_live).collect()))
+}
+
+/// A reviewer's decision on a job's output: `approve` (pending → approved:
+/// released to everyone its grants allow), `reject` (pending → rejected:
+/// never released) or `withdraw` (approved → withdrawn). Only principals
+/// that may `review` the output artifact decide; each decision is audited.
+pub async fn review(
+    State(v): State<AppState>,
+    p: Principal,
+    Path((id, decision)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ReviewRequest>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let (from, to): (&[ReviewState], ReviewState) = match decision.as_str() {
+        "approve" => (&[ReviewState::Pending], ReviewState::Approved),
+        "reject" => (&[ReviewState::Pending], ReviewState::Rejected),
+        "withdraw" => (&[ReviewState::Approved], ReviewState::Withdrawn),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no decision `{decision}` (approve, reject, withdraw)"
+            )))
+        }
+    };
+    let reason = req.reason.trim().to_owned();
+    if to != ReviewState::Approved && reason.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{decision} needs a reason (--reason)"
+        )));
+    }
+    if reason.len() > 1024 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "a reason is at most 1 KiB of text without control characters",
+        ));
+    }
+    let meta = v.meta.clone();
+    let i = id.clone();
+    let job = blocking(move || Ok(meta.job(&i)?))
+        .await?
+        .filter(|j| visible(&p, j))
+        .ok_or_else(|| ApiError::not_found(format!("job `{id}` not found")))?;
+    let output = job
+        .output
+        .clone()
+        .filter(|_| job.state == "succeeded")
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("job `{id}` has no output to review"),
+            )
+        })?;
+    let (name, version) = output
+        .rsplit_once(':')
+        .and_then(|(n, ver)| Some((n.to_owned(), ver.parse::<u64>().ok()?)))
+        .ok_or_else(|| ApiError::internal(format!("job output `{output}` is not name:version")))?;
+    authorize_artifact(&v, &p, Action::Review, &name, Some(Kind::Dataset), false).await?;
+    let review = Review {
+        state: to,
+        by: p.name.clone(),
+        at: vault_store::now(),
+        reason,
+    };
+    let (v2, r2, n2, jid) = (v.clone(), review.clone(), name.clone(), id.clone());
+    let job = blocking(move || {
+        let now = v2
+            .meta
+            .version(&n2, version)?
+            .and_then(|r| r.review.map(|x| x.state));
+        if !v2.meta.set_review(&n2, version, from, &r2)? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "`{n2}:{version}` is {}; only a {} output can be {}",
+                    now.map_or("released without review", |s| s.as_str()),
+                    from[0].as_str(),
+                    r2.state.as_str()
+                ),
+            ));
+        }
+        let mut job = v2
+            .meta
+            .job(&jid)?
+            .ok_or_else(|| ApiError::not_found(format!("job `{jid}` not found")))?;
+        job.review = Some(r2);
+        job.updated = vault_store::now();
+        v2.meta.put_job(&job)?;
+        Ok(job)
+    })
+    .await?;
+    let mut ev = p.event(&format!("job_{decision}"), &output, "ok");
+    ev.detail = review.reason.clone();
+    v.audit
+        .record(ev)
+        .map_err(|e| ApiError::audit_unavailable(&e))?;
+    tracing::info!(job = %job.id, output = %output, principal = %p.name, decision = %decision, "job output reviewed");
+    Ok(Json(with_live(job)))
 }

@@ -62,6 +62,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/tokens/{id}/unsuspend", post(tokens::unsuspend))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::status))
+        .route("/v1/jobs/{id}/{decision}", post(jobs::review))
         .route("/v1/audit/tail", get(audit::tail))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/metrics", get(health::metrics))

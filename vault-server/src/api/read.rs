@@ -34,10 +34,12 @@ fn parse_ref(s: &str) -> Result<Reference, ApiError> {
 
 /// Look a reference up. Missing and forbidden look the same to the caller.
 /// Aliases resolve through their current record (see [`lookup_alias`]).
+/// `latest` is the newest *released* version: a job output held for review
+/// is named by its number.
 pub fn lookup(meta: &dyn MetaStore, r: &Reference) -> Result<VersionRecord, ApiError> {
     let name = r.name.as_str();
     let found = match &r.selector {
-        Selector::Latest => meta.latest_version(name)?,
+        Selector::Latest => newest_released(meta, name)?,
         Selector::Version(n) => meta.version(name, *n)?,
         Selector::Digest(d) => meta.version_by_digest(d)?.filter(|v| v.name == name),
         Selector::Alias(a) => match meta.alias(name, a)? {
@@ -46,6 +48,42 @@ pub fn lookup(meta: &dyn MetaStore, r: &Reference) -> Result<VersionRecord, ApiE
         },
     };
     found.ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))
+}
+
+fn newest_released(meta: &dyn MetaStore, name: &str) -> Result<Option<VersionRecord>, ApiError> {
+    let Some(latest) = meta.latest_version(name)? else {
+        return Ok(None);
+    };
+    if latest.released() {
+        return Ok(Some(latest));
+    }
+    for n in (1..latest.version).rev() {
+        if let Some(rec) = meta.version(name, n)?.filter(VersionRecord::released) {
+            return Ok(Some(rec));
+        }
+    }
+    Ok(None)
+}
+
+/// A job output that is not released (held for review, rejected or
+/// withdrawn) is read only by principals that may review it; to anyone else
+/// it does not exist.
+pub fn check_released(
+    v: &Vault,
+    p: &Principal,
+    rec: &VersionRecord,
+    shown: &str,
+) -> Result<(), ApiError> {
+    if rec.released() {
+        return Ok(());
+    }
+    authorize_artifact_sync(v, p, Action::Review, &rec.name, None, false).map_err(|e| {
+        if e.code == vault_api::ErrorCode::Forbidden {
+            ApiError::not_found(format!("`{shown}` not found"))
+        } else {
+            e
+        }
+    })
 }
 
 /// Resolve an alias reference with its (possibly renewed) signed record.
@@ -83,9 +121,13 @@ pub async fn resolve(
     // look the same to a caller without a grant.
     authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
-    let (rec, alias) = blocking(move || match &r.selector {
-        Selector::Alias(a) => lookup_alias(&v2, &r, a).map(|(rec, s)| (rec, Some(s))),
-        _ => lookup(v2.meta.as_ref(), &r).map(|rec| (rec, None)),
+    let (rec, alias) = blocking(move || {
+        let (rec, alias) = match &r.selector {
+            Selector::Alias(a) => lookup_alias(&v2, &r, a).map(|(rec, s)| (rec, Some(s)))?,
+            _ => (lookup(v2.meta.as_ref(), &r)?, None),
+        };
+        check_released(&v2, &p, &rec, &r.to_string())?;
+        Ok((rec, alias))
     })
     .await?;
     Ok(Json(ResolvedVersion {
@@ -97,6 +139,7 @@ pub async fn resolve(
         created: rec.created,
         alias,
         report: rec.report,
+        review: rec.review.map(|r| r.state.as_str().to_owned()),
     }))
 }
 
@@ -108,11 +151,21 @@ pub async fn list(
     let v2 = v.clone();
     let items = blocking(move || {
         let all = v2.meta.list(&q.prefix)?;
-        // Only what the caller may see is listed.
+        // Only what the caller may see is listed; versions held for review
+        // only for those who may review them.
         Ok(all
             .into_iter()
             .filter(|(a, _)| {
                 authorize_artifact_sync(&v2, &p, Action::List, &a.name, None, false).is_ok()
+            })
+            .map(|(a, mut vs)| {
+                if vs.iter().any(|r| !r.released())
+                    && authorize_artifact_sync(&v2, &p, Action::Review, &a.name, None, false)
+                        .is_err()
+                {
+                    vs.retain(VersionRecord::released);
+                }
+                (a, vs)
             })
             .collect::<Vec<_>>())
     })
@@ -130,6 +183,7 @@ pub async fn list(
                     bytes: r.bytes(),
                     digest: r.digest,
                     created: r.created,
+                    review: r.review.map(|x| x.state.as_str().to_owned()),
                 })
                 .collect(),
         })

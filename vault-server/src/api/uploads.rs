@@ -445,6 +445,7 @@ pub async fn commit(
         files,
         created: vault_store::now(),
         report: None,
+        review: None,
     };
     let result = PushResult {
         reference: format!("{}:{}", rec.name, rec.version),
