@@ -81,66 +81,45 @@ impl<R: Read> QuoteCheck<R> {
         )
     }
 
-    /// Follow the quoting over `bytes`, jumping from one byte that matters
-    /// (quote, delimiter, newline) to the next. A record ends at a newline
-    /// outside quotes (`\r\n` included; a lone `\r` is data here).
+    /// Follow the quoting over `bytes`, one table look-up per byte (a
+    /// CSV has a delimiter every few bytes, too often for a vector search
+    /// to pay). A record ends at a newline outside quotes (`\r\n`
+    /// included; a lone `\r` is data here).
     fn track(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let next = match self.state {
-                State::Quoted => memchr::memchr2(b'"', b'\n', rest),
-                _ => memchr::memchr3(self.delimiter, b'\n', b'"', rest),
-            };
-            let skip = next.unwrap_or(rest.len());
-            if skip > 0 && self.state != State::Quoted {
-                self.state = State::Unquoted;
-            }
-            self.record_bytes += skip;
-            if self.record_bytes > self.limit {
-                return Err(self.too_long());
-            }
-            let Some(k) = next else { break };
-            let b = rest[k];
-            rest = &rest[k + 1..];
-            if b == b'\n' {
-                self.line += 1;
-            }
-            let end_of_record = match self.state {
-                State::Quoted => {
-                    if b == b'"' {
-                        self.state = State::QuoteInQuoted;
-                    }
-                    false
-                }
-                _ if b == b'\n' => {
+        const ORDINARY: u8 = 0;
+        const QUOTE: u8 = 1;
+        const DELIMITER: u8 = 2;
+        const NEWLINE: u8 = 3;
+        let mut class = [ORDINARY; 256];
+        class[usize::from(b'"')] = QUOTE;
+        class[usize::from(self.delimiter)] = DELIMITER;
+        class[usize::from(b'\n')] = NEWLINE;
+        for &b in bytes {
+            let c = class[usize::from(b)];
+            self.record_bytes += 1;
+            match (self.state, c) {
+                (State::Quoted, QUOTE) => self.state = State::QuoteInQuoted,
+                (State::Quoted, NEWLINE) => self.line += 1,
+                (State::Quoted, _) => {}
+                (_, NEWLINE) => {
+                    self.line += 1;
                     self.state = State::FieldStart;
-                    true
+                    self.record_bytes = 0;
+                    self.record_start = self.line;
                 }
-                _ if b == self.delimiter => {
-                    self.state = State::FieldStart;
-                    false
-                }
-                // A quote: opens a field at its start, is an escaped quote
+                (_, DELIMITER) => self.state = State::FieldStart,
+                // A quote opens a field at its start, is an escaped quote
                 // right after a closing one, and is data elsewhere.
-                State::FieldStart => {
+                (State::FieldStart, QUOTE) => {
                     self.quote_line = self.line;
                     self.state = State::Quoted;
-                    false
                 }
-                State::QuoteInQuoted => {
-                    self.state = State::Quoted;
-                    false
-                }
-                State::Unquoted => false,
-            };
-            if end_of_record {
-                self.record_bytes = 0;
-                self.record_start = self.line;
-            } else {
-                self.record_bytes += 1;
-                if self.record_bytes > self.limit {
-                    return Err(self.too_long());
-                }
+                (State::QuoteInQuoted, QUOTE) => self.state = State::Quoted,
+                (State::Unquoted, QUOTE) => {}
+                (_, _) => self.state = State::Unquoted,
+            }
+            if self.record_bytes > self.limit {
+                return Err(self.too_long());
             }
         }
         Ok(())

@@ -46,9 +46,28 @@ fn fmt_num(v: f64) -> String {
 /// Parse the date at the start of `v` (YYYY-MM-DD, optionally followed by a
 /// time); returns the date and the rest.
 fn date_prefix(v: &str) -> Option<(NaiveDate, &str)> {
-    let head = v.get(..10)?;
-    let d = NaiveDate::parse_from_str(head, "%Y-%m-%d").ok()?;
+    let b = v.as_bytes().get(..10)?;
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y = i32::try_from(num(0..4)?).ok()?;
+    let d = NaiveDate::from_ymd_opt(y, num(5..7)?, num(8..10)?)?;
     Some((d, &v[10..]))
+}
+
+/// `YYYY-MM-DD` (years 0 to 9999; others in chrono's form).
+fn ymd(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    if (0..=9999).contains(&d.year()) {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    } else {
+        d.format("%Y-%m-%d").to_string()
+    }
 }
 
 /// Days in [-max, -1] ∪ [1, max] for a subject, from a keyed hash: never
@@ -122,12 +141,12 @@ pub fn apply(
                 _ => "[REDACTED]".to_owned(),
             },
             Generalize::Month => match date_prefix(value) {
-                Some((d, _)) => d.format("%Y-%m").to_string(),
+                Some((d, _)) => ymd(d)[..7].to_owned(),
                 None if value.is_empty() => String::new(),
                 None => "[REDACTED]".to_owned(),
             },
             Generalize::Year => match date_prefix(value) {
-                Some((d, _)) => d.format("%Y").to_string(),
+                Some((d, _)) => ymd(d)[..4].to_owned(),
                 None if value.is_empty() => String::new(),
                 None => "[REDACTED]".to_owned(),
             },
@@ -152,7 +171,7 @@ pub fn apply(
             Some((d, rest)) => {
                 let days = shift_days(ctx.key, subject.unwrap_or(""), *max_days);
                 let shifted = d + Duration::days(days);
-                format!("{}{rest}", shifted.format("%Y-%m-%d"))
+                format!("{}{rest}", ymd(shifted))
             }
             None if value.is_empty() => String::new(),
             None => "[REDACTED]".to_owned(),
