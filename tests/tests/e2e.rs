@@ -2610,6 +2610,132 @@ mod transfer {
         assert_eq!(blob_files(&s.data_dir).len(), objects + 4);
     }
 
+    /// Dedup is no read oracle (issue #21): content is reused only for a
+    /// caller that may already read it, as the same kind under the same
+    /// label. A trainer that labels a *model* `raw-pii` and names the
+    /// content of a steward's raw-PII dataset must send the bytes and may
+    /// not read its own model back; a steward naming a model's weights in
+    /// a dataset must send them too.
+    #[test]
+    fn dedup_never_crosses_kinds_or_reads_the_caller_lacks() {
+        let s = Server::start();
+        let raw = s.tmp.path().join("raw");
+        random_file(&raw.join("people.csv"), 3 * MIB, 81);
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let trainer = s.create_token("ml", "trainer", &["hr"], None);
+        let push = |token: &str, name: &str, args: &[&str], dir: &std::path::Path| {
+            json(&ok(s
+                .cli_with_token(token)
+                .args(["--json", "push", "--no-cache"])
+                .args(args)
+                .arg(name)
+                .arg(dir)))
+        };
+        let first = push(
+            &steward,
+            "hr/people",
+            &["--kind", "dataset", "--sensitivity", "raw-pii"],
+            &raw,
+        );
+        assert_eq!(first["uploaded_bytes"], 3 * MIB, "{first}");
+        let objects = blob_files(&s.data_dir).len();
+        let model = push(
+            &trainer,
+            "hr/not-a-model",
+            &["--kind", "model", "--sensitivity", "raw-pii"],
+            &raw,
+        );
+        assert_eq!(model["uploaded_bytes"], 3 * MIB, "reused raw PII: {model}");
+        assert_eq!(blob_files(&s.data_dir).len(), objects + 1);
+        // The raw-PII guard holds for every kind.
+        fails_with(
+            s.cli_with_token(&trainer)
+                .args(["pull", "hr/not-a-model", "--to"])
+                .arg(s.tmp.path().join("stolen")),
+            3,
+        );
+        // A steward may not read models: their weights are not reused either.
+        let weights = s.tmp.path().join("weights");
+        random_file(&weights.join("model.bin"), 2 * MIB, 82);
+        push(&trainer, "hr/detector", &["--kind", "model"], &weights);
+        let copy = push(
+            &steward,
+            "hr/weights-as-data",
+            &["--kind", "dataset"],
+            &weights,
+        );
+        assert_eq!(
+            copy["uploaded_bytes"],
+            2 * MIB,
+            "reused a model it may not read: {copy}"
+        );
+        // The same kind, label and a readable artifact still deduplicate.
+        let again = push(&trainer, "hr/detector-2", &["--kind", "model"], &weights);
+        assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    }
+
+    /// A blob is bound to its namespace at read time (issue #21): a
+    /// metadata record edited (no key needed) to point a `fin` version at
+    /// an `hr` raw-PII blob of the same size is refused as an integrity
+    /// failure (exit 5) before a byte is sent, logged and audited.
+    #[test]
+    fn a_version_pointed_at_another_namespaces_blob_is_an_integrity_error() {
+        let mut s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let trainer = s.create_token("ml", "trainer", &["fin"], None);
+        let hr = s.tmp.path().join("hr");
+        random_file(&hr.join("people.csv"), MIB, 91);
+        ok(s.cli_with_token(&steward)
+            .args([
+                "push",
+                "hr/people",
+                "--kind",
+                "dataset",
+                "--sensitivity",
+                "raw-pii",
+            ])
+            .arg(&hr));
+        let fin = s.tmp.path().join("fin");
+        random_file(&fin.join("notes.csv"), MIB, 92);
+        ok(s.cli_with_token(&trainer)
+            .args(["push", "fin/notes", "--kind", "dataset"])
+            .arg(&fin));
+        s.terminate();
+        {
+            use redb::{ReadableDatabase, TableDefinition};
+            const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+            let db = redb::Database::open(s.data_dir.join("meta.redb")).unwrap();
+            let key = |n: &str| format!("{n}\0{:020}", 1);
+            let read = |n: &str| -> serde_json::Value {
+                let tx = db.begin_read().unwrap();
+                let t = tx.open_table(VERSIONS).unwrap();
+                serde_json::from_slice(t.get(key(n).as_str()).unwrap().unwrap().value()).unwrap()
+            };
+            let hr_blob = read("hr/people")["files"][0]["blob"].clone();
+            let mut forged = read("fin/notes");
+            forged["files"][0]["blob"] = hr_blob;
+            let tx = db.begin_write().unwrap();
+            tx.open_table(VERSIONS)
+                .unwrap()
+                .insert(key("fin/notes").as_str(), forged.to_string().as_bytes())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        s.restart();
+        let dest = s.tmp.path().join("stolen");
+        let err = fails_with(
+            s.cli_with_token(&trainer)
+                .args(["pull", "fin/notes", "--no-cache", "--to"])
+                .arg(&dest),
+            5,
+        );
+        assert!(err.contains("not bound to its stored blob"), "{err}");
+        assert!(!dest.join("notes.csv").exists());
+        let audit = fs::read_to_string(s.data_dir.join("audit/audit.log")).unwrap();
+        assert!(audit.contains("\"integrity\""), "not audited");
+        assert!(s.log_text().contains("points at a blob of another context"));
+    }
+
     /// `--limit-rate` paces push and pull: 4 MiB at 2 MiB/s cannot take
     /// less than 1.5 s either way (the first chunk goes at once), and the
     /// bytes arrive intact.

@@ -330,6 +330,8 @@ async fn execute(
             pending_session: Some(session.id.clone()),
             created: vault_store::now(),
             sensitivity: String::new(),
+            kind: String::new(),
+            artifact: String::new(),
         };
         let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
         blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;

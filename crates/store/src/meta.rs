@@ -106,11 +106,13 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_blobs(&self) -> Result<Vec<BlobRecord>>;
     /// Replace a blob's wrapped DEK if it still equals `old` (rewrap).
     fn swap_dek(&self, id: &str, old: &WrappedDek, new: &WrappedDek) -> Result<bool>;
-    /// A live blob of `namespace`, committed under sensitivity `label`
-    /// (empty: none), holding exactly this content, for dedup.
+    /// A live blob of `namespace`, first committed as `kind` under
+    /// sensitivity `label` (empty: none), holding exactly this content, for
+    /// dedup.
     fn find_blob(
         &self,
         namespace: &str,
+        kind: &str,
         label: &str,
         sha256: &str,
         size: u64,

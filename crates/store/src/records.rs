@@ -32,6 +32,15 @@ pub struct BlobRecord {
     /// `raw-pii` dataset is never offered to a push of anything else.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sensitivity: String,
+    /// Kind (`model`, `dataset`) of the version that first committed the
+    /// blob; dedup never crosses kinds. Empty for blobs recorded before it
+    /// was kept: those are never reused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Artifact whose version first committed the blob: dedup offers it
+    /// only to a caller the policy lets read that artifact.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub artifact: String,
 }
 
 impl BlobRecord {

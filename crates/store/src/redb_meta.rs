@@ -53,6 +53,27 @@ fn ckey(ns: &str, label: &str, sha: &str, size: u64) -> String {
     }
 }
 
+/// The label part of the content key of content committed as `kind` under
+/// `label`: blobs recorded before their kind was kept (empty `kind`) keep
+/// the label-only key, which no lookup asks for any more.
+fn index_label(kind: &str, label: &str) -> String {
+    if kind.is_empty() {
+        label.to_owned()
+    } else {
+        format!("{kind}\u{1}{label}")
+    }
+}
+
+/// The content key a committed blob is indexed under.
+fn blob_ckey(b: &BlobRecord) -> String {
+    ckey(
+        &b.namespace,
+        &index_label(&b.kind, &b.sensitivity),
+        &b.sha256,
+        b.size,
+    )
+}
+
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Meta(e.to_string()))
 }
@@ -567,14 +588,13 @@ impl MetaStore for RedbMeta {
                     .ok_or_else(|| Error::NotFound(format!("blob of `{}`", f.entry.path)))?;
                 if b.refs == 0 {
                     b.sensitivity = label.clone();
+                    b.kind = version.kind.as_str().to_owned();
+                    b.artifact = version.name.clone();
                 }
                 b.refs += 1;
                 b.pending_session = None;
                 blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
-                content.insert(
-                    ckey(&b.namespace, &b.sensitivity, &b.sha256, b.size).as_str(),
-                    b.id.as_str(),
-                )?;
+                content.insert(blob_ckey(&b).as_str(), b.id.as_str())?;
             }
             Ok(())
         })
@@ -698,8 +718,7 @@ impl MetaStore for RedbMeta {
                 b.refs = b.refs.saturating_sub(1);
                 if b.refs == 0 {
                     blobs.remove(b.id.as_str())?;
-                    content
-                        .remove(ckey(&b.namespace, &b.sensitivity, &b.sha256, b.size).as_str())?;
+                    content.remove(blob_ckey(&b).as_str())?;
                     shredded.push(b);
                 } else {
                     blobs.insert(b.id.as_str(), enc(&b)?.as_slice())?;
@@ -735,6 +754,7 @@ impl MetaStore for RedbMeta {
     fn find_blob(
         &self,
         namespace: &str,
+        kind: &str,
         label: &str,
         sha256: &str,
         size: u64,
@@ -743,7 +763,7 @@ impl MetaStore for RedbMeta {
         let tx = db.begin_read()?;
         let c = tx.open_table(CONTENT)?;
         let Some(id) = c
-            .get(ckey(namespace, label, sha256, size).as_str())?
+            .get(ckey(namespace, &index_label(kind, label), sha256, size).as_str())?
             .map(|v| v.value().to_owned())
         else {
             return Ok(None);
@@ -779,6 +799,8 @@ mod tests {
             pending_session: None,
             created: 0,
             sensitivity: String::new(),
+            kind: String::new(),
+            artifact: String::new(),
         };
         let version = VersionRecord {
             name: "hr/people".into(),
@@ -823,8 +845,11 @@ mod tests {
         }
         for _ in 0..2 {
             let meta = RedbMeta::open(&path).unwrap();
-            assert!(meta.find_blob("hr", "", &sha, 5).unwrap().is_none());
-            let found = meta.find_blob("hr", "raw-pii", &sha, 5).unwrap().unwrap();
+            assert!(meta.find_blob("hr", "", "", &sha, 5).unwrap().is_none());
+            let found = meta
+                .find_blob("hr", "", "raw-pii", &sha, 5)
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (found.id.as_str(), found.sensitivity.as_str()),
                 (blob.id.as_str(), "raw-pii")

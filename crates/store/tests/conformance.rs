@@ -97,6 +97,8 @@ impl Fixture {
             pending_session: None,
             created: 0,
             sensitivity: String::new(),
+            kind: String::new(),
+            artifact: String::new(),
         };
         (rec, res)
     }

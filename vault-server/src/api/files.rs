@@ -69,6 +69,33 @@ pub async fn download(
         .ok_or_else(|| {
             ApiError::stored_integrity(format!("blob record `{}` is missing", file.blob))
         })?;
+    // The blob must be the one this version's file names: its namespace,
+    // size and digest (the context its DEK is bound to) must match. An
+    // edited metadata record that points a version at another namespace's
+    // blob is caught here, before a byte is sent.
+    let namespace = rec.name.split('/').next().unwrap_or_default();
+    if blob.namespace != namespace
+        || blob.size != file.entry.size
+        || blob.sha256 != file.entry.sha256
+    {
+        let mut ev = p.event(
+            "integrity",
+            &format!("{}:{}", rec.name, rec.version),
+            "error",
+        );
+        ev.detail = format!(
+            "file {index} is bound to blob {} of another context",
+            blob.id
+        );
+        let _ = v.audit.record(ev);
+        metrics::counter!("mlvault_integrity_failures_total").increment(1);
+        tracing::error!(name = %rec.name, version = rec.version, file = index, blob = %blob.id,
+            blob_namespace = %blob.namespace, "a version's file points at a blob of another context");
+        return Err(ApiError::stored_integrity(format!(
+            "file {index} of `{}:{}` is not bound to its stored blob; nothing was sent",
+            rec.name, rec.version
+        )));
+    }
     let size = file.entry.size;
     v.limits
         .bytes(&p.role, &p.token_id, size.saturating_sub(offset))

@@ -16,7 +16,8 @@ use vault_store::{BlobRecord, SessionRecord, VersionFile, VersionRecord};
 use super::auth::authorize_artifact;
 use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
-use vault_policy::Action;
+use crate::vault::Vault;
+use vault_policy::{Action, Authorize};
 
 /// Idle upload sessions are abandoned after this long.
 pub const SESSION_TTL_SECS: u64 = 6 * 3600;
@@ -76,7 +77,7 @@ pub async fn open(
     let blobs: Vec<Option<String>> =
         match dedup_label(&v, &p, req.name.as_str(), req.kind, req.sensitivity.clone()).await? {
             Some(label) => {
-                let (meta, files) = (v.meta.clone(), req.files.clone());
+                let (vc, pc, files, kind) = (v.clone(), p.clone(), req.files.clone(), req.kind);
                 blocking(move || {
                     files
                         .iter()
@@ -84,7 +85,14 @@ pub async fn open(
                             if f.sha256.is_empty() {
                                 return Ok(None);
                             }
-                            live_blob(meta.as_ref(), &namespace, &label, &f.sha256, f.size)
+                            let want = Wanted {
+                                namespace: &namespace,
+                                label: &label,
+                                kind,
+                                sha256: &f.sha256,
+                                size: f.size,
+                            };
+                            live_blob(&vc, &pc, &want)
                         })
                         .collect::<Result<Vec<_>, ApiError>>()
                 })
@@ -183,6 +191,8 @@ pub async fn upload_file(
         pending_session: Some(s.id.clone()),
         created: vault_store::now(),
         sensitivity: String::new(),
+        kind: String::new(),
+        artifact: String::new(),
     };
     // Record the pending blob first: a crash mid-upload leaves a record that
     // session cleanup finds, never an unknown object.
@@ -279,18 +289,45 @@ async fn dedup_label(
     .await
 }
 
-/// A committed blob of `namespace` under `label` holding this content.
-fn live_blob(
-    meta: &dyn vault_store::MetaStore,
-    namespace: &str,
-    label: &str,
-    sha256: &str,
+/// What a push would reuse: content of one kind and label in a namespace.
+struct Wanted<'a> {
+    namespace: &'a str,
+    label: &'a str,
+    kind: vault_api::Kind,
+    sha256: &'a str,
     size: u64,
-) -> Result<Option<String>, ApiError> {
-    Ok(meta
-        .find_blob(namespace, label, sha256, size)?
+}
+
+/// A committed blob holding this content that the caller may already read:
+/// same namespace, label and kind, first committed by an artifact the
+/// policy lets the caller pull. Otherwise `None`, and the caller sends the
+/// bytes, so the answer says nothing about content it may not read. The
+/// policy is asked without an audit entry (one per file would flood it);
+/// the push itself is audited.
+fn live_blob(v: &Vault, p: &Principal, w: &Wanted<'_>) -> Result<Option<String>, ApiError> {
+    let Some(b) = v
+        .meta
+        .find_blob(w.namespace, w.kind.as_str(), w.label, w.sha256, w.size)?
         .filter(|b| b.pending_session.is_none() && b.refs > 0)
-        .map(|b| b.id))
+        .filter(|b| b.kind == w.kind.as_str() && !b.artifact.is_empty())
+    else {
+        return Ok(None);
+    };
+    let Some(owner) = v.meta.artifact(&b.artifact)? else {
+        return Ok(None);
+    };
+    let resource = vault_policy::Resource::Artifact {
+        name: &owner.name,
+        namespace: owner.name.split('/').next().unwrap_or_default(),
+        kind: owner.kind.as_str(),
+        sensitivity: &owner.sensitivity,
+    };
+    let readable = owner.name.split('/').next() == Some(w.namespace)
+        && owner.sensitivity == w.label
+        && v.policy()
+            .decide(&p.info(), Action::Pull, &resource, false)
+            .allowed;
+    Ok(readable.then_some(b.id))
 }
 
 /// A live blob the session's file (`sha256`, `size` bytes) may reuse under
@@ -306,8 +343,21 @@ async fn reusable_blob(
         return Ok(None);
     };
     let namespace = s.name.split('/').next().unwrap_or_default().to_owned();
-    let (meta, sha) = (v.meta.clone(), sha256.to_owned());
-    blocking(move || live_blob(meta.as_ref(), &namespace, &label, &sha, size)).await
+    let (vc, pc, sha, kind) = (v.clone(), p.clone(), sha256.to_owned(), s.kind);
+    blocking(move || {
+        live_blob(
+            &vc,
+            &pc,
+            &Wanted {
+                namespace: &namespace,
+                label: &label,
+                kind,
+                sha256: &sha,
+                size,
+            },
+        )
+    })
+    .await
 }
 
 /// The client hashed a file it declared without a digest before its upload
