@@ -1840,6 +1840,16 @@ mod observe {
             .as_str()
             .unwrap()
             .to_owned();
+        // The token list says so (issue #21: suspended tokens showed as active).
+        let list = ok(s.admin().args(["token", "list"]));
+        let line = list.lines().find(|l| l.contains("scraper")).unwrap();
+        assert!(line.trim_end().ends_with("suspended"), "{list}");
+        let listed = json(&ok(s.admin().args(["--json", "token", "list"])));
+        assert!(listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["principal"] == "scraper" && x["suspended"] == true));
         ok(s.admin().args(["token", "unsuspend", &id]));
         ok(s.cli_with_token(&scraper).arg("ls"));
     }
@@ -4124,5 +4134,118 @@ mod reliability {
             Some(0),
             "crash left orphans or dangling references: {report}"
         );
+    }
+}
+
+/// Smaller insider items of issue #21.
+mod insider {
+    use super::skeleton::curl_as;
+    use super::*;
+
+    fn audit_actions(s: &Server, action: &str) -> usize {
+        fs::read_to_string(s.data_dir.join("audit/audit.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("\"action\":\"{action}\"")))
+            .count()
+    }
+
+    #[test]
+    fn listings_hide_raw_pii_and_write_one_audit_entry() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let trainer = s.create_token("ml", "trainer", &["hr"], None);
+        let src = s.tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.csv"), "a\n1\n").unwrap();
+        ok(s.cli_with_token(&steward)
+            .args([
+                "push",
+                "hr/people",
+                "--kind",
+                "dataset",
+                "--sensitivity",
+                "raw-pii",
+            ])
+            .arg(&src));
+        for i in 0..5 {
+            ok(s.cli_with_token(&trainer)
+                .args(["push", &format!("hr/plain-{i}"), "--kind", "dataset"])
+                .arg(&src));
+        }
+        let before = audit_actions(&s, "list");
+        let seen = json(&ok(s
+            .cli_with_token(&trainer)
+            .args(["--json", "ls", "hr/"])));
+        let names: Vec<&str> = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert!(!names.contains(&"hr/people"), "{names:?}");
+        assert_eq!(
+            audit_actions(&s, "list"),
+            before + 1,
+            "one entry per listing"
+        );
+        let stewards = json(&ok(s
+            .cli_with_token(&steward)
+            .args(["--json", "ls", "hr/"])));
+        assert_eq!(stewards.as_array().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn a_download_by_digest_does_not_name_what_it_may_not_read() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let outsider = s.create_token("fin-ml", "trainer", &["fin"], None);
+        let src = s.tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.csv"), "ssn\n123-45-6789\n").unwrap();
+        let pushed = json(&ok(s
+            .cli_with_token(&steward)
+            .args([
+                "--json",
+                "push",
+                "hr/people",
+                "--kind",
+                "dataset",
+                "--sensitivity",
+                "raw-pii",
+            ])
+            .arg(&src)));
+        let digest = pushed["digest"].as_str().unwrap();
+        let (code, body) = curl_as(
+            &s,
+            &outsider,
+            "GET",
+            &format!("/v1/versions/{digest}/files/0"),
+            None,
+        );
+        let (missing_code, missing) = curl_as(
+            &s,
+            &outsider,
+            "GET",
+            &format!("/v1/versions/sha256:{}/files/0", "0".repeat(64)),
+            None,
+        );
+        assert_eq!((code, missing_code), (404, 404), "{body} / {missing}");
+        assert!(!body.contains("hr/") && !body.contains("6789"), "{body}");
+    }
+
+    #[test]
+    fn metrics_label_only_known_methods() {
+        let s = Server::start();
+        for m in ["BREW", "XYZZY", "GET"] {
+            curl_as(&s, &s.token, m, "/healthz", None);
+        }
+        let (_, metrics) = curl_as(&s, &s.token, "GET", "/metrics", None);
+        assert!(
+            !metrics.contains("BREW") && !metrics.contains("XYZZY"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("method=\"other\""), "{metrics}");
     }
 }

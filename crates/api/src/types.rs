@@ -328,6 +328,9 @@ pub struct TokenInfo {
     pub expires: Option<u64>,
     /// Revoked?
     pub revoked: bool,
+    /// Suspended (refused until an admin lifts it)?
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// Answer to `POST /v1/tokens`: the secret, shown once.

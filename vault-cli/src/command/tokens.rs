@@ -52,7 +52,13 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
                 let now = human::now();
                 for t in &list {
                     let exp = t.expires.map_or("never".into(), |e| human::expiry(e, now));
-                    let state = if t.revoked { "revoked" } else { "active" };
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.suspended {
+                        "suspended"
+                    } else {
+                        "active"
+                    };
                     s.push_str(&format!(
                         "\n{:<22} {:<16} {:<10} {:<24} {:<20} {state}",
                         t.id,

@@ -188,7 +188,18 @@ pub async fn metrics_layer(req: Request, next: Next) -> Response {
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // A fixed set of labels: any other method a client invents is
+    // `other`, so the metrics output cannot grow without bound.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     // Which clients speak HTTP/2 (the CLI keeps to HTTP/1.1).
     let version = match req.version() {
         axum::http::Version::HTTP_2 => "HTTP/2.0",

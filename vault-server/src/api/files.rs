@@ -52,7 +52,17 @@ pub async fn download(
             .aliases(&rec.name)?
             .iter()
             .any(|a| a.version == rec.version);
-        authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, via_alias)?;
+        // Forbidden looks like missing: a digest must not tell a caller
+        // which artifact holds it.
+        authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, via_alias).map_err(
+            |e| {
+                if e.code == vault_api::ErrorCode::Forbidden {
+                    ApiError::not_found(format!("version `{d}` not found"))
+                } else {
+                    e
+                }
+            },
+        )?;
         super::read::check_released(&v2, &p, &rec, &d)?;
         Ok(rec)
     })

@@ -13,7 +13,7 @@ use super::auth::{authorize_artifact, authorize_artifact_sync};
 use super::error::ApiQuery;
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
-use vault_policy::Action;
+use vault_policy::{Action, Authorize, Resource};
 
 #[derive(Deserialize)]
 pub struct RefQuery {
@@ -149,25 +149,42 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<ArtifactSummary>>, ApiError> {
     let v2 = v.clone();
+    let prefix = q.prefix.clone();
     let items = blocking(move || {
         let all = v2.meta.list(&q.prefix)?;
-        // Only what the caller may see is listed; versions held for review
-        // only for those who may review them.
-        Ok(all
+        // Only what the caller may see is listed: artifacts it may list,
+        // raw-PII ones only if it may read them, versions held for review
+        // only if it may review them. The policy is asked per artifact
+        // without an audit entry; the listing is one entry.
+        let engine = v2.policy();
+        let info = p.info();
+        let may = |a: &vault_store::ArtifactRecord, action: Action| {
+            let resource = Resource::Artifact {
+                name: &a.name,
+                namespace: a.name.split('/').next().unwrap_or_default(),
+                kind: a.kind.as_str(),
+                sensitivity: &a.sensitivity,
+            };
+            engine.decide(&info, action, &resource, false).allowed
+        };
+        let shown: Vec<_> = all
             .into_iter()
             .filter(|(a, _)| {
-                authorize_artifact_sync(&v2, &p, Action::List, &a.name, None, false).is_ok()
+                may(a, Action::List) && (a.sensitivity != "raw-pii" || may(a, Action::Pull))
             })
             .map(|(a, mut vs)| {
-                if vs.iter().any(|r| !r.released())
-                    && authorize_artifact_sync(&v2, &p, Action::Review, &a.name, None, false)
-                        .is_err()
-                {
+                if vs.iter().any(|r| !r.released()) && !may(&a, Action::Review) {
                     vs.retain(VersionRecord::released);
                 }
                 (a, vs)
             })
-            .collect::<Vec<_>>())
+            .collect();
+        let mut ev = p.event("list", &format!("prefix:{prefix}"), "allow");
+        ev.detail = format!("{} artifact(s)", shown.len());
+        v2.audit
+            .record(ev)
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        Ok(shown)
     })
     .await?;
     let out = items

@@ -21,6 +21,7 @@ fn info(r: TokenRecord) -> TokenInfo {
         created: r.created,
         expires: r.expires,
         revoked: r.revoked,
+        suspended: r.suspended,
     }
 }
 
