@@ -3277,7 +3277,9 @@ sensitive = "diagnosis"
             .arg(&out));
         let text = fs::read_to_string(out.join("events.jsonl")).unwrap();
         assert!(
-            !text.contains("@example.com") && !text.contains("123-45-") && !text.contains("7946"),
+            !text.contains("@example.com")
+                && !text.contains("123-45-")
+                && !text.contains("20 7946"),
             "{text}"
         );
         // The human status shows what the scan found.
@@ -4247,5 +4249,64 @@ mod insider {
             "{metrics}"
         );
         assert!(metrics.contains("method=\"other\""), "{metrics}");
+    }
+}
+
+mod terminal {
+    use super::*;
+
+    /// Text a user or a server chose never reaches the terminal raw: an
+    /// escape sequence in a job spec's column name comes back in the
+    /// server's error and is printed escaped.
+    #[test]
+    fn escape_codes_from_the_server_are_printed_escaped() {
+        let s = Server::start();
+        let steward = s.create_token("dpo", "steward", &["hr"], None);
+        let src = s.tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.csv"), "a\n1\n").unwrap();
+        ok(s.cli_with_token(&steward)
+            .args(["push", "hr/t", "--kind", "dataset"])
+            .arg(&src));
+        let spec = s.tmp.path().join("spec.toml");
+        fs::write(
+            &spec,
+            "format = \"csv\"\nkeep = [\"a\"]\n[[columns]]\nname = \"\\u001b]0;pwned\\u0007\\u202e\"\ntransform = \"drop\"\n",
+        )
+        .unwrap();
+        let out = run(s
+            .cli_with_token(&steward)
+            .args(["anonymize", "hr/t:1", "--to", "hr/o", "--spec"])
+            .arg(&spec));
+        assert_eq!(out.status.code(), Some(1));
+        let err = &out.stderr;
+        assert!(
+            !err.contains(&0x1b) && !err.contains(&0x07),
+            "{}",
+            String::from_utf8_lossy(err)
+        );
+        let text = String::from_utf8_lossy(err);
+        assert!(
+            text.contains("\\u{001b}]0;pwned\\u{0007}\\u{202e}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_warned_about() {
+        let s = Server::start();
+        let out = run(std::process::Command::new(bin("vault-cli"))
+            .env("MLVAULT_ADDR", &s.addr)
+            .env("MLVAULT_CA_CERT", &test_tls().0)
+            .env_remove("MLVAULT_TOKEN")
+            .args(["--token", &s.token, "ls"]));
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("warning: a token given with --token is visible"),
+            "{err}"
+        );
+        let quiet = run(s.cli().arg("ls"));
+        assert!(!String::from_utf8_lossy(&quiet.stderr).contains("warning"));
     }
 }

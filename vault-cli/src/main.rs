@@ -7,8 +7,6 @@ mod command;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Two malloc arenas, as in the server: a pull of eight 256 MiB files,
     // four at a time, peaked at 52-59 MiB of RSS with two and 62-77 MiB
@@ -16,7 +14,16 @@ fn main() -> ExitCode {
     vault_directio::tune_allocator(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = cli::Cli::parse();
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    if matches.value_source("token") == Some(clap::parser::ValueSource::CommandLine) {
+        eprintln!(
+            "vault-cli: warning: a token given with --token is visible to other users of this machine (ps, shell history); use --token-file FILE or MLVAULT_TOKEN"
+        );
+    }
+    let args = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let result = command::run(args);
     if std::env::var_os("MLVAULT_REPORT_PEAK_RSS").is_some() {
         report_peak_rss();
@@ -24,7 +31,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vault-cli: {e:#}");
+            eprintln!("vault-cli: {}", command::terminal_safe(&format!("{e:#}")));
             ExitCode::from(command::exit_code(&e))
         }
     }

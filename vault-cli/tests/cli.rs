@@ -11,7 +11,8 @@ fn cli() -> Command {
 /// The CLI pointed at loopback port 9, where nothing listens.
 fn cli_without_server() -> Command {
     let mut c = cli();
-    c.args(["--addr", "http://127.0.0.1:9", "--token", "x"]);
+    c.args(["--addr", "http://127.0.0.1:9"])
+        .env("MLVAULT_TOKEN", "x");
     c
 }
 

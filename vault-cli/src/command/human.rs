@@ -124,3 +124,50 @@ mod tests {
         assert_eq!(amount(32 << 20), "32.00 MiB (33554432 bytes)");
     }
 }
+
+/// Text safe to print on a terminal: control characters (but newline and
+/// tab), bidirectional formatting characters and line or paragraph
+/// separators are shown as `\u{…}` escapes, so text a server or another
+/// user chose (names, reasons, error messages) cannot move the cursor,
+/// recolour the terminal or reorder what a line seems to say.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+            )
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escapes_what_could_spoof_a_terminal() {
+        assert_eq!(terminal_safe("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(
+            terminal_safe("\u{1b}[2Jhr/\u{202e}lmth.exe\u{2028}x"),
+            "\\u{001b}[2Jhr/\\u{202e}lmth.exe\\u{2028}x"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 mod config;
 mod human;
+pub use human::terminal_safe;
 mod jobs;
 mod keys;
 mod progress;
@@ -73,7 +74,7 @@ pub fn output<T: serde::Serialize>(
     if g.json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else if !g.quiet {
-        println!("{}", human());
+        println!("{}", human::terminal_safe(&human()));
     }
     Ok(())
 }

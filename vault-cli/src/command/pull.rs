@@ -49,7 +49,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
     }
     let res = c.pull(&r, &a.to, &opts).await?;
     for n in &res.notes {
-        eprintln!("note: {n}");
+        eprintln!("note: {}", super::terminal_safe(n));
     }
     output(g, &res, || {
         let mut s = format!(
