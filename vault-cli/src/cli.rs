@@ -1,4 +1,4 @@
-//! Arguments: the contract of CLI.md.
+//! Arguments: the contract of docs/cli.md.
 
 use std::path::PathBuf;
 

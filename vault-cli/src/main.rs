@@ -1,5 +1,5 @@
 //! `vault-cli`: push and pull mlvault artifacts, verified. `main` turns the
-//! result of `run` into the exit codes documented in CLI.md.
+//! result of `run` into the exit codes documented in docs/cli.md.
 #![forbid(unsafe_code)]
 
 mod cli;

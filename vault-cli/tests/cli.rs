@@ -91,3 +91,50 @@ fn push_refuses_a_tree_with_a_symlink_or_a_name_that_is_not_utf8() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
 }
+
+/// The commands a `--help` lists, without `help`.
+fn commands(bin: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(bin).args(args).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+/// docs/cli.md is the command contract: every command and subcommand of
+/// both binaries is on it.
+#[test]
+fn docs_cli_names_every_command() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md"))
+        .expect("docs/cli.md");
+    let cli = env!("CARGO_BIN_EXE_vault-cli");
+    let top = commands(cli, &[]);
+    assert!(top.len() > 10, "{top:?}");
+    for c in &top {
+        let subs = commands(cli, &[c]);
+        if subs.is_empty() {
+            assert!(
+                doc.contains(&format!("vault-cli {c}")),
+                "docs/cli.md lacks `vault-cli {c}`"
+            );
+        }
+        for s in subs {
+            assert!(
+                doc.contains(&format!("{c} {s}")),
+                "docs/cli.md lacks `vault-cli {c} {s}`"
+            );
+        }
+    }
+    // vault-server is another package, not built by `cargo test -p
+    // vault-cli`: its commands are listed here (`vault-server --help`).
+    for c in ["init", "run", "dev", "fsck"] {
+        assert!(
+            doc.contains(&format!("vault-server {c}")),
+            "docs/cli.md lacks `vault-server {c}`"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! Command-line arguments (the contract in CLI.md).
+//! Command-line arguments (the contract in docs/cli.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

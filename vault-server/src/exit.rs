@@ -1,4 +1,4 @@
-//! Exit codes of CLI.md, shared by both binaries' contracts.
+//! Exit codes of docs/cli.md, shared by both binaries' contracts.
 
 /// A failure with a documented exit code.
 #[derive(Debug, thiserror::Error)]

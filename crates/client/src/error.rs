@@ -1,7 +1,7 @@
 use thiserror::Error;
 use vault_api::ErrorCode;
 
-/// Client errors. Each maps to one of the exit codes of CLI.md through
+/// Client errors. Each maps to one of the exit codes of docs/cli.md through
 /// [`Error::exit_code`].
 #[derive(Debug, Error)]
 #[non_exhaustive]
