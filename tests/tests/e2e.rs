@@ -4237,6 +4237,53 @@ mod insider {
         assert!(!body.contains("hr/") && !body.contains("6789"), "{body}");
     }
 
+    /// Unfinished uploads hold metadata until they expire: a principal may
+    /// keep only so many open, listing only so many files (issue #21 item
+    /// 5). Another principal is not affected.
+    #[test]
+    fn upload_sessions_have_a_quota_per_principal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("server.toml");
+        fs::write(
+            &cfg,
+            "[http]\nmax_open_uploads = 2\nmax_pending_files = 5\n",
+        )
+        .unwrap();
+        let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+        let a = s.create_token("a", "trainer", &["t"], None);
+        let b = s.create_token("b", "trainer", &["t"], None);
+        let open = |token: &str, name: &str, files: usize| {
+            let entries: Vec<serde_json::Value> = (0..files)
+                .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": 1, "sha256": ""}))
+                .collect();
+            let body = serde_json::json!({"name": name, "kind": "model", "files": entries});
+            curl_as(
+                &s,
+                token,
+                "POST",
+                "/v1/uploads",
+                Some(body.to_string().as_bytes()),
+            )
+        };
+        assert_eq!(open(&a, "t/one", 2).0, 200);
+        let (code, body) = open(&a, "t/two", 4);
+        assert_eq!(code, 429, "{body}");
+        assert!(body.contains("would list 6 files (at most 5)"), "{body}");
+        assert_eq!(open(&a, "t/two", 3).0, 200);
+        let (code, body) = open(&a, "t/three", 1);
+        assert_eq!(code, 429, "{body}");
+        assert!(body.contains("2 open uploads (at most 2)"), "{body}");
+        assert_eq!(
+            open(&b, "t/four", 1).0,
+            200,
+            "another principal has its own quota"
+        );
+        // A whole push still works within the quota.
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("w.bin"), MIB, 93);
+        ok(s.cli_with_token(&b).args(["push", "t/pushed"]).arg(&src));
+    }
+
     #[test]
     fn metrics_label_only_known_methods() {
         let s = Server::start();

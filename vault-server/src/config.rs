@@ -22,6 +22,8 @@
 //! max_files = 100000               # most files in one manifest (at most 100000)
 //! header_timeout_secs = 15         # slow-loris guard; --header-timeout-secs wins
 //! body_timeout_secs = 60           # longest stall inside an upload body
+//! max_open_uploads = 16            # open upload sessions per principal
+//! max_pending_files = 100000       # files in a principal's open upload sessions
 //! ```
 
 use std::collections::HashMap;
@@ -67,6 +69,17 @@ pub struct HttpLimits {
     /// Seconds an upload body may stall between two chunks.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_secs: u64,
+    /// Open (unexpired, uncommitted) upload sessions one principal may hold.
+    #[serde(default = "default_open_uploads")]
+    pub max_open_uploads: usize,
+    /// Files one principal's open upload sessions may list together: what
+    /// an unfinished push may make the metadata hold.
+    #[serde(default = "default_max_files")]
+    pub max_pending_files: usize,
+}
+
+fn default_open_uploads() -> usize {
+    16
 }
 
 fn default_json_bytes() -> usize {
@@ -89,6 +102,8 @@ impl Default for HttpLimits {
             max_files: default_max_files(),
             header_timeout_secs: default_header_timeout(),
             body_timeout_secs: default_body_timeout(),
+            max_open_uploads: default_open_uploads(),
+            max_pending_files: default_max_files(),
         }
     }
 }

@@ -72,6 +72,32 @@ pub async fn open(
     }
     vault_manifest::Manifest::new(req.name.clone(), req.kind, 1, 0, checked, vec![])?;
     let now = vault_store::now();
+    // Quotas per principal: an unfinished push holds metadata until it
+    // expires, so one caller may not pile them up.
+    let (meta, who, adding) = (v.meta.clone(), p.name.clone(), req.files.len());
+    let (max_open, max_files) = (v.http.max_open_uploads, v.http.max_pending_files);
+    blocking(move || {
+        let open: Vec<SessionRecord> = meta
+            .list_sessions()?
+            .into_iter()
+            .filter(|s| s.principal == who && s.expires > now)
+            .collect();
+        let pending: usize = open.iter().map(|s| s.files.len()).sum();
+        if open.len() >= max_open {
+            return Err(quota(format!(
+                "`{who}` has {} open uploads (at most {max_open}); finish or abandon one first",
+                open.len()
+            )));
+        }
+        if pending + adding > max_files {
+            return Err(quota(format!(
+                "`{who}`'s open uploads would list {} files (at most {max_files}); finish them first",
+                pending + adding
+            )));
+        }
+        Ok(())
+    })
+    .await?;
     let n = req.files.len();
     let namespace = req.name.namespace().to_owned();
     let blobs: Vec<Option<String>> =
@@ -123,6 +149,14 @@ pub async fn open(
         needed,
         expires_in: SESSION_TTL_SECS,
     }))
+}
+
+/// A per-principal upload quota is reached (429, retry in a minute).
+fn quota(message: String) -> ApiError {
+    metrics::counter!("mlvault_upload_quota_refusals_total").increment(1);
+    let mut e = ApiError::new(vault_api::ErrorCode::RateLimited, message);
+    e.retry_after = Some(60);
+    e
 }
 
 /// The caller's own live session, or 404 (another principal's session looks
