@@ -4284,6 +4284,39 @@ mod insider {
         ok(s.cli_with_token(&b).args(["push", "t/pushed"]).arg(&src));
     }
 
+    /// A deploy job with no saved state can refuse a replayed alias
+    /// record by its age (issue #21 item 9).
+    #[test]
+    fn pull_refuses_an_alias_record_older_than_max_record_age() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("w.bin"), 64 << 10, 94);
+        ok(s.cli()
+            .args(["push", "t/m", "--alias", "production"])
+            .arg(&src));
+        let pull = |age: &str, state: &str| {
+            run(s
+                .cli()
+                .env("MLVAULT_STATE_DIR", s.tmp.path().join(state))
+                .args([
+                    "pull",
+                    "t/m:production",
+                    "--no-cache",
+                    "--max-record-age",
+                    age,
+                    "--to",
+                ])
+                .arg(s.tmp.path().join(format!("d-{state}"))))
+        };
+        assert!(pull("1h", "fresh").status.success());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let old = pull("1s", "stateless");
+        assert_eq!(old.status.code(), Some(5), "{old:?}");
+        let err = String::from_utf8_lossy(&old.stderr);
+        assert!(err.contains("more than --max-record-age (1s)"), "{err}");
+        assert!(!s.tmp.path().join("d-stateless/w.bin").exists());
+    }
+
     #[test]
     fn metrics_label_only_known_methods() {
         let s = Server::start();

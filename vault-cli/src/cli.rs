@@ -352,6 +352,12 @@ pub struct PullArgs {
     /// Accept an expired alias record.
     #[arg(long)]
     pub allow_expired: bool,
+    /// Refuse an alias record issued longer ago than DURATION (like 12h):
+    /// a deploy job with no saved state then cannot be handed a replayed
+    /// old record. The server renews a record once half its lifetime
+    /// (`--alias-ttl`, default 24h) has passed, so use at least half of it.
+    #[arg(long, value_name = "DURATION", value_parser = vault_api::parse_duration)]
+    pub max_record_age: Option<u64>,
     /// Require the manifest to be signed by this publisher key; repeatable
     /// (any one suffices). Also read from the config file.
     #[arg(long = "trust", value_name = "FILE.pub")]

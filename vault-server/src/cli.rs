@@ -87,7 +87,7 @@ pub struct RunArgs {
     pub tls_key: Option<PathBuf>,
     /// How long a signed alias record stays valid; the server renews records
     /// as they are read once half of this has passed. Like 90s, 15m, 1h, 7d.
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = vault_api::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = vault_api::parse_duration)]
     pub alias_ttl: u64,
     /// Never renew alias records (they expire, as from a frozen mirror); for
     /// tests of client freeze protection.

@@ -33,6 +33,9 @@ pub struct PullOptions {
     pub allow_downgrade: bool,
     /// Accept an expired alias record.
     pub allow_expired: bool,
+    /// Refuse an alias record issued longer ago than this many seconds (a
+    /// replayed record, for a client with no state of its own).
+    pub max_record_age: Option<u64>,
     /// Publisher keys: when any are given, the manifest must carry a valid
     /// signature by one of them.
     pub trusted: Vec<vault_manifest::PublicKey>,
@@ -430,6 +433,15 @@ impl Client {
             opts.allow_downgrade,
             opts.allow_expired,
         )?;
+        if let Some(max) = opts.max_record_age {
+            let age = unix_now().saturating_sub(rec.issued);
+            if age > max {
+                return Err(integrity(format!(
+                    "the alias record for `{}:{alias}` was issued {age}s ago, more than --max-record-age ({max}s): a replayed record, or a server that cannot renew it",
+                    r.name
+                )));
+            }
+        }
         let seen = st.aliases.entry(key).or_default();
         if rec.sequence >= seen.sequence {
             *seen = crate::Seen {
@@ -527,4 +539,11 @@ fn count_files(n: usize) -> String {
     } else {
         format!("{n} files")
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

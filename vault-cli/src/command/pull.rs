@@ -24,6 +24,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
     let opts = PullOptions {
         allow_downgrade: a.allow_downgrade,
         allow_expired: a.allow_expired,
+        max_record_age: a.max_record_age,
         trusted,
         server_keys,
         state_dir: g.state_dir.clone(),
