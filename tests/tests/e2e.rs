@@ -1010,8 +1010,8 @@ mod signing {
         let human = ok(s.cli().args(["show", "t/m:production"]));
         assert!(
             human.contains("alias    production → version 2, record sequence 1, expires 20")
-                && (human.contains("(in 7d), signed by ed25519:")
-                    || human.contains("(in 6d 23h), signed by ed25519:")),
+                && (human.contains("(in 1d), signed by ed25519:")
+                    || human.contains("(in 23h 59m), signed by ed25519:")),
             "{human}"
         );
         let p = json(&ok(&mut pull(&s, &[], "p1")));
