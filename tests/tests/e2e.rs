@@ -4317,6 +4317,41 @@ mod insider {
         assert!(!s.tmp.path().join("d-stateless/w.bin").exists());
     }
 
+    /// Concurrent rotations each add their own KEK version: the key ring
+    /// is changed by compare-and-set, so none is lost and everything
+    /// pushed meanwhile stays readable (issue #21).
+    #[test]
+    fn concurrent_key_rotations_lose_no_version() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("w.bin"), 256 << 10, 95);
+        let rotations: Vec<std::process::Child> = (0..8)
+            .map(|_| {
+                s.admin()
+                    .args(["key", "rotate"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for i in 0..4 {
+            ok(s.cli().args(["push", &format!("t/m{i}")]).arg(&src));
+        }
+        for mut c in rotations {
+            assert!(c.wait().unwrap().success());
+        }
+        let st = json(&ok(s.admin().args(["--json", "key", "status"])));
+        assert_eq!(st["current_version"], 9, "{st}");
+        for i in 0..4 {
+            let d = s.tmp.path().join(format!("d{i}"));
+            ok(s.cli()
+                .args(["pull", &format!("t/m{i}"), "--no-cache", "--to"])
+                .arg(&d));
+            assert_same_tree(&src, &d);
+        }
+    }
+
     #[test]
     fn metrics_label_only_known_methods() {
         let s = Server::start();

@@ -399,25 +399,51 @@ impl Vault {
         Ok(())
     }
 
+    /// Change the stored key ring with `change` by compare-and-set,
+    /// reading it afresh and trying again when another writer (a concurrent
+    /// rotation, another replica) changed it first; then use the stored
+    /// result. Within this process updates run one at a time, so the ring
+    /// in memory is never replaced by an older one.
+    fn update_keyring<T>(
+        &self,
+        mut change: impl FnMut(&mut KeyringRecord) -> Result<T>,
+    ) -> Result<T> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..32 {
+            let old = self.meta.keyring()?.context("no key ring")?;
+            let mut rec = old.clone();
+            let out = change(&mut rec)?;
+            if self.meta.swap_keyring(&old, &rec)? {
+                self.reload_keyring(&rec)?;
+                return Ok(out);
+            }
+        }
+        anyhow::bail!("the key ring kept changing under this request; try again")
+    }
+
     /// Add a KEK version; new blobs use it from now on.
     pub fn rotate(&self) -> Result<u32> {
-        let mut rec = self.meta.keyring()?.context("no key ring")?;
-        let mut ring = Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
-        let wrapped = ring.rotate(&self.master)?;
-        let v = wrapped.version;
-        rec.keks.push(wrapped);
-        self.meta.put_keyring(&rec)?;
-        self.reload_keyring(&rec)?;
-        Ok(v)
+        self.update_keyring(|rec| {
+            let mut ring =
+                Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+            let wrapped = ring.rotate(&self.master)?;
+            let v = wrapped.version;
+            rec.keks.push(wrapped);
+            Ok(v)
+        })
     }
 
     /// Refuse KEK versions below `min` from now on.
     pub fn retire(&self, min: u32) -> Result<()> {
-        let mut rec = self.meta.keyring()?.context("no key ring")?;
-        let mut ring = Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
-        ring.set_min_decryption_version(min)?;
-        rec.min_decryption_version = min;
-        self.meta.put_keyring(&rec)?;
-        self.reload_keyring(&rec)
+        self.update_keyring(|rec| {
+            let mut ring =
+                Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+            ring.set_min_decryption_version(min)?;
+            rec.min_decryption_version = min;
+            Ok(())
+        })
     }
 }

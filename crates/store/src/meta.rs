@@ -14,8 +14,12 @@ use crate::Result;
 pub trait MetaStore: Send + Sync + 'static {
     /// The stored key ring, if the vault is initialized.
     fn keyring(&self) -> Result<Option<KeyringRecord>>;
-    /// Replace the stored key ring (init, rotate, retire).
+    /// Replace the stored key ring (init).
     fn put_keyring(&self, rec: &KeyringRecord) -> Result<()>;
+    /// Replace the stored key ring if it still equals `old` (rotate,
+    /// retire): false, changing nothing, when another writer changed it
+    /// first, so no KEK version is ever written twice.
+    fn swap_keyring(&self, old: &KeyringRecord, new: &KeyringRecord) -> Result<bool>;
 
     /// Store a token under the hash of its secret.
     fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<()>;

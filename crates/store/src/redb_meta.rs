@@ -375,6 +375,20 @@ impl MetaStore for RedbMeta {
         })
     }
 
+    fn swap_keyring(&self, old: &KeyringRecord, new: &KeyringRecord) -> Result<bool> {
+        let (want, v) = (enc(old)?, enc(new)?);
+        self.write(|tx| {
+            let mut t = tx.open_table(CONFIG)?;
+            let same = t
+                .get(KEYRING_KEY)?
+                .is_some_and(|cur| cur.value() == want.as_slice());
+            if same {
+                t.insert(KEYRING_KEY, v.as_slice())?;
+            }
+            Ok(same)
+        })
+    }
+
     fn put_token(&self, hash: &str, rec: &TokenRecord) -> Result<()> {
         let v = enc(rec)?;
         self.write(|tx| {
