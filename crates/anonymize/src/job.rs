@@ -216,6 +216,15 @@ fn classify(
             format!("{prefix}.{k}")
         };
         if listed.contains(&path.as_str()) {
+            // A listed object covers what is under it; listed paths inside
+            // it exist too.
+            for l in listed.iter().filter(|l| {
+                l.len() > path.len() && l.starts_with(&path) && l.as_bytes()[path.len()] == b'.'
+            }) {
+                if get_path(v, &l[path.len() + 1..]).is_some() {
+                    seen.insert((*l).to_owned());
+                }
+            }
             seen.insert(path);
             continue;
         }
@@ -1302,6 +1311,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(r.unlisted_dropped, ["extra", "user.ssn"]);
+        // A kept object with a transformed field inside it: both exist.
+        let nested = "format = \"jsonl\"\nkeep = [\"n\", \"user\"]\n[[columns]]\nname = \"user.email\"\ntransform = \"pseudonymize\"\n";
+        let line = "{\"user\":{\"email\":\"a@b.io\",\"x\":1},\"n\":1}\n";
+        let (kept, _) = run(&job(nested), line.as_bytes()).unwrap();
+        assert!(
+            !kept.contains("a@b.io") && kept.contains("\"x\":1"),
+            "{kept}"
+        );
     }
 
     #[test]
