@@ -208,6 +208,26 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Push one file, `file` holding `content`, as a new version of the
+    /// dataset `name` with `token`; `args` go to `push` (such as
+    /// `--sensitivity raw-pii`). Returns the `--json` result.
+    pub fn push_dataset(
+        &self,
+        token: &str,
+        name: &str,
+        file: &str,
+        content: &[u8],
+        args: &[&str],
+    ) -> serde_json::Value {
+        let dir = tempfile::tempdir_in(self.tmp.path()).expect("temp dir");
+        fs::write(dir.path().join(file), content).expect("write the dataset");
+        json(&ok(self
+            .cli_with_token(token)
+            .args(["--json", "push", name, "--kind", "dataset"])
+            .args(args)
+            .arg(dir.path())))
+    }
+
     /// A `vault-cli` command aimed at this server with the admin token.
     pub fn cli(&self) -> Command {
         self.cli_with_token(&self.token)

@@ -3297,12 +3297,13 @@ sensitive = "diagnosis"
     fn a_csv_with_a_repeated_header_or_a_broken_quote_leaks_nothing() {
         let s = Server::start();
         let steward = s.create_token("dpo", "steward", &["hr"], None);
-        let raw = s.tmp.path().join("dup");
-        fs::create_dir_all(&raw).unwrap();
-        fs::write(raw.join("people.csv"), "id,name,name\n1,Ann Lee,Ann Lee\n").unwrap();
-        ok(s.cli_with_token(&steward)
-            .args(["push", "hr/dup", "--kind", "dataset"])
-            .arg(&raw));
+        s.push_dataset(
+            &steward,
+            "hr/dup",
+            "people.csv",
+            b"id,name,name\n1,Ann Lee,Ann Lee\n",
+            &[],
+        );
         let f = s.tmp.path().join("spec.toml");
         fs::write(&f, "format = \"csv\"\nkeep = [\"id\"]\n[[columns]]\nname = \"name\"\ntransform = \"drop\"\n").unwrap();
         let err = fails_with(
@@ -3313,16 +3314,8 @@ sensitive = "diagnosis"
         );
         assert!(err.contains("repeats column names: name"), "{err}");
         // An unterminated quote in the last column swallows the rows after it.
-        let raw = s.tmp.path().join("quote");
-        fs::create_dir_all(&raw).unwrap();
-        fs::write(
-            raw.join("notes.csv"),
-            "id,notes\n1,fine\n2,\"open\n3,SSN 123-45-6789\n4,ann@example.com\n",
-        )
-        .unwrap();
-        ok(s.cli_with_token(&steward)
-            .args(["push", "hr/quote", "--kind", "dataset"])
-            .arg(&raw));
+        let broken = b"id,notes\n1,fine\n2,\"open\n3,SSN 123-45-6789\n4,ann@example.com\n";
+        s.push_dataset(&steward, "hr/quote", "notes.csv", broken, &[]);
         let spec = "format = \"csv\"\nkeep = [\"id\", \"notes\"]\non_error = \"fail\"\n";
         let job = run_job(&s, &steward, "hr/quote:1", "hr/quote-anon", spec);
         assert_eq!(job["state"], "failed", "{job:#}");
@@ -4157,23 +4150,10 @@ mod insider {
         let s = Server::start();
         let steward = s.create_token("dpo", "steward", &["hr"], None);
         let trainer = s.create_token("ml", "trainer", &["hr"], None);
-        let src = s.tmp.path().join("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("a.csv"), "a\n1\n").unwrap();
-        ok(s.cli_with_token(&steward)
-            .args([
-                "push",
-                "hr/people",
-                "--kind",
-                "dataset",
-                "--sensitivity",
-                "raw-pii",
-            ])
-            .arg(&src));
+        let pii = ["--sensitivity", "raw-pii"];
+        s.push_dataset(&steward, "hr/people", "a.csv", b"a\n1\n", &pii);
         for i in 0..5 {
-            ok(s.cli_with_token(&trainer)
-                .args(["push", &format!("hr/plain-{i}"), "--kind", "dataset"])
-                .arg(&src));
+            s.push_dataset(&trainer, &format!("hr/plain-{i}"), "a.csv", b"a\n1\n", &[]);
         }
         let before = audit_actions(&s, "list");
         let seen = json(&ok(s
@@ -4203,21 +4183,8 @@ mod insider {
         let s = Server::start();
         let steward = s.create_token("dpo", "steward", &["hr"], None);
         let outsider = s.create_token("fin-ml", "trainer", &["fin"], None);
-        let src = s.tmp.path().join("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("a.csv"), "ssn\n123-45-6789\n").unwrap();
-        let pushed = json(&ok(s
-            .cli_with_token(&steward)
-            .args([
-                "--json",
-                "push",
-                "hr/people",
-                "--kind",
-                "dataset",
-                "--sensitivity",
-                "raw-pii",
-            ])
-            .arg(&src)));
+        let pii = ["--sensitivity", "raw-pii"];
+        let pushed = s.push_dataset(&steward, "hr/people", "a.csv", b"ssn\n123-45-6789\n", &pii);
         let digest = pushed["digest"].as_str().unwrap();
         let (code, body) = curl_as(
             &s,
@@ -4377,12 +4344,7 @@ mod terminal {
     fn escape_codes_from_the_server_are_printed_escaped() {
         let s = Server::start();
         let steward = s.create_token("dpo", "steward", &["hr"], None);
-        let src = s.tmp.path().join("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("a.csv"), "a\n1\n").unwrap();
-        ok(s.cli_with_token(&steward)
-            .args(["push", "hr/t", "--kind", "dataset"])
-            .arg(&src));
+        s.push_dataset(&steward, "hr/t", "a.csv", b"a\n1\n", &[]);
         let spec = s.tmp.path().join("spec.toml");
         fs::write(
             &spec,
