@@ -86,6 +86,8 @@ pub struct Server {
     pub extra: Vec<String>,
     /// Serve HTTPS (the default) or plain HTTP on loopback.
     pub tls: bool,
+    /// A file-descriptor limit (`ulimit -n`) to run the server under.
+    pub nofile: Option<u32>,
     /// Scratch space for the test (removed on drop).
     pub tmp: TempDir,
 }
@@ -106,7 +108,16 @@ impl Server {
         Self::start_inner(extra, false)
     }
 
+    /// Like [`Server::start_with`], under a file-descriptor limit.
+    pub fn start_with_nofile(extra: &[&str], nofile: u32) -> Server {
+        Self::start_inner_limited(extra, true, Some(nofile))
+    }
+
     fn start_inner(extra: &[&str], tls: bool) -> Server {
+        Self::start_inner_limited(extra, tls, None)
+    }
+
+    fn start_inner_limited(extra: &[&str], tls: bool, nofile: Option<u32>) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let identity = tmp.path().join("unseal.identity");
@@ -132,6 +143,7 @@ impl Server {
             log: tmp.path().join("server.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls,
+            nofile,
             tmp,
         };
         s.spawn();
@@ -176,7 +188,16 @@ impl Server {
             .map_or("127.0.0.1:0", |(_, a)| a)
             .to_owned();
         let (_, cert, key) = test_tls();
-        let mut cmd = Command::new(bin("vault-server"));
+        let mut cmd = match self.nofile {
+            None => Command::new(bin("vault-server")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin("vault-server"));
+                c
+            }
+        };
         cmd.args(["run", "--listen", &listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--unseal-identity")

@@ -76,6 +76,36 @@ pub struct HttpLimits {
     /// an unfinished push may make the metadata hold.
     #[serde(default = "default_max_files")]
     pub max_pending_files: usize,
+    /// Open connections in all (lowered to what the file-descriptor limit
+    /// allows, less 64 kept for the server's own files).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64 counts as
+    /// one address).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Seconds a connection may move no byte while none of its requests is
+    /// being handled (silent TCP, a quiet TLS session, idle HTTP/1
+    /// keep-alive or HTTP/2) before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection may move no byte at all, even with a request
+    /// in a handler (a client that stopped reading).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_stall_timeout() -> u64 {
+    300
 }
 
 fn default_open_uploads() -> usize {
@@ -104,6 +134,10 @@ impl Default for HttpLimits {
             body_timeout_secs: default_body_timeout(),
             max_open_uploads: default_open_uploads(),
             max_pending_files: default_max_files(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            idle_timeout_secs: default_idle_timeout(),
+            stall_timeout_secs: default_stall_timeout(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod command;
 mod config;
+mod conn;
 mod exit;
 mod guard;
 mod jobs;

@@ -126,28 +126,39 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
         });
     }
     let app = api::app(vault.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Slow-loris: a client gets this long to send its request headers.
+    // Slow-loris: a client gets this long to send its request headers, and
+    // (through protocol detection and a quiet TLS session) its first request.
     let header_timeout = Duration::from_secs(vault.http.header_timeout_secs);
-    // TCP_NODELAY on every connection: without it a small frame the server
-    // writes while receiving (an HTTP/2 WINDOW_UPDATE) waits for the
-    // client's delayed ACK, and an HTTP/2 upload crawled at about 30 MB/s.
-    let nodelay = axum_server::accept::NoDelayAcceptor::new;
+    let conn_limits = crate::conn::ConnLimits::from_config(&vault.http);
+    tracing::info!(
+        max_connections = conn_limits.max_total,
+        per_client = conn_limits.max_per_client,
+        idle_secs = conn_limits.idle.as_secs(),
+        "connection limits"
+    );
+    let limiter = crate::conn::Limiter::new(crate::conn::Tracker::new(conn_limits));
+    // HTTP settings shared by the plain and the TLS listener.
+    macro_rules! tune {
+        ($b:expr) => {{
+            $b.http1().header_read_timeout(header_timeout);
+            // Streams one HTTP/2 connection may open at once (hyper's
+            // default is 200); each is a request the server works on.
+            $b.http2().max_concurrent_streams(64);
+        }};
+    }
     match tls {
         Some(config) => {
-            let mut server =
-                axum_server::from_tcp_rustls(listener, config)?.map(|tls| tls.acceptor(nodelay()));
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
+            let mut server = axum_server::from_tcp_rustls(listener, config)?
+                .map(|tls| tls.handshake_timeout(header_timeout).acceptor(limiter))
+                .first_request_timeout(header_timeout);
+            tune!(server.http_builder());
             server.handle(handle).serve(app).await
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.acceptor(nodelay());
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(header_timeout);
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(limiter)
+                .first_request_timeout(header_timeout);
+            tune!(server.http_builder());
             server.handle(handle).serve(app).await
         }
     }
