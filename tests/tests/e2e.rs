@@ -4335,6 +4335,104 @@ mod insider {
         );
         assert!(metrics.contains("method=\"other\""), "{metrics}");
     }
+
+    /// `curl` sends `n` GETs of `path` with `token` over one connection;
+    /// the status codes, counted.
+    fn flood(
+        s: &Server,
+        token: &str,
+        path: &str,
+        n: usize,
+    ) -> std::collections::HashMap<u16, usize> {
+        let url = format!("{}{path}", s.addr);
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--http1.1", "-w", "%{http_code}\\n"])
+            .arg("--cacert")
+            .arg(&test_tls().0)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args((0..n).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
+            .output()
+            .expect("curl");
+        let mut codes = std::collections::HashMap::new();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            *codes.entry(l.trim().parse().unwrap_or(0)).or_insert(0) += 1;
+        }
+        codes
+    }
+
+    fn audit_entries(s: &Server) -> Vec<serde_json::Value> {
+        fs::read_to_string(s.data_dir.join("audit/audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn floods_of_bad_tokens_and_listings_grow_the_audit_log_at_a_bounded_rate() {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        fs::write(
+            cfg.path(),
+            "[http]\nfailed_auth_per_minute = 10\n\
+             [limits.roles.deployer]\nrequests_per_minute = 20\nburst = 20\n",
+        )
+        .unwrap();
+        let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+        let deployer = s.create_token("deploy", "deployer", &["t"], None);
+        let before = audit_entries(&s).len();
+
+        let bad = flood(&s, "mlv_not_a_token", "/v1/artifacts", 300);
+        assert_eq!(bad.get(&401), Some(&10), "{bad:?}");
+        assert_eq!(bad.get(&429), Some(&290), "{bad:?}");
+        // Another caller from the same address is served meanwhile.
+        ok(s.cli().arg("ls"));
+        let lists = flood(&s, &deployer, "/v1/artifacts", 200);
+        let listed = lists.get(&200).copied().unwrap_or(0);
+        assert!((20..=22).contains(&listed), "{lists:?}");
+        assert_eq!(lists.get(&429).copied().unwrap_or(0), 200 - listed);
+        ok(s.cli().arg("ls"));
+
+        // The held-back events arrive as counted summaries (every 10 s).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let entries = loop {
+            let e = audit_entries(&s);
+            if e.iter().filter(|e| e["outcome"] == "flood").count() >= 2
+                || std::time::Instant::now() > deadline
+            {
+                break e;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        };
+        let new = &entries[before..];
+        let floods: Vec<_> = new.iter().filter(|e| e["outcome"] == "flood").collect();
+        let auth = floods
+            .iter()
+            .find(|e| e["action"] == "authenticate")
+            .expect("a summary of the bad-token flood");
+        assert_eq!(auth["count"], 290);
+        assert_eq!(auth["client"], "127.0.0.1");
+        let limited = floods
+            .iter()
+            .find(|e| e["action"] == "rate_limited")
+            .expect("a summary of the listing flood");
+        assert_eq!(limited["principal"], "deploy");
+        assert_eq!(limited["count"], (200 - listed) as u64);
+        // 500 requests wrote: 10 failed authentications, one entry per
+        // listing served, the two summaries and the CLI's own requests.
+        let one_by_one = new
+            .iter()
+            .filter(|e| e["action"] == "authenticate" && e["outcome"] == "deny")
+            .count();
+        assert_eq!(one_by_one, 10);
+        let deployer_lists = new
+            .iter()
+            .filter(|e| e["principal"] == "deploy" && e["action"] == "list")
+            .count();
+        assert_eq!(deployer_lists, listed);
+        assert!(new.len() < 60, "{} entries for 500 requests", new.len());
+        ok(s.admin().args(["audit", "verify"]));
+    }
 }
 
 mod terminal {

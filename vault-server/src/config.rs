@@ -93,6 +93,21 @@ pub struct HttpLimits {
     /// in a handler (a client that stopped reading).
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout_secs: u64,
+    /// Failed authentications one client address may make per minute
+    /// (burst the same); more get 429 and are only counted.
+    #[serde(default = "default_failed_auth")]
+    pub failed_auth_per_minute: u32,
+    /// Failed authentications written one entry each per minute, from all
+    /// addresses together; the rest go into summary entries.
+    #[serde(default = "default_failed_auth_audit")]
+    pub failed_auth_audit_per_minute: u32,
+}
+
+fn default_failed_auth() -> u32 {
+    30
+}
+fn default_failed_auth_audit() -> u32 {
+    600
 }
 
 fn default_max_connections() -> usize {
@@ -138,6 +153,8 @@ impl Default for HttpLimits {
             max_connections_per_client: default_max_connections_per_client(),
             idle_timeout_secs: default_idle_timeout(),
             stall_timeout_secs: default_stall_timeout(),
+            failed_auth_per_minute: default_failed_auth(),
+            failed_auth_audit_per_minute: default_failed_auth_audit(),
         }
     }
 }

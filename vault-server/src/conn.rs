@@ -75,7 +75,7 @@ fn raise_nofile() -> Option<u64> {
 
 /// The key a client's connections are counted under: its IPv4 address, or
 /// the /64 of an IPv6 address (one host usually holds a whole /64).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

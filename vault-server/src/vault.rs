@@ -138,6 +138,8 @@ pub struct Vault {
     pub limits: RateLimits,
     /// Per-principal exfiltration windows.
     pub exfil: ExfilDetector,
+    /// Failed-authentication limits and floods held back from the log.
+    pub floods: crate::guard::Floods,
     /// Blobs that failed verification while being streamed, with the
     /// plaintext offset of the failing segment: the next download of such a
     /// blob checks that segment before answering, so a client that resumes
@@ -327,6 +329,7 @@ impl Vault {
             audit,
             limits: RateLimits::new(&config.limits),
             exfil: ExfilDetector::new(&config.exfiltration),
+            floods: crate::guard::Floods::new(&config.http),
             damaged: Default::default(),
             http: config.http.clone(),
         })

@@ -33,6 +33,10 @@ pub struct Event {
     /// Free-form detail (reason of a denial, alert text).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// How many events one summary entry stands for (a flood held back
+    /// from the log); 0 for an entry that records one event.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -16,7 +16,7 @@ use crate::entry::{Entry, Event, GENESIS};
 use crate::{Error, Result};
 
 enum Msg {
-    Event(Event, SyncSender<Result<(), String>>),
+    Event(Box<Event>, SyncSender<Result<(), String>>),
     Checkpoint(SyncSender<Result<(), String>>),
 }
 
@@ -131,7 +131,7 @@ impl Writer {
             for m in msgs {
                 match m {
                     Msg::Event(ev, reply) => {
-                        self.append("event", ev, &mut lines);
+                        self.append("event", *ev, &mut lines);
                         if self.since_checkpoint >= self.every {
                             self.append_checkpoint(&mut lines);
                         }
@@ -250,7 +250,7 @@ impl AuditLog {
     /// Append an event; returns once it is on disk. An error means the entry
     /// is not recorded: callers fail closed.
     pub fn record(&self, event: Event) -> Result<(), String> {
-        self.send(|r| Msg::Event(event, r))
+        self.send(|r| Msg::Event(Box::new(event), r))
     }
 
     /// Append a signed checkpoint if events arrived since the last one.

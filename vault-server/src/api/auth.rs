@@ -12,6 +12,7 @@ use vault_store::MetaStore;
 
 use super::error::RequestId;
 use super::{ApiError, AppState};
+use crate::guard::AuthFailure;
 use crate::tokens;
 use crate::vault::Vault;
 
@@ -188,11 +189,11 @@ impl FromRequestParts<AppState> for Principal {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let client = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_default();
+            .map(|c| c.0);
+        let client = peer.map(|c| c.to_string()).unwrap_or_default();
         let secret = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -218,6 +219,11 @@ impl FromRequestParts<AppState> for Principal {
                 Ok(p) => Ok(p),
                 Err(e) => {
                     metrics::counter!("mlvault_auth_failures_total").increment(1);
+                    match v.floods.failed_auth(peer.map(|p| p.ip())) {
+                        AuthFailure::Audit => {}
+                        AuthFailure::Hold => return Err(e),
+                        AuthFailure::Limited(secs) => return Err(ApiError::auth_flood(secs)),
+                    }
                     let ev = Event {
                         principal: "-".into(),
                         action: "authenticate".into(),
@@ -238,10 +244,38 @@ impl FromRequestParts<AppState> for Principal {
         .await?;
         p.request_id = request_id;
         p.client = client;
-        state
-            .limits
-            .request(&p.role, &p.token_id)
-            .map_err(|secs| ApiError::rate_limited(secs, "requests per minute"))?;
+        state.limits.request(&p.role, &p.token_id).map_err(|secs| {
+            state
+                .floods
+                .hold(("rate_limited", p.name.clone(), p.token_id.clone()));
+            ApiError::rate_limited(secs, "requests per minute")
+        })?;
         Ok(p)
     }
+}
+
+/// Write the floods held back since the last call as one summary entry
+/// per source (`outcome` `flood`, `count` events); returns how many.
+pub fn flush_floods(v: &Vault) -> Result<usize, String> {
+    let held = v.floods.drain();
+    for ((action, principal, source), n) in &held {
+        let mut ev = Event {
+            principal: principal.clone(),
+            action: (*action).into(),
+            resource: "-".into(),
+            outcome: "flood".into(),
+            count: *n,
+            ..Default::default()
+        };
+        if *action == "authenticate" {
+            ev.client = source.clone();
+            ev.detail =
+                format!("{n} failed authentications from this address, not logged one by one");
+        } else {
+            ev.token_id = source.clone();
+            ev.detail = format!("{n} requests over the token's rate limit, not logged one by one");
+        }
+        v.audit.record(ev)?;
+    }
+    Ok(held.len())
 }

@@ -40,6 +40,16 @@ impl ApiError {
         e.retry_after = Some(secs);
         e
     }
+    /// Too many failed authentications from one client address.
+    pub fn auth_flood(secs: u64) -> Self {
+        metrics::counter!("mlvault_rate_limited_total").increment(1);
+        let mut e = Self::new(
+            ErrorCode::RateLimited,
+            format!("too many failed authentications from this address; retry in {secs}s"),
+        );
+        e.retry_after = Some(secs);
+        e
+    }
     /// The audit log cannot be written: fail closed.
     pub fn audit_unavailable(detail: &str) -> Self {
         metrics::counter!("mlvault_audit_failures_total").increment(1);

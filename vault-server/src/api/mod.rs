@@ -22,7 +22,7 @@ use axum::Router;
 
 use crate::vault::Vault;
 
-pub use auth::Principal;
+pub use auth::{flush_floods, Principal};
 pub use error::ApiError;
 pub use uploads::sweep_sessions as sweep;
 

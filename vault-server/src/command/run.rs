@@ -108,7 +108,13 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             loop {
                 tick.tick().await;
                 let v2 = v.clone();
-                let _ = tokio::task::spawn_blocking(move || v2.audit.checkpoint()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = api::flush_floods(&v2) {
+                        tracing::warn!(error = %e, "cannot write flood summaries to the audit log");
+                    }
+                    v2.audit.checkpoint()
+                })
+                .await;
             }
         })
     };
@@ -166,6 +172,9 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     sweeper.abort();
     hup.abort();
     checkpointer.abort();
+    if let Err(e) = api::flush_floods(&vault) {
+        tracing::warn!(error = %e, "cannot write flood summaries to the audit log");
+    }
     match vault.audit.checkpoint() {
         Ok(()) => tracing::info!("audit log checkpointed"),
         Err(e) => tracing::error!(error = %e, "final audit checkpoint failed"),
