@@ -4216,15 +4216,15 @@ mod insider {
         let cfg = dir.path().join("server.toml");
         fs::write(
             &cfg,
-            "[http]\nmax_open_uploads = 2\nmax_pending_files = 5\n",
+            "[http]\nmax_open_uploads = 2\nmax_pending_files = 5\nmax_pending_bytes = 4194304\n",
         )
         .unwrap();
         let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
         let a = s.create_token("a", "trainer", &["t"], None);
         let b = s.create_token("b", "trainer", &["t"], None);
-        let open = |token: &str, name: &str, files: usize| {
+        let open_sized = |token: &str, name: &str, files: usize, size: u64| {
             let entries: Vec<serde_json::Value> = (0..files)
-                .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": 1, "sha256": ""}))
+                .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": size, "sha256": ""}))
                 .collect();
             let body = serde_json::json!({"name": name, "kind": "model", "files": entries});
             curl_as(
@@ -4235,6 +4235,13 @@ mod insider {
                 Some(body.to_string().as_bytes()),
             )
         };
+        let open = |token: &str, name: &str, files: usize| open_sized(token, name, files, 1);
+        let (code, body) = open_sized(&a, "t/big", 2, 3 << 20);
+        assert_eq!(code, 429, "{body}");
+        assert!(
+            body.contains("would declare 6291456 bytes (at most 4194304)"),
+            "{body}"
+        );
         assert_eq!(open(&a, "t/one", 2).0, 200);
         let (code, body) = open(&a, "t/two", 4);
         assert_eq!(code, 429, "{body}");
@@ -4252,6 +4259,58 @@ mod insider {
         let src = s.tmp.path().join("src");
         random_file(&src.join("w.bin"), MIB, 93);
         ok(s.cli_with_token(&b).args(["push", "t/pushed"]).arg(&src));
+    }
+
+    /// An upload session that sees no activity for `upload_idle_secs`
+    /// expires and frees its quota; one whose files keep arriving does not.
+    #[test]
+    fn idle_upload_sessions_expire_and_busy_ones_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("server.toml");
+        fs::write(&cfg, "[http]\nupload_idle_secs = 3\nmax_open_uploads = 1\n").unwrap();
+        let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+        let open = |token: &str, name: &str| {
+            let entries: Vec<serde_json::Value> = (0..4)
+                .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": 1, "sha256": ""}))
+                .collect();
+            let body = serde_json::json!({"name": name, "kind": "model", "files": entries});
+            let (code, body) = curl_as(
+                &s,
+                token,
+                "POST",
+                "/v1/uploads",
+                Some(body.to_string().as_bytes()),
+            );
+            assert_eq!(code, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["expires_in"], 3);
+            v["session_id"].as_str().unwrap().to_owned()
+        };
+        let put = |token: &str, id: &str, i: usize| {
+            curl_as(
+                &s,
+                token,
+                "PUT",
+                &format!("/v1/uploads/{id}/files/{i}"),
+                Some(b"x"),
+            )
+            .0
+        };
+        let busy_token = s.create_token("busy", "trainer", &["t"], None);
+        let busy = open(&busy_token, "t/busy");
+        let idle = open(&s.token, "t/idle");
+        // One file every 1.5 s keeps `busy` alive past 3 s.
+        for i in 0..4 {
+            assert_eq!(
+                put(&busy_token, &busy, i),
+                200,
+                "file {i} of the busy session"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        }
+        assert_eq!(put(&s.token, &idle, 0), 404, "the idle session expired");
+        // Its quota is free again.
+        let _ = open(&s.token, "t/idle-again");
     }
 
     /// A deploy job with no saved state can refuse a replayed alias

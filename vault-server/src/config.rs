@@ -97,12 +97,25 @@ pub struct HttpLimits {
     /// (burst the same); more get 429 and are only counted.
     #[serde(default = "default_failed_auth")]
     pub failed_auth_per_minute: u32,
+    /// Bytes one principal's open upload sessions may declare together.
+    #[serde(default = "default_pending_bytes")]
+    pub max_pending_bytes: u64,
+    /// Seconds an upload session may go without activity before it expires
+    /// and its partial blobs are deleted (at most 6 hours in all).
+    #[serde(default = "default_upload_idle")]
+    pub upload_idle_secs: u64,
     /// Failed authentications written one entry each per minute, from all
     /// addresses together; the rest go into summary entries.
     #[serde(default = "default_failed_auth_audit")]
     pub failed_auth_audit_per_minute: u32,
 }
 
+fn default_pending_bytes() -> u64 {
+    1 << 40
+}
+fn default_upload_idle() -> u64 {
+    900
+}
 fn default_failed_auth() -> u32 {
     30
 }
@@ -154,6 +167,8 @@ impl Default for HttpLimits {
             idle_timeout_secs: default_idle_timeout(),
             stall_timeout_secs: default_stall_timeout(),
             failed_auth_per_minute: default_failed_auth(),
+            max_pending_bytes: default_pending_bytes(),
+            upload_idle_secs: default_upload_idle(),
             failed_auth_audit_per_minute: default_failed_auth_audit(),
         }
     }

@@ -259,6 +259,8 @@ async fn execute(
         created: now,
         expires: now + 7 * 86400,
         sensitivity: None,
+        idle_secs: 0,
+        deadline: now + 7 * 86400,
     };
     let (v2, mut j2) = (v.clone(), job.clone());
     let session = blocking(move || {

@@ -402,7 +402,7 @@ impl Job {
                 .spec
                 .kanon
                 .as_ref()
-                .map(|k| Classes::new(k.sensitive.len())),
+                .map(|k| Classes::new(k.sensitive.len(), self.spec.max_class_bytes)),
             seen: HashSet::new(),
             unlisted: BTreeSet::new(),
             identifiers: HashSet::new(),
@@ -471,7 +471,12 @@ impl Job {
             }
             let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
             let sens: Vec<Option<String>> = k.sensitive.iter().map(|c| get(c)).collect();
-            classes.add(kanon::key(&refs), &sens);
+            classes.add(kanon::key(&refs), &sens).map_err(|bytes| {
+                Error::Privacy(format!(
+                    "the k-anonymity classes need more than {} bytes of memory (max_class_bytes = {}, {bytes} reached): generalize the quasi-identifiers further",
+                    self.spec.max_class_bytes, self.spec.max_class_bytes
+                ))
+            })?;
         }
         for c in self.spec.columns.iter().filter(|c| c.identifier) {
             let Some(v) = get(&c.name) else { continue };
@@ -1215,6 +1220,27 @@ mod tests {
         assert_eq!(r.rows_written, 2);
         assert_eq!(r.changed["ssn"]["drop"], 2);
         assert_eq!(r.pii_found["email"], 1);
+    }
+
+    #[test]
+    fn k_anonymity_classes_are_bounded_in_memory_whatever_the_input() {
+        // Classes of two rows, with long quasi-identifier values: the
+        // classes would grow with the input; the bound stops the job.
+        let mut input = String::from("qi,s\n");
+        for i in 0..20_000 {
+            input.push_str(&format!("{:0>200},{i}\n", i / 2));
+        }
+        let spec = "format = \"csv\"\nkeep = [\"qi\", \"s\"]\nmax_class_bytes = 1000000\n\
+                    [kanon]\nquasi_identifiers = [\"qi\"]\nk_min = 2\nsensitive = \"s\"\n";
+        let err = run(&job(spec), input.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Privacy(m) if m.contains("max_class_bytes = 1000000")),
+            "{err}"
+        );
+        // The same data fits the default bound.
+        let spec = spec.replace("max_class_bytes = 1000000\n", "");
+        let (_, r) = run(&job(&spec), input.as_bytes()).unwrap();
+        assert_eq!(r.rows_written, 20_000);
     }
 
     #[test]

@@ -15,7 +15,15 @@ const L_CAP: usize = 256;
 pub struct Classes {
     map: HashMap<String, Class>,
     sensitive: usize,
+    /// Approximate bytes the classes hold, and the most they may.
+    bytes: usize,
+    max_bytes: usize,
 }
+
+/// What one class costs besides its key and values (map entry, sets).
+const CLASS_OVERHEAD: usize = 96;
+/// What one kept sensitive value costs besides its bytes.
+const VALUE_OVERHEAD: usize = 48;
 
 #[derive(Debug, Default)]
 struct Class {
@@ -58,25 +66,48 @@ pub(crate) struct Stats {
 }
 
 impl Classes {
-    pub(crate) fn new(sensitive: usize) -> Self {
+    /// Classes over `sensitive` columns holding at most about `max_bytes`.
+    pub(crate) fn new(sensitive: usize, max_bytes: usize) -> Self {
         Classes {
             map: HashMap::new(),
             sensitive,
+            bytes: 0,
+            max_bytes,
         }
     }
 
-    pub(crate) fn add(&mut self, key: String, sensitive: &[Option<String>]) {
+    /// Count one row; `Err` (with the bytes the classes would need) once
+    /// they outgrow their memory bound, whatever the input.
+    pub(crate) fn add(
+        &mut self,
+        key: String,
+        sensitive: &[Option<String>],
+    ) -> std::result::Result<(), usize> {
         let n = self.sensitive;
-        let e = self.map.entry(key).or_insert_with(|| Class {
-            rows: 0,
-            distinct: vec![HashSet::new(); n],
-        });
+        let mut added = 0;
+        let e = match self.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                added += v.key().len() + CLASS_OVERHEAD;
+                v.insert(Class {
+                    rows: 0,
+                    distinct: vec![HashSet::new(); n],
+                })
+            }
+        };
         e.rows += 1;
         for (set, v) in e.distinct.iter_mut().zip(sensitive) {
-            if set.len() < L_CAP {
-                set.insert(v.clone().unwrap_or_default());
+            let v = v.as_deref().unwrap_or_default();
+            if set.len() < L_CAP && !set.contains(v) {
+                added += v.len() + VALUE_OVERHEAD;
+                set.insert(v.to_owned());
             }
         }
+        self.bytes += added;
+        if self.bytes > self.max_bytes {
+            return Err(self.bytes);
+        }
+        Ok(())
     }
 
     /// Whether a class is released: at least `k` rows and, with `l_min`,

@@ -271,6 +271,15 @@ pub struct Spec {
     /// 64 MiB); a dataset with more fails the job rather than scrub less.
     #[serde(default = "default_max_identifier_bytes")]
     pub max_identifier_bytes: usize,
+    /// Most bytes the k-anonymity classes may hold (default 256 MiB): a
+    /// dataset whose quasi-identifiers make more fails the job, so its
+    /// memory is bounded whatever the input.
+    #[serde(default = "default_max_class_bytes")]
+    pub max_class_bytes: usize,
+}
+
+fn default_max_class_bytes() -> usize {
+    256 << 20
 }
 
 fn default_max_record() -> usize {

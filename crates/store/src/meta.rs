@@ -48,6 +48,9 @@ pub trait MetaStore: Send + Sync + 'static {
         index: usize,
         blob: &BlobRecord,
     ) -> Result<Option<BlobRecord>>;
+    /// Record activity on a live session (see [`SessionRecord::touch`]);
+    /// false if it is gone.
+    fn touch_session(&self, id: &str, now: u64) -> Result<bool>;
     /// Detach and forget a pending blob after a failed upload.
     fn detach_blob(&self, session: &str, index: usize, blob_id: &str) -> Result<()>;
     /// Bind the pending blob of a file whose digest was found while it was

@@ -193,6 +193,25 @@ pub struct SessionRecord {
     /// Sensitivity label requested by the push.
     #[serde(default)]
     pub sensitivity: Option<String>,
+    /// Seconds without activity after which the session expires (0: only
+    /// `expires` counts). Activity (a file started, finished or found
+    /// held, and a running upload every so often) moves `expires` to now
+    /// plus this, never past `deadline`.
+    #[serde(default)]
+    pub idle_secs: u64,
+    /// Latest `expires` activity can reach.
+    #[serde(default)]
+    pub deadline: u64,
+}
+
+impl SessionRecord {
+    /// Record activity at `now`.
+    pub fn touch(&mut self, now: u64) {
+        if self.idle_secs > 0 {
+            let until = now.saturating_add(self.idle_secs).min(self.deadline);
+            self.expires = self.expires.max(until);
+        }
+    }
 }
 
 /// A bearer token; the secret itself is never stored, only its hash (the key).

@@ -473,6 +473,7 @@ impl MetaStore for RedbMeta {
                 .get_mut(index)
                 .ok_or_else(|| Error::NotFound(format!("file {index} of the session")))?;
             let old_id = slot.replace(blob.id.clone());
+            s.touch(crate::now());
             sessions.insert(session, enc(&s)?.as_slice())?;
             let mut blobs = tx.open_table(BLOBS)?;
             let mut old = None;
@@ -486,6 +487,18 @@ impl MetaStore for RedbMeta {
             }
             blobs.insert(blob.id.as_str(), enc(blob)?.as_slice())?;
             Ok(old)
+        })
+    }
+
+    fn touch_session(&self, id: &str, now: u64) -> Result<bool> {
+        self.write(|tx| {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let Some(mut s) = get::<SessionRecord>(&sessions, "sessions", id)? else {
+                return Ok(false);
+            };
+            s.touch(now);
+            sessions.insert(id, enc(&s)?.as_slice())?;
+            Ok(true)
         })
     }
 
@@ -535,6 +548,7 @@ impl MetaStore for RedbMeta {
             if let Some(f) = s.files.get_mut(index) {
                 f.sha256 = sha256.to_owned();
             }
+            s.touch(crate::now());
             match reuse {
                 Some(other) => {
                     s.blobs[index] = Some(other.to_owned());
@@ -562,6 +576,7 @@ impl MetaStore for RedbMeta {
                 _ => return Ok(false),
             }
             let old = s.blobs[index].replace(reuse.to_owned());
+            s.touch(crate::now());
             let mut blobs = tx.open_table(BLOBS)?;
             if let Some(old) = old {
                 let rec: Option<BlobRecord> = get(&blobs, "blobs", &old)?;

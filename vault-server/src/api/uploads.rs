@@ -75,7 +75,9 @@ pub async fn open(
     // Quotas per principal: an unfinished push holds metadata until it
     // expires, so one caller may not pile them up.
     let (meta, who, adding) = (v.meta.clone(), p.name.clone(), req.files.len());
+    let adding_bytes: u64 = req.files.iter().map(|f| f.size).sum();
     let (max_open, max_files) = (v.http.max_open_uploads, v.http.max_pending_files);
+    let max_bytes = v.http.max_pending_bytes;
     blocking(move || {
         let open: Vec<SessionRecord> = meta
             .list_sessions()?
@@ -87,6 +89,17 @@ pub async fn open(
             return Err(quota(format!(
                 "`{who}` has {} open uploads (at most {max_open}); finish or abandon one first",
                 open.len()
+            )));
+        }
+        let pending_bytes: u64 = open
+            .iter()
+            .flat_map(|s| &s.files)
+            .map(|f| f.size)
+            .sum();
+        if pending_bytes.saturating_add(adding_bytes) > max_bytes {
+            return Err(quota(format!(
+                "`{who}`'s open uploads would declare {} bytes (at most {max_bytes}); finish them first",
+                pending_bytes.saturating_add(adding_bytes)
             )));
         }
         if pending + adding > max_files {
@@ -127,6 +140,7 @@ pub async fn open(
             None => vec![None; n],
         };
     let needed: Vec<usize> = (0..n).filter(|&i| blobs[i].is_none()).collect();
+    let idle = v.http.upload_idle_secs.clamp(1, SESSION_TTL_SECS);
     let session = SessionRecord {
         id: random_hex::<16>()?,
         name: req.name.to_string(),
@@ -136,8 +150,10 @@ pub async fn open(
         blobs,
         principal: p.name.clone(),
         created: now,
-        expires: now + SESSION_TTL_SECS,
+        expires: now + idle,
         sensitivity: req.sensitivity,
+        idle_secs: idle,
+        deadline: now + SESSION_TTL_SECS,
     };
     let meta = v.meta.clone();
     let session = blocking(move || Ok(meta.open_session(session)?)).await?;
@@ -147,7 +163,7 @@ pub async fn open(
         session_id: session.id,
         version: session.version,
         needed,
-        expires_in: SESSION_TTL_SECS,
+        expires_in: idle,
     }))
 }
 
@@ -254,7 +270,8 @@ pub async fn upload_file(
     let finish = {
         let (v, p, s, rec) = (v.clone(), p.clone(), s.clone(), rec.clone());
         async move {
-            let found = match v.blobs.write(&rec.id, enc, timed).await {
+            let written = keep_alive(&v, &s.id, v.blobs.write(&rec.id, enc, timed)).await;
+            let found = match written {
                 Ok(found) => found,
                 Err(e) => {
                     let (meta, sid, bid) = (v.meta.clone(), s.id.clone(), rec.id.clone());
@@ -291,6 +308,26 @@ pub async fn upload_file(
     Ok(Json(UploadedFile {
         sha256: hex::encode(found),
     }))
+}
+
+/// Run `work` (an upload's write) while touching session `id` often
+/// enough that it does not expire idle however long one file takes.
+async fn keep_alive<T>(v: &AppState, id: &str, work: impl std::future::Future<Output = T>) -> T {
+    let every = std::time::Duration::from_secs((v.http.upload_idle_secs / 3).max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let (meta, id) = (v.meta.clone(), id.to_owned());
+                let touched = blocking(move || Ok(meta.touch_session(&id, vault_store::now())?)).await;
+                if let Err(e) = touched {
+                    tracing::warn!(error = ?e.message, "cannot record upload activity");
+                }
+            }
+        }
+    }
 }
 
 /// Whether `p` is offered file-level dedup when pushing to `name`, and

@@ -90,7 +90,9 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     let sweeper = {
         let v = vault.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            // Often enough that an idle session goes soon after it expires.
+            let every = (v.http.upload_idle_secs / 2).clamp(1, 60);
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
             loop {
                 tick.tick().await;
                 match api::sweep(&v).await {
