@@ -1696,7 +1696,7 @@ mod observe {
     }
 
     #[test]
-    fn a_bytes_per_minute_limit_stops_a_token_that_moves_too_much() {
+    fn a_bytes_per_minute_limit_throttles_a_token_that_moves_too_much() {
         let cfg = tempfile::NamedTempFile::new().unwrap();
         fs::write(
             cfg.path(),
@@ -1705,7 +1705,8 @@ mod observe {
         .unwrap();
         let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
         let f = s.tmp.path().join("w.bin");
-        random_file(&f, 2 * MIB, 1);
+        // A whole minute's budget: the next pull finds it spent.
+        random_file(&f, 3 * MIB, 1);
         ok(s.cli()
             .args(["push", "t/m", "--alias", "production"])
             .arg(&f));
@@ -1725,10 +1726,25 @@ mod observe {
             c
         };
         ok(&mut pull(&deploy, "a"));
-        let err = fails_with(&mut pull(&deploy, "b"), 6);
-        assert!(err.contains("bytes per minute"), "{err}");
-        // Another token has its own budget.
+        // The budget is spent: the next pull gets bytes only as it refills
+        // (51 KiB/s, about a minute for 3 MiB) ...
+        let started = std::time::Instant::now();
+        let mut slow = pull(&deploy, "b")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // ... while another token has its own budget.
         ok(&mut pull(&other, "c"));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert!(
+            slow.try_wait().unwrap().is_none(),
+            "a spent budget let 3 MiB through in {:?}",
+            started.elapsed()
+        );
+        let _ = slow.kill();
+        let _ = slow.wait();
+        assert!(!s.tmp.path().join("b/w.bin").exists());
     }
 
     #[test]
@@ -4491,6 +4507,78 @@ mod insider {
         assert_eq!(deployer_lists, listed);
         assert!(new.len() < 60, "{} entries for 500 requests", new.len());
         ok(s.admin().args(["audit", "verify"]));
+    }
+
+    /// Every byte of a transfer is charged to the byte budget (a pull
+    /// larger than a minute's budget waits for it), and revoking the
+    /// token cuts a pull that is already running (issue #21 items 6, 10).
+    #[test]
+    fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        // 3 MiB a minute: the first 3 MiB go at once, the rest at 51 KiB/s.
+        fs::write(
+            cfg.path(),
+            "[limits.roles.deployer]\nrequests_per_minute = 600\nburst = 60\nbytes_per_minute = 3145728\n",
+        )
+        .unwrap();
+        let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+        let src = s.tmp.path().join("m.bin");
+        random_file(&src, 8 * MIB, 21);
+        ok(s.cli()
+            .args(["push", "t/m", "--alias", "production"])
+            .arg(&src));
+        let deploy = s.create_token("api", "deployer", &["t"], None);
+        let list = json(&ok(s.admin().args(["--json", "token", "list"])));
+        let id = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["principal"] == "api")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dest = s.tmp.path().join("dest");
+        let mut pull = s
+            .cli_with_token(&deploy)
+            .args(["pull", "t/m:production", "--no-cache", "--to"])
+            .arg(&dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert!(
+            pull.try_wait().unwrap().is_none(),
+            "8 MiB went through a 3 MiB/min budget at once"
+        );
+        ok(s.admin().args(["token", "revoke", &id]));
+        let revoked = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = pull.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                revoked.elapsed() < std::time::Duration::from_secs(15),
+                "the pull went on after its token was revoked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut pull.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(3), "{err}");
+        assert!(err.contains("revoked"), "{err}");
+        assert!(
+            !dest.join("m.bin").exists(),
+            "a partial file reached the destination"
+        );
+        let entries = audit_entries(&s);
+        let cut = entries
+            .iter()
+            .find(|e| e["action"] == "transfer_out" && e["principal"] == "api")
+            .expect("the cut transfer is audited");
+        assert_eq!(cut["outcome"], "incomplete");
+        assert!(cut["bytes"].as_u64().unwrap() < 8 * MIB);
     }
 }
 

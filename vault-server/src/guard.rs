@@ -72,18 +72,29 @@ impl RateLimits {
             .map_err(|n| n.wait_time_from(self.clock.now()).as_secs().max(1))
     }
 
-    /// `bytes` moved by `token`; `Err(seconds)` to wait. A transfer larger
-    /// than a minute's budget needs the whole budget.
-    pub fn bytes(&self, role: &str, token: &str, bytes: u64) -> Result<(), u64> {
+    /// Charge `bytes` moved by `token` to its role's bytes-per-minute
+    /// budget, every byte of them: `Err(wait)` when the budget is spent
+    /// (nothing charged; try again after `wait`). A charge larger than a
+    /// minute's budget is taken a minute's budget at a time by the caller
+    /// (see [`RateLimits::byte_chunk`]).
+    pub fn take_bytes(&self, role: &str, token: &str, bytes: u64) -> Result<(), Duration> {
         let Some((lim, cap)) = &self.of(role).bytes else {
             return Ok(());
         };
         let cells = nz(bytes.div_ceil(1024)).min(*cap);
         match lim.check_key_n(&token.to_owned(), cells) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(n)) => Err(n.wait_time_from(self.clock.now()).as_secs().max(1)),
-            Err(_) => Err(60),
+            Ok(Err(n)) => Err(n.wait_time_from(self.clock.now())),
+            Err(_) => Err(Duration::from_secs(1)),
         }
+    }
+
+    /// The most bytes one [`RateLimits::take_bytes`] can charge for `role`.
+    pub fn byte_chunk(&self, role: &str) -> u64 {
+        self.of(role)
+            .bytes
+            .as_ref()
+            .map_or(u64::MAX, |(_, cap)| u64::from(cap.get()) * 1024)
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Principal {
     pub token_id: String,
     /// Namespaces the token is scoped to.
     pub namespaces: Vec<String>,
+    /// The token's hash (its metadata key; not the secret), to check it
+    /// again while a transfer runs.
+    pub token_hash: String,
     /// Request id (for the audit log).
     pub request_id: String,
     /// Client address.
@@ -155,9 +158,32 @@ pub async fn authorize_artifact(
 }
 
 fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
+    let token_hash = tokens::hash(secret);
     let rec = meta
-        .token_by_hash(&tokens::hash(secret))?
+        .token_by_hash(&token_hash)?
         .ok_or_else(|| ApiError::unauthenticated("invalid token"))?;
+    usable(&rec)?;
+    Ok(Principal {
+        name: rec.principal,
+        role: rec.role,
+        token_id: rec.id,
+        namespaces: rec.namespaces,
+        token_hash,
+        request_id: String::new(),
+        client: String::new(),
+    })
+}
+
+/// Whether the token with `hash` may still be used (a transfer checks
+/// this as it proceeds).
+pub fn still_usable(meta: &dyn MetaStore, hash: &str) -> Result<(), ApiError> {
+    let rec = meta
+        .token_by_hash(hash)?
+        .ok_or_else(|| ApiError::unauthenticated("token deleted"))?;
+    usable(&rec)
+}
+
+fn usable(rec: &vault_store::TokenRecord) -> Result<(), ApiError> {
     if rec.revoked {
         return Err(ApiError::unauthenticated("token revoked"));
     }
@@ -170,14 +196,7 @@ fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
             rec.id
         )));
     }
-    Ok(Principal {
-        name: rec.principal,
-        role: rec.role,
-        token_id: rec.id,
-        namespaces: rec.namespaces,
-        request_id: String::new(),
-        client: String::new(),
-    })
+    Ok(())
 }
 
 impl FromRequestParts<AppState> for Principal {

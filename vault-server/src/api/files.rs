@@ -7,6 +7,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::{stream, StreamExt};
 
+use super::gate::{gated, Gate};
+
 use super::auth::authorize_artifact_sync;
 use super::{blocking, ApiError, AppState, Principal};
 use vault_policy::Action;
@@ -107,9 +109,11 @@ pub async fn download(
         )));
     }
     let size = file.entry.size;
+    // A spent byte budget is refused up front; every byte sent is charged
+    // as it goes (see `gate`).
     v.limits
-        .bytes(&p.role, &p.token_id, size.saturating_sub(offset))
-        .map_err(|secs| ApiError::rate_limited(secs, "bytes per minute"))?;
+        .take_bytes(&p.role, &p.token_id, 1)
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1), "bytes per minute"))?;
     if let Some(alert) = v
         .exfil
         .observe(&p.name, size.saturating_sub(offset), &rec.name)
@@ -180,20 +184,23 @@ pub async fn download(
     };
     let v_mark = v.clone();
     let mut streamed = 0u64;
-    let body = stream::iter(first)
-        .chain(plain)
-        .map(move |r| {
-            if let Ok(b) = &r {
-                streamed += b.len() as u64;
-                done.add(b.len() as u64);
-                metrics::counter!("mlvault_bytes_out_total").increment(b.len() as u64);
-            }
-            r.map_err(|e| {
-                v_mark.mark_damaged(&blob_id, offset + streamed);
-                tracing::error!(blob = %blob_id, error = %e, "blob failed verification mid-stream; aborting response");
-                std::io::Error::other(e.to_string())
-            })
-        });
+    let verified = stream::iter(first).chain(plain).map(move |r| {
+        if let Ok(b) = &r {
+            streamed += b.len() as u64;
+        }
+        r.map_err(|e| {
+            v_mark.mark_damaged(&blob_id, offset + streamed);
+            tracing::error!(blob = %blob_id, error = %e, "blob failed verification mid-stream; aborting response");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    let body = gated(verified.boxed(), Gate::new(&v, &p)).map(move |r| {
+        if let Ok(b) = &r {
+            done.add(b.len() as u64);
+            metrics::counter!("mlvault_bytes_out_total").increment(b.len() as u64);
+        }
+        r
+    });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
     h.insert(

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod error;
 mod files;
+mod gate;
 mod health;
 mod jobs;
 mod keys;

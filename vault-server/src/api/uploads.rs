@@ -196,10 +196,11 @@ pub async fn upload_file(
     body: Body,
 ) -> Result<Json<UploadedFile>, ApiError> {
     let s = own_session(&v, &p, id).await?;
-    let declared = s.files.get(index).map_or(0, |f| f.size);
+    // A spent byte budget is refused up front; every byte received is
+    // charged as it arrives (see `gate`).
     v.limits
-        .bytes(&p.role, &p.token_id, declared)
-        .map_err(|secs| ApiError::rate_limited(secs, "bytes per minute"))?;
+        .take_bytes(&p.role, &p.token_id, 1)
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1), "bytes per minute"))?;
     let file = s
         .files
         .get(index)
@@ -261,6 +262,9 @@ pub async fn upload_file(
         }
     })
     .boxed();
+    let timed = super::gate::gated(timed, super::gate::Gate::new(&v, &p))
+        .map(|r| r.map_err(|e| e.to_string()))
+        .boxed();
     // Writing the blob and binding its digest run in a task of their own:
     // a client that drops the request (its file was found held meanwhile,
     // see `declare_digest`) must not cancel this between the object being
