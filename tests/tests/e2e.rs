@@ -4580,6 +4580,53 @@ mod insider {
         assert_eq!(cut["outcome"], "incomplete");
         assert!(cut["bytes"].as_u64().unwrap() < 8 * MIB);
     }
+
+    /// An alias pins the version it names: deleting that version needs the
+    /// alias gone first, which only an admin may do, audited; the alias's
+    /// sequence goes on afterwards (issue #21 item 9).
+    #[test]
+    fn an_admin_deletes_an_alias_so_the_version_it_pinned_can_be_deleted() {
+        let s = Server::start();
+        s.push_dataset(&s.token, "t/data", "a.csv", b"a\n1\n", &[]);
+        let set = json(&ok(s.cli().args(["--json", "alias", "t/data:1", "pinned"])));
+        ok(s.cli().args(["alias", "t/data:1", "pinned"]));
+        let err = fails_with(s.admin().args(["delete", "t/data:1"]), 1);
+        assert!(err.contains("alias `pinned`"), "{err}");
+        // The trainer who set it may not delete it.
+        fails_with(s.cli().args(["alias", "t/data", "pinned", "--delete"]), 3);
+        // An alias deletion names the artifact, not a version.
+        fails_with(
+            s.admin().args(["alias", "t/data:1", "pinned", "--delete"]),
+            2,
+        );
+        let gone = json(&ok(s
+            .admin()
+            .args(["--json", "alias", "t/data", "pinned", "--delete"])));
+        assert_eq!(gone["version"], 1);
+        fails_with(s.admin().args(["alias", "t/data", "pinned", "--delete"]), 4);
+        fails_with(
+            s.cli()
+                .args(["pull", "t/data:pinned", "--to"])
+                .arg(s.tmp.path().join("o")),
+            4,
+        );
+        ok(s.admin().args(["delete", "t/data:1"]));
+        let entries = audit_entries(&s);
+        let del = entries
+            .iter()
+            .find(|e| e["action"] == "alias_delete")
+            .expect("the deletion is audited");
+        assert_eq!(del["resource"], "t/data:pinned");
+        assert_eq!(del["principal"], "admin");
+        // Set again, the alias continues its sequence: a client that saw
+        // the old record takes the new one as newer, not as a rollback.
+        s.push_dataset(&s.token, "t/data", "a.csv", b"a\n2\n", &[]);
+        let again = json(&ok(s.cli().args(["--json", "alias", "t/data:2", "pinned"])));
+        assert!(
+            again["sequence"].as_u64().unwrap() > set["sequence"].as_u64().unwrap() + 1,
+            "{again} after {set}"
+        );
+    }
 }
 
 mod terminal {

@@ -80,7 +80,8 @@ pub enum Command {
     Show(RefArgs),
     /// Delete a version; its blobs' keys are destroyed (crypto-shredding).
     Delete(RefArgs),
-    /// Point ALIAS at the version REF names (e.g. `fraud/m:7 production`).
+    /// Point ALIAS at the version REF names (e.g. `fraud/m:7 production`);
+    /// with --delete, remove ALIAS of the artifact REF (e.g. `fraud/m production --delete`).
     Alias(AliasArgs),
     /// Write a new ed25519 signing key: FILE (mode 0600) and FILE.pub.
     Keygen(KeygenArgs),
@@ -251,10 +252,14 @@ pub enum PolicyCommand {
 
 #[derive(Args, Debug)]
 pub struct AliasArgs {
-    /// `ns/name:VERSION` or `ns/name@sha256:HEX`.
+    /// `ns/name:VERSION` or `ns/name@sha256:HEX` (with --delete: `ns/name`).
     pub reference: String,
     /// Alias name, e.g. `production`.
     pub alias: String,
+    /// Delete the alias instead (admins by default): the version it named
+    /// can then be deleted. Audited.
+    #[arg(long)]
+    pub delete: bool,
 }
 
 #[derive(Args, Debug)]

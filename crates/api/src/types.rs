@@ -203,6 +203,17 @@ pub struct DeleteResult {
     pub shredded_blobs: usize,
 }
 
+/// `DELETE /v1/aliases?name=…&alias=…` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasDeleted {
+    /// Artifact name.
+    pub name: String,
+    /// The deleted alias.
+    pub alias: String,
+    /// The version it pointed at.
+    pub version: u64,
+}
+
 /// `GET /v1/keys` answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyStatus {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use vault_api::{
-    AliasInfo, AliasRequest, ArtifactSummary, DeleteResult, ErrorBody, KeyStatus, PolicyStatus,
-    PublisherInfo, PublisherRequest, Reference, ResolvedVersion, RetireRequest, RewrapResult,
-    ServerKeyInfo, TokenCreated, TokenInfo, TokenRequest,
+    AliasDeleted, AliasInfo, AliasRequest, ArtifactName, ArtifactSummary, DeleteResult, ErrorBody,
+    KeyStatus, PolicyStatus, PublisherInfo, PublisherRequest, Reference, ResolvedVersion,
+    RetireRequest, RewrapResult, ServerKeyInfo, TokenCreated, TokenInfo, TokenRequest,
 };
 
 use crate::{Error, Result};
@@ -160,6 +160,15 @@ impl Client {
                     reference: r.to_string(),
                     alias: alias.to_owned(),
                 }),
+        )
+        .await
+    }
+
+    /// Delete `alias` of the artifact `name`.
+    pub async fn delete_alias(&self, name: &ArtifactName, alias: &str) -> Result<AliasDeleted> {
+        self.json(
+            self.request(Method::DELETE, "/v1/aliases")
+                .query(&[("name", name.as_str()), ("alias", alias)]),
         )
         .await
     }

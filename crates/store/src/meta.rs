@@ -141,9 +141,17 @@ pub trait MetaStore: Send + Sync + 'static {
     fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>>;
     /// Every alias of an artifact.
     fn aliases(&self, name: &str) -> Result<Vec<AliasEntry>>;
-    /// Store `entry` if the alias's current sequence is `expected` (`None`:
-    /// the alias must not exist yet). Returns false if another writer won.
+    /// Store `entry` if the alias's last sequence (a deleted alias keeps
+    /// its) is `expected` (`None`: the alias never existed). Returns false
+    /// if another writer won.
     fn put_alias(&self, entry: &AliasEntry, expected: Option<u64>) -> Result<bool>;
+    /// The last sequence an alias had, deleted or not: a new record must
+    /// come after it, so clients that saw the old one never take a new
+    /// record as a rollback.
+    fn alias_sequence(&self, name: &str, alias: &str) -> Result<Option<u64>>;
+    /// Delete an alias, keeping its sequence; the entry it had, or `None`
+    /// if there was none.
+    fn delete_alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>>;
 
     /// Store (insert or replace) a job.
     fn put_job(&self, job: &JobRecord) -> Result<()>;

@@ -280,6 +280,14 @@ pub struct AliasEntry {
     pub signed: String,
 }
 
+impl AliasEntry {
+    /// A deleted alias: version 0 (versions start at 1), no record; kept
+    /// so its sequence goes on.
+    pub fn is_deleted(&self) -> bool {
+        self.version == 0
+    }
+}
+
 /// An anonymization job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobRecord {

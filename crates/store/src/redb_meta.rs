@@ -333,14 +333,43 @@ impl MetaStore for RedbMeta {
     }
 
     fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>> {
-        self.read_one(ALIASES, "aliases", &format!("{name}\0{alias}"))
+        let e: Option<AliasEntry> =
+            self.read_one(ALIASES, "aliases", &format!("{name}\0{alias}"))?;
+        Ok(e.filter(|e| !e.is_deleted()))
     }
 
     fn aliases(&self, name: &str) -> Result<Vec<AliasEntry>> {
         let db = self.db();
         let tx = db.begin_read()?;
         let t = tx.open_table(ALIASES)?;
-        prefixed(&t, "aliases", &format!("{name}\0"))
+        let all: Vec<AliasEntry> = prefixed(&t, "aliases", &format!("{name}\0"))?;
+        Ok(all.into_iter().filter(|e| !e.is_deleted()).collect())
+    }
+
+    fn alias_sequence(&self, name: &str, alias: &str) -> Result<Option<u64>> {
+        let e: Option<AliasEntry> =
+            self.read_one(ALIASES, "aliases", &format!("{name}\0{alias}"))?;
+        Ok(e.map(|e| e.sequence))
+    }
+
+    fn delete_alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>> {
+        let k = format!("{name}\0{alias}");
+        self.write(|tx| {
+            let mut t = tx.open_table(ALIASES)?;
+            let Some(current) = get::<AliasEntry>(&t, "aliases", &k)?.filter(|e| !e.is_deleted())
+            else {
+                return Ok(None);
+            };
+            let tombstone = AliasEntry {
+                version: 0,
+                sequence: current.sequence + 1,
+                expires: 0,
+                signed: String::new(),
+                ..current.clone()
+            };
+            t.insert(k.as_str(), enc(&tombstone)?.as_slice())?;
+            Ok(Some(current))
+        })
     }
 
     fn put_alias(&self, entry: &AliasEntry, expected: Option<u64>) -> Result<bool> {

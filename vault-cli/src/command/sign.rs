@@ -97,6 +97,22 @@ pub async fn publisher(g: &Global, c: &Client, cmd: PublisherCommand) -> Result<
 }
 
 pub async fn alias(g: &Global, c: &Client, a: AliasArgs) -> Result<()> {
+    if a.delete {
+        let r = parse_ref(&a.reference)?;
+        if !matches!(r.selector, vault_api::Selector::Latest) {
+            return Err(usage(format!(
+                "alias --delete takes the artifact name (`{}`), not a version",
+                r.name
+            )));
+        }
+        let gone = c.delete_alias(&r.name, &a.alias).await?;
+        return output(g, &gone, || {
+            format!(
+                "deleted alias {}:{} (it pointed at version {})",
+                gone.name, gone.alias, gone.version
+            )
+        });
+    }
     let r = parse_ref(&a.reference)?;
     let info = c.set_alias(&r, &a.alias).await?;
     output(g, &info, || {

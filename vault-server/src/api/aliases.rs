@@ -3,12 +3,13 @@
 
 use axum::extract::State;
 use axum::Json;
-use vault_api::{AliasInfo, AliasRequest, Reference, Selector};
+use serde::Deserialize;
+use vault_api::{AliasDeleted, AliasInfo, AliasRequest, ArtifactName, Reference, Selector};
 use vault_manifest::{AliasRecord, SignedAlias};
 use vault_store::AliasEntry;
 
 use super::auth::authorize_artifact;
-use super::error::ApiJson;
+use super::error::{ApiJson, ApiQuery};
 use super::{blocking, ApiError, AppState, Principal};
 use crate::vault::Vault;
 use vault_policy::Action;
@@ -35,8 +36,8 @@ pub fn write_alias(
     digest: &str,
 ) -> Result<AliasEntry, ApiError> {
     loop {
-        let current = v.meta.alias(name, alias)?;
-        let sequence = current.as_ref().map_or(1, |c| c.sequence + 1);
+        let current = v.meta.alias_sequence(name, alias)?;
+        let sequence = current.map_or(1, |c| c + 1);
         let now = vault_store::now();
         let record = AliasRecord {
             name: name.to_owned(),
@@ -58,7 +59,7 @@ pub fn write_alias(
             signed: serde_json::to_string(&signed)
                 .map_err(|e| ApiError::internal(e.to_string()))?,
         };
-        if v.meta.put_alias(&entry, current.map(|c| c.sequence))? {
+        if v.meta.put_alias(&entry, current)? {
             return Ok(entry);
         }
     }
@@ -117,4 +118,50 @@ pub fn current(v: &Vault, name: &str, alias: &str) -> Result<Option<AliasEntry>,
         }
     }
     Ok(Some(e))
+}
+
+#[derive(Deserialize)]
+pub struct AliasQuery {
+    name: String,
+    alias: String,
+}
+
+/// `DELETE /v1/aliases?name=…&alias=…`: remove an alias (the `delete`
+/// action, admins by default), so the version it named can be deleted.
+/// The alias's sequence is kept: a later record for it comes after every
+/// record clients saw.
+pub async fn delete(
+    State(v): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<AliasQuery>,
+) -> Result<Json<AliasDeleted>, ApiError> {
+    let name: ArtifactName = q
+        .name
+        .parse()
+        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))?;
+    authorize_artifact(&v, &p, Action::Delete, name.as_str(), None, false).await?;
+    let (v2, p2, alias) = (v.clone(), p.clone(), q.alias.clone());
+    let gone = blocking(move || {
+        let gone = v2
+            .meta
+            .delete_alias(name.as_str(), &alias)?
+            .ok_or_else(|| ApiError::not_found(format!("no alias `{alias}` on `{name}`")))?;
+        let mut ev = p2.event("alias_delete", &format!("{name}:{alias}"), "ok");
+        ev.detail = format!(
+            "pointed at version {} (record sequence {})",
+            gone.version, gone.sequence
+        );
+        v2.audit
+            .record(ev)
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        Ok(gone)
+    })
+    .await?;
+    tracing::info!(name = %gone.name, alias = %gone.alias, version = gone.version,
+        principal = %p.name, "alias deleted");
+    Ok(Json(AliasDeleted {
+        name: gone.name,
+        alias: gone.alias,
+        version: gone.version,
+    }))
 }

@@ -51,7 +51,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/versions", delete(read::delete_version))
         .route("/v1/versions/{digest}/files/{index}", get(files::download))
         .route("/v1/server-key", get(read::server_key))
-        .route("/v1/aliases", post(aliases::set))
+        .route("/v1/aliases", post(aliases::set).delete(aliases::delete))
         .route(
             "/v1/publishers",
             post(publishers::add)
