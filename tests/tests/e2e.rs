@@ -4664,6 +4664,47 @@ mod terminal {
         );
     }
 
+    /// File paths that would display as something else (bidi overrides,
+    /// invisible and line-separator characters) are refused by the server
+    /// from a raw API call, and by the CLI before it sends anything.
+    #[test]
+    fn names_with_bidi_or_invisible_characters_are_refused() {
+        let s = Server::start();
+        for path in [
+            "report-\u{202e}vsc.exe",
+            "a\u{2028}b.bin",
+            "zero\u{200b}w.bin",
+        ] {
+            let body = serde_json::json!({
+                "name": "t/spoof",
+                "kind": "model",
+                "files": [{"path": path, "size": 1, "sha256": ""}],
+            });
+            let (code, text) = super::skeleton::curl_as(
+                &s,
+                &s.token,
+                "POST",
+                "/v1/uploads",
+                Some(body.to_string().as_bytes()),
+            );
+            assert_eq!(code, 400, "{text}");
+            assert!(
+                text.contains("bidi control, invisible or line-separator"),
+                "{text}"
+            );
+        }
+        let dir = s.tmp.path().join("src");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("weights-\u{202e}nib.exe"), b"x").unwrap();
+        let err = fails_with(s.cli().args(["push", "t/spoof"]).arg(&dir), 2);
+        assert!(err.contains("\\u{202e}"), "{err}");
+        let log = fs::read_to_string(s.data_dir.join("audit/audit.log")).unwrap();
+        assert!(
+            !log.contains('\u{202e}') && !log.contains("spoof:"),
+            "{log}"
+        );
+    }
+
     #[test]
     fn a_token_on_the_command_line_is_warned_about() {
         let s = Server::start();

@@ -68,6 +68,10 @@ pub(crate) fn collect(root: &Path) -> Result<Vec<(PathBuf, String)>> {
             )));
         }
         if ft.is_file() {
+            // The server refuses these too; saying so before any byte is
+            // sent names the local file.
+            vault_manifest::validate_path(&rel)
+                .map_err(|e| Error::Usage(format!("cannot push `{}`: {e}", path.display())))?;
             out.push((path, rel));
         }
         Ok(())

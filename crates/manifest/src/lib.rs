@@ -32,7 +32,7 @@ pub use envelope::{digest_of, Envelope, Signature, PAYLOAD_TYPE};
 pub use manifest::{
     parse_envelope, report_digest, root_digest, Lineage, Manifest, Predicate, Statement, Subject,
 };
-pub use path::validate_path;
+pub use path::{is_deceptive, validate_path};
 pub use sign::{PublicKey, SecretKey};
 
 use thiserror::Error;

@@ -28,6 +28,9 @@ pub fn validate_path(p: &str) -> Result<()> {
     if p.chars().any(char::is_control) {
         return bad("control character or NUL");
     }
+    if p.chars().any(is_deceptive) {
+        return bad("bidi control, invisible or line-separator character");
+    }
     if p.as_bytes().get(1) == Some(&b':') {
         return bad("drive prefix");
     }
@@ -42,9 +45,38 @@ pub fn validate_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// Characters that change how the text around them is displayed, or are
+/// not displayed at all: bidi embeddings, overrides, isolates and marks,
+/// zero-width characters, line and paragraph separators, interlinear
+/// annotations and tag characters. A name holding one can pass for another
+/// in a listing or in `audit tail`.
+pub fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate_path;
+
+    #[test]
+    fn refuses_bidi_invisible_and_separator_characters() {
+        for p in [
+            "model-\u{202E}nib.exe",
+            "a\u{2066}b",
+            "zero\u{200B}width",
+            "line\u{2028}sep",
+            "para\u{2029}sep",
+            "bom\u{FEFF}x",
+            "tag\u{E0041}",
+            "mark\u{200F}",
+        ] {
+            assert!(validate_path(p).is_err(), "{}", p.escape_unicode());
+        }
+        assert!(validate_path("données/modèle-日本.bin").is_ok());
+    }
 
     #[test]
     fn accepts_normal_paths() {

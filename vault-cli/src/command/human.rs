@@ -126,24 +126,13 @@ mod tests {
 }
 
 /// Text safe to print on a terminal: control characters (but newline and
-/// tab), bidirectional formatting characters and line or paragraph
-/// separators are shown as `\u{…}` escapes, so text a server or another
+/// tab), bidirectional formatting, invisible and line or paragraph
+/// separator characters are shown as `\u{…}` escapes, so text a server or another
 /// user chose (names, reasons, error messages) cannot move the cursor,
 /// recolour the terminal or reorder what a line seems to say.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(
-                c,
-                '\u{061c}'
-                    | '\u{200e}'
-                    | '\u{200f}'
-                    | '\u{202a}'..='\u{202e}'
-                    | '\u{2066}'..='\u{2069}'
-                    | '\u{2028}'
-                    | '\u{2029}'
-            )
-    };
+    let unsafe_char =
+        |c: char| (c.is_control() && c != '\n' && c != '\t') || vault_manifest::is_deceptive(c);
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
