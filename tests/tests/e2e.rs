@@ -4627,6 +4627,111 @@ mod insider {
             "{again} after {set}"
         );
     }
+
+    /// Someone who may write into a shared destination plants symbolic
+    /// links under it: `.mlvault` itself, its staging folder, the names
+    /// of the manifest, the report's temporary file and a partial file,
+    /// and a folder of the artifact. A pull, with and without the cache,
+    /// refuses or replaces each link and never writes outside (issue #21
+    /// item 7).
+    #[test]
+    fn links_planted_under_the_destination_are_never_followed() {
+        let s = Server::start();
+        let src = s.tmp.path().join("src");
+        random_file(&src.join("sub/w.bin"), 300_000, 71);
+        fs::write(src.join("top.txt"), b"top").unwrap();
+        let pushed = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&src)));
+        let sha = sha256_file(&src.join("sub/w.bin"));
+        let outside = s.tmp.path().join("outside");
+        let victim = outside.join("victim");
+        let link = |from: &std::path::Path, to: &std::path::Path| {
+            std::os::unix::fs::symlink(to, from).unwrap()
+        };
+        type Plant = fn(
+            &std::path::Path,
+            &std::path::Path,
+            &str,
+            &dyn Fn(&std::path::Path, &std::path::Path),
+        );
+        let attacks: Vec<(&str, bool, Plant)> = vec![
+            (".mlvault is a link", true, |dest, out, _, link| {
+                link(&dest.join(".mlvault"), out)
+            }),
+            (
+                "the staging folder is a link",
+                true,
+                |dest, out, _, link| {
+                    fs::create_dir_all(dest.join(".mlvault")).unwrap();
+                    link(&dest.join(".mlvault/partial"), out)
+                },
+            ),
+            (
+                "a folder of the artifact is a link",
+                true,
+                |dest, out, _, link| link(&dest.join("sub"), out),
+            ),
+            ("the manifest is a link", false, |dest, out, _, link| {
+                fs::create_dir_all(dest.join(".mlvault")).unwrap();
+                link(&dest.join(".mlvault/manifest.json"), &out.join("victim"))
+            }),
+            (
+                "the manifest's temporary file is a link",
+                false,
+                |dest, out, _, link| {
+                    fs::create_dir_all(dest.join(".mlvault")).unwrap();
+                    link(
+                        &dest.join(".mlvault/manifest.json.tmp"),
+                        &out.join("victim"),
+                    )
+                },
+            ),
+            ("a partial file is a link", false, |dest, out, sha, link| {
+                fs::create_dir_all(dest.join(".mlvault/partial")).unwrap();
+                link(
+                    &dest.join(format!(".mlvault/partial/{sha}-1")),
+                    &out.join("victim"),
+                )
+            }),
+        ];
+        for cache in [false, true] {
+            for (what, refused, plant) in &attacks {
+                let _ = fs::remove_dir_all(&outside);
+                fs::create_dir_all(&outside).unwrap();
+                fs::write(&victim, b"precious").unwrap();
+                let dest = s.tmp.path().join(format!("dest-{cache}"));
+                let _ = fs::remove_dir_all(&dest);
+                fs::create_dir_all(&dest).unwrap();
+                plant(&dest, &outside, &sha, &link);
+                let mut pull = s.cli();
+                pull.args(["pull", "t/m", "--to"]).arg(&dest);
+                if !cache {
+                    pull.arg("--no-cache");
+                }
+                let out = run(&mut pull);
+                let err = String::from_utf8_lossy(&out.stderr);
+                if *refused {
+                    assert_eq!(out.status.code(), Some(5), "{what} (cache {cache}): {err}");
+                    assert!(err.contains("symbolic link"), "{what}: {err}");
+                } else {
+                    assert_eq!(out.status.code(), Some(0), "{what} (cache {cache}): {err}");
+                    ok(s.cli().arg("verify").arg(&dest));
+                    let m = fs::read_to_string(dest.join(".mlvault/manifest.json")).unwrap();
+                    assert!(m.contains("payload"), "{what}");
+                    assert!(pushed["digest"].is_string());
+                }
+                assert_eq!(
+                    fs::read(&victim).unwrap(),
+                    b"precious",
+                    "{what} (cache {cache})"
+                );
+                let names: Vec<_> = fs::read_dir(&outside)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert_eq!(names, ["victim"], "{what} (cache {cache}) wrote outside");
+            }
+        }
+    }
 }
 
 mod terminal {

@@ -229,7 +229,7 @@ impl Cache {
     /// Is `path` exactly the verified object (same inode, size and mtime as
     /// recorded at verification)? A `stat`, no hashing.
     pub fn is_current(&self, sha: &str, size: u64, path: &Path) -> bool {
-        match (self.recorded(sha), fs::metadata(path)) {
+        match (self.recorded(sha), fs::symlink_metadata(path)) {
             (Some(rec), Ok(m)) => rec.size == size && State::of(&m) == rec,
             _ => false,
         }
@@ -446,13 +446,21 @@ impl Cache {
         let obj = self.object(sha);
         let _ = fs::remove_file(path);
         if fs::hard_link(&obj, path).is_err() {
-            fs::copy(&obj, path).map_err(|e| {
+            // A new file, never through a link planted at its name.
+            use std::os::unix::fs::OpenOptionsExt;
+            let copied = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .and_then(|mut out| {
+                    std::io::copy(&mut fs::File::open(&obj)?, &mut out)?;
+                    out.sync_all()
+                });
+            copied.map_err(|e| {
                 let _ = fs::remove_file(path);
                 io("cannot copy to", path, e)
             })?;
-            fs::File::open(path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("cannot sync", path, e))?;
         }
         Ok(())
     }

@@ -160,11 +160,18 @@ async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Conte
     let mut f = match tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        // A link planted at the partial file's name is not followed.
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(partial)
         .await
     {
         Ok(f) => f,
-        Err(_) => return Ok(0),
+        Err(_) => {
+            // Missing, or not a plain file: start afresh (the name is
+            // freed; removing a link removes only the link).
+            let _ = tokio::fs::remove_file(partial).await;
+            return Ok(0);
+        }
     };
     let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
     if len > size {
@@ -192,10 +199,4 @@ async fn hash_prefix(partial: &Path, size: u64, hasher: &mut ring::digest::Conte
         n += k as u64;
     }
     Ok(n)
-}
-
-pub(crate) async fn sync_dir(dir: &Path) {
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await;
-    }
 }

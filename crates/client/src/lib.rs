@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod beneath;
 mod cache;
 mod download;
 mod error;

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use vault_api::FileEntry;
 use vault_manifest::{parse_envelope, Manifest};
 
+use crate::beneath::Dir;
 use crate::{Error, Result};
 
 /// Folder inside a pull destination that keeps the verified manifest.
 pub const MANIFEST_DIR: &str = ".mlvault";
-const MANIFEST_FILE: &str = "manifest.json";
-const REPORT_FILE: &str = "report.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const REPORT_FILE: &str = "report.json";
 
 /// Where a pull keeps the anonymization report of the version it wrote.
 pub(crate) fn report_path(dest: &Path) -> PathBuf {
@@ -186,31 +187,36 @@ pub(crate) fn unexpected_entries(dir: &Path, expected: &HashSet<&str>) -> Result
 /// was pulled (another size, or no longer a plain file) is kept. Emptied
 /// folders go too. Returns the removed and the kept paths.
 pub(crate) fn remove_previous(
-    dest: &Path,
+    root: &Dir,
     before: &Manifest,
     now: &Manifest,
 ) -> (Vec<String>, Vec<String>) {
     let current: HashSet<&str> = now.files().iter().map(|f| f.path.as_str()).collect();
     let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for f in before.files() {
-        if current.contains(f.path.as_str()) {
+        if current.contains(f.path.as_str()) || vault_manifest::validate_path(&f.path).is_err() {
             continue;
         }
-        let Ok(p) = safe_destination(dest, &f.path) else {
-            continue;
+        let (folder, name) = crate::beneath::split(&f.path);
+        // A folder on the way that is missing: nothing to remove; one
+        // replaced by a link: not followed, the file counts as changed.
+        let dir = match root.sub(folder, false) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(_) => {
+                kept.push(f.path.clone());
+                continue;
+            }
         };
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() && m.len() == f.size => {
-                if fs::remove_file(&p).is_ok() {
+        match dir.stat(name) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                    && st.st_size as u64 == f.size =>
+            {
+                if dir.remove_file(name).is_ok() {
                     removed.push(f.path.clone());
-                    let mut parent = p.parent();
-                    // `remove_dir` fails on a folder that still holds anything.
-                    while let Some(d) = parent.filter(|d| *d != dest) {
-                        if fs::remove_dir(d).is_err() {
-                            break;
-                        }
-                        parent = d.parent();
-                    }
+                    remove_empty_folders(root, folder);
                 } else {
                     kept.push(f.path.clone());
                 }
@@ -220,6 +226,22 @@ pub(crate) fn remove_previous(
         }
     }
     (removed, kept)
+}
+
+/// Remove `folder` (a path below `root`) and its parents while they are
+/// empty (`rmdir` fails on a folder that still holds anything).
+fn remove_empty_folders(root: &Dir, folder: &str) {
+    let mut rest = folder;
+    while !rest.is_empty() {
+        let (up, last) = crate::beneath::split(rest);
+        let Ok(Some(parent)) = root.sub(up, false) else {
+            return;
+        };
+        if parent.remove_dir(last).is_err() {
+            return;
+        }
+        rest = up;
+    }
 }
 
 /// Result of [`verify_dir`].

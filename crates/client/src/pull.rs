@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use vault_api::{FileEntry, Reference, Selector};
 use vault_manifest::{digest_of, parse_envelope};
 
+use crate::beneath::Dir;
 use crate::cache::Cache;
-use crate::download::{sync_dir, Progress};
+use crate::download::Progress;
 use crate::local::{
-    manifest_path, previous_manifest, remove_previous, safe_destination, unexpected_entries,
-    MANIFEST_DIR,
+    previous_manifest, remove_previous, safe_destination, unexpected_entries, MANIFEST_DIR,
+    MANIFEST_FILE, REPORT_FILE,
 };
 use crate::{Client, Error, Result};
 
@@ -171,10 +171,13 @@ impl Client {
         let held_other_files = previous.is_none()
             && std::fs::read_dir(dest)
                 .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != MANIFEST_DIR)));
-        let partial_dir = dest.join(MANIFEST_DIR).join("partial");
-        tokio::fs::create_dir_all(&partial_dir)
-            .await
-            .map_err(|e| Error::io(format!("cannot create `{}`", partial_dir.display()), e))?;
+        // Every folder below the destination is opened without following
+        // links (see `beneath`); partial and staged files are named through
+        // the open staging folder.
+        let root = Dir::root(dest)?;
+        let meta_dir = root.make(MANIFEST_DIR)?;
+        let partial = meta_dir.make("partial")?;
+        let partial_dir = partial.anchored("");
         if let Some(p) = &opts.progress {
             p.total(m.total_bytes());
         }
@@ -232,9 +235,9 @@ impl Client {
             }
             return Err(e);
         }
-        for (s, target) in staged.iter().zip(&targets) {
+        for (s, f) in staged.iter().zip(m.files()) {
             if let Some(s) = s {
-                place(s, target).await?;
+                place(&root, &partial, s, &f.path)?;
             }
         }
         // What an earlier pull left here that this version does not have
@@ -244,9 +247,11 @@ impl Client {
         if let Some(before) = &previous {
             let (gone, kept) = {
                 let (dest, before, now) = (dest.to_path_buf(), before.clone(), m.clone());
-                tokio::task::spawn_blocking(move || remove_previous(&dest, &before, &now))
-                    .await
-                    .map_err(|e| Error::Server(e.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    Dir::root(&dest).map(|root| remove_previous(&root, &before, &now))
+                })
+                .await
+                .map_err(|e| Error::Server(e.to_string()))??
             };
             let old = format!("{}:{}", before.predicate().name, before.predicate().version);
             if !gone.is_empty() {
@@ -272,13 +277,13 @@ impl Client {
             Some(r) => {
                 let text = serde_json::to_vec_pretty(r)
                     .map_err(|e| integrity(format!("job report: {e}")))?;
-                write_atomic(&crate::local::report_path(dest), &text).await?;
+                write_atomic(&meta_dir, REPORT_FILE, &text)?;
             }
             None => {
-                let _ = tokio::fs::remove_file(crate::local::report_path(dest)).await;
+                let _ = meta_dir.remove_file(REPORT_FILE);
             }
         }
-        write_atomic(&manifest_path(dest), rv.envelope.as_bytes()).await?;
+        write_atomic(&meta_dir, MANIFEST_FILE, rv.envelope.as_bytes())?;
         // Links a killed pull staged here would keep cache objects in use.
         if cfg!(target_os = "linux") {
             remove_staged(&partial_dir, |pid| {
@@ -286,7 +291,8 @@ impl Client {
             })
             .await;
         }
-        let _ = tokio::fs::remove_dir(&partial_dir).await;
+        drop(partial);
+        let _ = meta_dir.remove_dir("partial");
         if previous.is_some() {
             let extra = {
                 let (dest, m) = (dest.to_path_buf(), m.clone());
@@ -479,42 +485,34 @@ async fn remove_staged(partial_dir: &Path, owner: impl Fn(u32) -> bool) {
     }
 }
 
-/// Move a verified, staged file into place.
-async fn place(partial: &Path, target: &Path) -> Result<()> {
-    if let Some(parent) = target.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::io(format!("cannot create `{}`", parent.display()), e))?;
-    }
-    tokio::fs::rename(partial, target)
-        .await
-        .map_err(|e| Error::io(format!("cannot move into place `{}`", target.display()), e))?;
-    if let Some(parent) = target.parent() {
-        sync_dir(parent).await;
-    }
+/// Move a verified file staged at `staged` (in the folder `partial`) into
+/// place at the manifest path `rel` below `root`, creating its folders; a
+/// link anywhere on the way is refused.
+fn place(root: &Dir, partial: &Dir, staged: &Path, rel: &str) -> Result<()> {
+    let name = staged
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Server(format!("staged file `{}` has no name", staged.display())))?;
+    let (folder, file) = crate::beneath::split(rel);
+    let parent = root.make(folder)?;
+    partial.rename(name, &parent, file)?;
+    parent.sync();
     Ok(())
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename.
-async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    tokio::fs::create_dir_all(&parent)
-        .await
-        .map_err(|e| Error::io(format!("cannot create `{}`", parent.display()), e))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| Error::io(format!("cannot create `{}`", tmp.display()), e))?;
+/// Write `bytes` to `name` in `dir` through a new temporary file and a
+/// rename; a link at either name is replaced, never followed.
+fn write_atomic(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = format!("{name}.tmp");
+    let _ = dir.remove_file(&tmp);
+    let shown = dir.shown().join(&tmp);
+    let mut f = dir.create_new(&tmp)?;
     f.write_all(bytes)
-        .await
-        .map_err(|e| Error::io(format!("cannot write `{}`", tmp.display()), e))?;
-    f.sync_all()
-        .await
-        .map_err(|e| Error::io(format!("cannot sync `{}`", tmp.display()), e))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
-    sync_dir(&parent).await;
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write `{}`", shown.display()), e))?;
+    dir.rename(&tmp, dir, name)?;
+    dir.sync();
     Ok(())
 }
 

@@ -53,7 +53,12 @@ pub(crate) fn write_partial(
     let stopped = || io::Error::other("the hashing thread stopped");
     let result = (move || {
         let mut opts = OpenOptions::new();
-        opts.write(true).create(true);
+        // `path` names a file in the open staging folder; a link planted
+        // at that name is refused, not followed.
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            opts.write(true).create(true),
+            rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+        );
         let mut out = if direct {
             Writer::open(&opts, path)?
         } else {

@@ -191,7 +191,9 @@ fn open_file(opts: &OpenOptions, path: &Path, direct: bool) -> io::Result<(File,
     use std::os::unix::fs::OpenOptionsExt;
     if direct {
         let mut o = opts.clone();
-        o.custom_flags(libc::O_DIRECT);
+        // Replaces the caller's custom flags: keep `O_NOFOLLOW`, the one
+        // callers set, in any case.
+        o.custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW);
         match o.open(path) {
             Ok(f) if on_local_disk(&f) => return Ok((f, true)),
             Ok(f) => {
