@@ -4732,6 +4732,108 @@ mod insider {
             }
         }
     }
+
+    /// With `[tokens] second_admin_for`, a token that reads data (and any
+    /// new admin token) stays inactive until an admin other than its
+    /// creator approves; creation is audited as an alert and counted. An
+    /// admin token scoped to namespaces acts only on them and has no
+    /// server-wide duties (issue #21 item 8).
+    #[test]
+    fn data_tokens_need_a_second_admin_and_scoped_admins_stay_in_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("server.toml");
+        fs::write(&cfg, "").unwrap();
+        let mut s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+        // The second admin exists before the rule is switched on.
+        let bob = s.create_token("bob", "admin", &[], None);
+        let ops = s.create_token("fraud-ops", "admin", &["fraud"], None);
+        fs::write(
+            &cfg,
+            "[tokens]\nsecond_admin_for = [\"trainer\", \"deployer\", \"steward\"]\n",
+        )
+        .unwrap();
+        s.restart();
+        let create = |token: &str, principal: &str, role: &str, ns: &[&str]| {
+            let mut c = s.cli_with_token(token);
+            c.args([
+                "--json",
+                "token",
+                "create",
+                "--principal",
+                principal,
+                "--role",
+                role,
+            ]);
+            for n in ns {
+                c.args(["--namespace", n]);
+            }
+            c
+        };
+        let made = json(&ok(&mut create(&s.admin_token, "dpo", "steward", &["hr"])));
+        assert_eq!(made["pending"], true, "{made}");
+        let (secret, id) = (
+            made["token"].as_str().unwrap().to_owned(),
+            made["id"].as_str().unwrap().to_owned(),
+        );
+        let err = fails_with(s.cli_with_token(&secret).arg("ls"), 3);
+        assert!(err.contains("awaits approval by a second admin"), "{err}");
+        let err = fails_with(s.admin().args(["token", "approve", &id]), 3);
+        assert!(err.contains("cannot approve it"), "{err}");
+        let approved = json(&ok(s
+            .cli_with_token(&bob)
+            .args(["--json", "token", "approve", &id])));
+        assert_eq!(approved["approved_by"], "bob");
+        ok(s.cli_with_token(&secret).arg("ls"));
+        fails_with(s.cli_with_token(&bob).args(["token", "approve", &id]), 1);
+        // A new admin identity needs approval too: no admin approves its own
+        // requests through a second name.
+        let mallory = json(&ok(&mut create(&s.admin_token, "mallory", "admin", &[])));
+        assert_eq!(mallory["pending"], true);
+        let m = mallory["token"].as_str().unwrap().to_owned();
+        fails_with(s.cli_with_token(&m).args(["token", "list"]), 3);
+        // Audited as an alert, and counted.
+        let entries = audit_entries(&s);
+        let alert = entries
+            .iter()
+            .find(|e| {
+                e["action"] == "token_create" && e["detail"].as_str().unwrap().contains("dpo")
+            })
+            .expect("token creation is audited");
+        assert_eq!(alert["outcome"], "alert");
+        assert!(entries
+            .iter()
+            .any(|e| e["action"] == "token_approve" && e["principal"] == "bob"));
+        let (_, _, metrics) = super::observe_https(&s, "/metrics", None);
+        assert!(
+            metrics.contains("mlvault_data_tokens_created_total{role=\"steward\"} 1"),
+            "{metrics}"
+        );
+
+        // The scoped admin: only tokens within its namespaces ...
+        fails_with(&mut create(&ops, "x", "trainer", &[]), 3);
+        fails_with(&mut create(&ops, "x", "trainer", &["fraud", "hr"]), 3);
+        let own = json(&ok(&mut create(&ops, "fraud-ci", "trainer", &["fraud"])));
+        let listed = json(&ok(s
+            .cli_with_token(&ops)
+            .args(["--json", "token", "list"])));
+        let mut principals: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["principal"].as_str().unwrap())
+            .collect();
+        principals.sort();
+        assert_eq!(principals, ["fraud-ci", "fraud-ops"], "{listed}");
+        fails_with(s.cli_with_token(&ops).args(["token", "revoke", &id]), 4);
+        // ... no server-wide duties ...
+        fails_with(s.cli_with_token(&ops).args(["audit", "tail"]), 3);
+        fails_with(s.cli_with_token(&ops).args(["key", "status"]), 3);
+        // ... and no artifact of another namespace.
+        s.push_dataset(&s.token, "t/data", "a.csv", b"a\n1\n", &[]);
+        fails_with(s.cli_with_token(&ops).args(["delete", "t/data:1"]), 3);
+        ok(s.cli_with_token(&bob)
+            .args(["token", "approve", own["id"].as_str().unwrap()]));
+    }
 }
 
 mod terminal {

@@ -165,6 +165,12 @@ pub enum TokenCommand {
         /// Token id (`tok_…`).
         id: String,
     },
+    /// Approve a token another admin created, when the server requires a
+    /// second admin for its role (`[tokens] second_admin_for`).
+    Approve {
+        /// Token id (`tok_…`).
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]

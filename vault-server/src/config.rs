@@ -51,6 +51,30 @@ pub struct ServerConfig {
     /// Request limits and timeouts.
     #[serde(default)]
     pub http: HttpLimits,
+    /// Token administration.
+    #[serde(default)]
+    pub tokens: TokenPolicy,
+}
+
+/// `[tokens]`: separation of duties for token administration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPolicy {
+    /// Roles whose new tokens stay inactive until an admin other than the
+    /// one who created them approves (`vault-cli token approve ID`), e.g.
+    /// `["trainer", "deployer", "steward"]`. When any role is listed, new
+    /// `admin` tokens need approval too, or one admin could mint a second
+    /// identity to approve its own requests.
+    #[serde(default)]
+    pub second_admin_for: Vec<String>,
+}
+
+impl TokenPolicy {
+    /// Whether a new token of `role` needs a second admin's approval.
+    pub fn needs_approval(&self, role: &str) -> bool {
+        !self.second_admin_for.is_empty()
+            && (role == "admin" || self.second_admin_for.iter().any(|r| r == role))
+    }
 }
 
 /// Limits on what one request may carry and how slowly.

@@ -147,6 +147,8 @@ pub struct Vault {
     pub damaged: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Request limits and timeouts (`[http]` of the config, flags win).
     pub http: crate::config::HttpLimits,
+    /// Token administration rules (`[tokens]`).
+    pub tokens: crate::config::TokenPolicy,
 }
 
 /// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
@@ -232,6 +234,9 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
             revoked: false,
             namespaces: Vec::new(),
             suspended: false,
+            pending: false,
+            created_by: String::new(),
+            approved_by: String::new(),
         },
     )?;
     fs::create_dir_all(layout.blobs())?;
@@ -255,6 +260,9 @@ pub fn add_token(dir: &Path, principal: &str, role: &str, namespaces: &[String])
             revoked: false,
             namespaces: namespaces.to_vec(),
             suspended: false,
+            pending: false,
+            created_by: String::new(),
+            approved_by: String::new(),
         },
     )?;
     Ok(secret)
@@ -332,6 +340,7 @@ impl Vault {
             floods: crate::guard::Floods::new(&config.http),
             damaged: Default::default(),
             http: config.http.clone(),
+            tokens: config.tokens.clone(),
         })
     }
 

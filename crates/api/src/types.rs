@@ -342,6 +342,15 @@ pub struct TokenInfo {
     /// Suspended (refused until an admin lifts it)?
     #[serde(default)]
     pub suspended: bool,
+    /// Waiting for a second admin's approval (`token approve ID`)?
+    #[serde(default)]
+    pub pending: bool,
+    /// Who created it ("" for the tokens of `init` and `dev`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub created_by: String,
+    /// Who approved it, when approval was required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approved_by: String,
 }
 
 /// Answer to `POST /v1/tokens`: the secret, shown once.

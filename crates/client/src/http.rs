@@ -269,6 +269,12 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Approve a token another admin created (`[tokens] second_admin_for`).
+    pub async fn token_approve(&self, id: &str) -> Result<TokenInfo> {
+        self.json(self.request(Method::POST, &format!("/v1/tokens/{id}/approve")))
+            .await
+    }
+
     /// The last `n` audit entries.
     pub async fn audit_tail(&self, n: usize) -> Result<serde_json::Value> {
         self.json(

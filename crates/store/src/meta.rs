@@ -31,6 +31,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn revoke_token(&self, id: &str) -> Result<bool>;
     /// Suspend or lift a suspension, by public id; false if no such token.
     fn suspend_token(&self, id: &str, suspended: bool) -> Result<bool>;
+    /// Record `by`'s approval of a pending token; false if no such token.
+    fn approve_token(&self, id: &str, by: &str) -> Result<bool>;
 
     /// Open an upload session: creates the artifact record on first push
     /// (or checks that `kind` matches) and reserves the next version number,

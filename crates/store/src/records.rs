@@ -235,6 +235,15 @@ pub struct TokenRecord {
     /// Suspended by exfiltration detection until an admin lifts it.
     #[serde(default)]
     pub suspended: bool,
+    /// Waiting for a second admin's approval: refused until then.
+    #[serde(default)]
+    pub pending: bool,
+    /// The principal that created it ("" for `init` and `dev`).
+    #[serde(default)]
+    pub created_by: String,
+    /// The admin that approved it, when approval was required.
+    #[serde(default)]
+    pub approved_by: String,
 }
 
 /// Stored key ring state.

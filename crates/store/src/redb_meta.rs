@@ -438,6 +438,13 @@ impl MetaStore for RedbMeta {
         self.update_token(id, |t| t.revoked = true)
     }
 
+    fn approve_token(&self, id: &str, by: &str) -> Result<bool> {
+        self.update_token(id, |t| {
+            t.pending = false;
+            t.approved_by = by.to_owned();
+        })
+    }
+
     fn suspend_token(&self, id: &str, suspended: bool) -> Result<bool> {
         self.update_token(id, |t| t.suspended = suspended)
     }

@@ -38,6 +38,12 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
                         created.info.role,
                         created.info.namespaces.join(", ")
                     );
+                    if created.info.pending {
+                        eprintln!(
+                            "it stays inactive until another admin runs `vault-cli token approve {}`",
+                            created.info.id
+                        );
+                    }
                 }
             }
             Ok(())
@@ -56,6 +62,8 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
                         "revoked"
                     } else if t.suspended {
                         "suspended"
+                    } else if t.pending {
+                        "pending approval"
                     } else {
                         "active"
                     };
@@ -75,6 +83,15 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
             c.token_unsuspend(&id).await?;
             let json = serde_json::json!({"id": id, "suspended": false});
             output(g, &json, || format!("lifted the suspension of {id}"))
+        }
+        TokenCommand::Approve { id } => {
+            let t = c.token_approve(&id).await?;
+            output(g, &t, || {
+                format!(
+                    "approved {} for `{}` (role {}, created by {})",
+                    t.id, t.principal, t.role, t.created_by
+                )
+            })
         }
         TokenCommand::Revoke { id } => {
             c.token_revoke(&id).await?;

@@ -69,7 +69,19 @@ pub fn authorize(
     resource: Resource<'_>,
     via_alias: bool,
 ) -> Result<(), ApiError> {
-    let d = v.policy().decide(&p.info(), action, &resource, via_alias);
+    let mut d = v.policy().decide(&p.info(), action, &resource, via_alias);
+    // A token scoped to namespaces never acts on another one, whatever a
+    // policy says (an admin token with `--namespace` included).
+    let outside = match &resource {
+        Resource::Artifact { namespace, .. } => Some(*namespace),
+        Resource::Namespace(n) => Some(*n),
+        Resource::Service(_) => None,
+    }
+    .filter(|ns| !p.namespaces.is_empty() && !p.namespaces.iter().any(|n| n == ns));
+    if d.allowed && outside.is_some() {
+        d.allowed = false;
+        d.reasons = vec!["token-namespaces".into()];
+    }
     let mut ev = p.event(
         action.as_str(),
         &resource.to_string(),
@@ -189,6 +201,12 @@ fn usable(rec: &vault_store::TokenRecord) -> Result<(), ApiError> {
     }
     if rec.expires.is_some_and(|e| e <= vault_store::now()) {
         return Err(ApiError::unauthenticated("token expired"));
+    }
+    if rec.pending {
+        return Err(ApiError::unauthenticated(format!(
+            "token awaits approval by a second admin (`vault-cli token approve {}`)",
+            rec.id
+        )));
     }
     if rec.suspended {
         return Err(ApiError::unauthenticated(format!(

@@ -61,6 +61,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/tokens/{id}/unsuspend", post(tokens::unsuspend))
+        .route("/v1/tokens/{id}/approve", post(tokens::approve))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::status))
         .route("/v1/jobs/{id}/{decision}", post(jobs::review))

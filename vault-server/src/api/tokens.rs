@@ -22,7 +22,26 @@ fn info(r: TokenRecord) -> TokenInfo {
         expires: r.expires,
         revoked: r.revoked,
         suspended: r.suspended,
+        pending: r.pending,
+        created_by: r.created_by,
+        approved_by: r.approved_by,
     }
+}
+
+/// The caller may administer tokens (the policy's `token_admin`).
+fn token_admin(v: &AppState, p: &Principal) -> Result<(), ApiError> {
+    authorize(v, p, Action::TokenAdmin, Resource::Service("tokens"), false)
+}
+
+/// Roles that read artifact data: a new token of one raises an alert.
+const DATA_ROLES: [&str; 3] = ["trainer", "deployer", "steward"];
+
+/// Whether the admin `p` may manage token `t`: any token for an admin with
+/// no namespaces; for one scoped to namespaces, only tokens scoped to some
+/// of them (never an unscoped one).
+fn manages(p: &Principal, t: &TokenRecord) -> bool {
+    p.namespaces.is_empty()
+        || (!t.namespaces.is_empty() && t.namespaces.iter().all(|n| p.namespaces.contains(n)))
 }
 
 fn check_label(what: &str, s: &str, extra: &[u8]) -> Result<(), ApiError> {
@@ -50,13 +69,7 @@ pub async fn create(
     p: Principal,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenCreated>, ApiError> {
-    authorize(
-        &v,
-        &p,
-        Action::TokenAdmin,
-        Resource::Service("tokens"),
-        false,
-    )?;
+    token_admin(&v, &p)?;
     check_label("principal", &req.principal, b".@")?;
     check_label("role", &req.role, b"")?;
     for ns in &req.namespaces {
@@ -69,6 +82,7 @@ pub async fn create(
     }
     let (secret, id) = tokens::generate()?;
     let now = vault_store::now();
+    let pending = v.tokens.needs_approval(&req.role);
     let rec = TokenRecord {
         id,
         principal: req.principal,
@@ -78,11 +92,49 @@ pub async fn create(
         revoked: false,
         namespaces: req.namespaces,
         suspended: false,
+        pending,
+        created_by: p.name.clone(),
+        approved_by: String::new(),
     };
-    let (meta, r, hash) = (v.meta.clone(), rec.clone(), tokens::hash(&secret));
-    blocking(move || Ok(meta.put_token(&hash, &r)?)).await?;
+    if !manages(&p, &rec) {
+        return Err(ApiError::forbidden(format!(
+            "`{}` may only create tokens scoped to its namespaces [{}]",
+            p.name,
+            p.namespaces.join(", ")
+        )));
+    }
+    let data_role = DATA_ROLES.contains(&rec.role.as_str());
+    let mut ev = p.event("token_create", &format!("token:{}", rec.id), "ok");
+    ev.detail = format!(
+        "principal {} role {} namespaces [{}]{}",
+        rec.principal,
+        rec.role,
+        rec.namespaces.join(","),
+        if pending {
+            ", awaiting a second admin"
+        } else {
+            ""
+        }
+    );
+    if data_role {
+        ev.outcome = "alert".into();
+    }
+    let (v2, r, hash) = (v.clone(), rec.clone(), tokens::hash(&secret));
+    blocking(move || {
+        v2.audit
+            .record(ev)
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        Ok(v2.meta.put_token(&hash, &r)?)
+    })
+    .await?;
+    if data_role {
+        metrics::counter!("mlvault_data_tokens_created_total", "role" => rec.role.clone())
+            .increment(1);
+        tracing::warn!(token = %rec.id, principal = %rec.principal, role = %rec.role,
+            by = %p.name, pending, "alert: a token that reads data was created");
+    }
     tracing::info!(token = %rec.id, principal = %rec.principal, role = %rec.role,
-        by = %p.name, "token created");
+        by = %p.name, pending, "token created");
     Ok(Json(TokenCreated {
         token: secret,
         info: info(rec),
@@ -93,15 +145,10 @@ pub async fn list(
     State(v): State<AppState>,
     p: Principal,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    authorize(
-        &v,
-        &p,
-        Action::TokenAdmin,
-        Resource::Service("tokens"),
-        false,
-    )?;
+    token_admin(&v, &p)?;
     let meta = v.meta.clone();
     let mut all = blocking(move || Ok(meta.list_tokens()?)).await?;
+    all.retain(|t| manages(&p, t));
     all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     Ok(Json(all.into_iter().map(info).collect()))
 }
@@ -114,9 +161,20 @@ async fn change_token(
     change: fn(&dyn vault_store::MetaStore, &str) -> vault_store::Result<bool>,
     what: &'static str,
 ) -> Result<StatusCode, ApiError> {
-    authorize(v, p, Action::TokenAdmin, Resource::Service("tokens"), false)?;
-    let (meta, i) = (v.meta.clone(), id.to_owned());
-    if !blocking(move || Ok(change(meta.as_ref(), &i)?)).await? {
+    token_admin(v, p)?;
+    let (meta, i, who) = (v.meta.clone(), id.to_owned(), p.clone());
+    let changed = blocking(move || {
+        // A token outside the admin's namespaces looks missing.
+        let Some(t) = meta.list_tokens()?.into_iter().find(|t| t.id == i) else {
+            return Ok(false);
+        };
+        if !manages(&who, &t) {
+            return Ok(false);
+        }
+        Ok(change(meta.as_ref(), &i)?)
+    })
+    .await?;
+    if !changed {
         return Err(ApiError::not_found(format!("token `{id}` not found")));
     }
     tracing::info!(token = %id, by = %p.name, "{what}");
@@ -144,6 +202,55 @@ pub async fn unsuspend(
         "token suspension lifted",
     )
     .await
+}
+
+/// `POST /v1/tokens/{id}/approve`: a second admin activates a token that
+/// `[tokens] second_admin_for` held pending. The admin who created it
+/// cannot approve it.
+pub async fn approve(
+    State(v): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    token_admin(&v, &p)?;
+    let (v2, who, i) = (v.clone(), p.clone(), id.clone());
+    let rec = blocking(move || {
+        let t = v2
+            .meta
+            .list_tokens()?
+            .into_iter()
+            .find(|t| t.id == i && manages(&who, t))
+            .ok_or_else(|| ApiError::not_found(format!("token `{i}` not found")))?;
+        if !t.pending {
+            return Err(ApiError::new(
+                vault_api::ErrorCode::Conflict,
+                format!("token `{i}` is not awaiting approval"),
+            ));
+        }
+        if t.created_by == who.name {
+            return Err(ApiError::forbidden(format!(
+                "`{}` created token `{i}` and cannot approve it: another admin must",
+                who.name
+            )));
+        }
+        let mut ev = who.event("token_approve", &format!("token:{i}"), "ok");
+        ev.detail = format!(
+            "principal {} role {} created by {}",
+            t.principal, t.role, t.created_by
+        );
+        v2.audit
+            .record(ev)
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        v2.meta.approve_token(&i, &who.name)?;
+        Ok(TokenRecord {
+            pending: false,
+            approved_by: who.name.clone(),
+            ..t
+        })
+    })
+    .await?;
+    tracing::info!(token = %id, by = %p.name, "token approved");
+    Ok(Json(info(rec)))
 }
 
 pub async fn reload_policy(
