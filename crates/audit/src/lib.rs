@@ -19,13 +19,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod entry;
 mod log;
 mod verify;
 
+pub use checkpoint::{origin, Checkpoint};
 pub use entry::{Entry, Event, GENESIS};
-pub use log::AuditLog;
-pub use verify::{verify, Report};
+pub use log::{AuditLog, OnCheckpoint, Opened};
+pub use verify::{verify, verify_with, Report};
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub enum Error {
     /// The writer is gone (the server is stopping).
     #[error("audit writer stopped")]
     Stopped,
+    /// The log does not verify: it was cut, forked, edited or deleted.
+    #[error("audit log does not verify: {0}")]
+    Tampered(String),
 }
 
 /// Result alias.

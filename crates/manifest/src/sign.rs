@@ -88,6 +88,11 @@ impl PublicKey {
         format!("ed25519:{}", hex::encode(d.as_ref()))
     }
 
+    /// The 32 raw public key bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// The public key file text.
     pub fn to_file_text(&self) -> String {
         format!(
