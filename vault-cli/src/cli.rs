@@ -242,6 +242,10 @@ pub enum AuditCommand {
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
     },
+    /// Print the latest signed checkpoint (C2SP signed note) to keep
+    /// elsewhere; `vault-server audit verify --checkpoint FILE` later proves
+    /// the log was not cut, deleted or forked since.
+    Checkpoint,
 }
 
 #[derive(Subcommand, Debug)]

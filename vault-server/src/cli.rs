@@ -29,6 +29,38 @@ pub enum Command {
     /// Check metadata against the blob store (run while the server is
     /// stopped): orphaned objects, dangling references, stale uploads.
     Fsck(FsckArgs),
+    /// Work with a copy of the audit log, without a running server.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify an audit log offline: every hash link, sequence number and
+    /// server signature, that its last entry is sealed, and that it still
+    /// reaches and agrees with every checkpoint given. Exit 0 intact, 5 not.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// A data directory, or a copy holding `audit/audit.log`,
+    /// `server-signing.pub` and, if exported, `audit/checkpoint`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The log file (default: DIR/audit/audit.log).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The server's public signing key (default: DIR/server-signing.pub).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A checkpoint note kept elsewhere (`vault-cli audit checkpoint`);
+    /// repeatable. DIR/audit/checkpoint is used too when present.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -105,6 +137,13 @@ pub struct RunArgs {
     /// Plaintext bytes per encrypted segment (format v1 field).
     #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub segment_size: u32,
+    /// Start although the audit log does not verify against its anchored
+    /// checkpoint (cut, forked, edited or deleted): the log is moved aside
+    /// as `audit.log.broken-TIME` and a new one starts with an
+    /// `audit_reseal` entry recording REASON and what was found. Without
+    /// this flag such a log stops the server (exit 2).
+    #[arg(long, value_name = "REASON")]
+    pub reseal_audit: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,10 @@ fn main() -> ExitCode {
     vault_directio::tune_allocator(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Everything the server creates (data directory, metadata, audit log,
+    // blobs) is private to its user; `run` refuses a data directory that
+    // is not.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let args = cli::Cli::parse();
     command::init_logging(args.log_json);
     match command::run(args) {

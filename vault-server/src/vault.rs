@@ -71,6 +71,53 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a data directory holding anything group or others may read or
+/// write: the metadata, the audit log, the sealed key and the policies
+/// would be open to every local user. Inside `blobs/` only folders are
+/// checked (they gate access to the objects, which are ciphertext; there
+/// may be millions).
+pub fn check_tree_private(root: &Path) -> Result<()> {
+    let blobs = root.join("blobs");
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        check_mode(&dir)?;
+        let in_blobs = dir.starts_with(&blobs);
+        let entries =
+            fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+        for e in entries {
+            let e = e.with_context(|| format!("cannot list `{}`", dir.display()))?;
+            let ft = e
+                .file_type()
+                .with_context(|| format!("cannot stat `{}`", e.path().display()))?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && !in_blobs {
+                check_mode(&e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_mode(path: &Path) -> Result<()> {
+    let mode = fs::symlink_metadata(path)
+        .with_context(|| format!("cannot stat `{}`", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(
+            2,
+            format!(
+                "`{}` is readable or writable by group or others (mode {mode:o}): every local user could read or change the vault's metadata, audit log or keys. Run `chmod -R go-rwx {}`",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuse a secret file that group or others can read.
 fn check_private(path: &Path, what: &str) -> Result<()> {
     let meta =
@@ -268,8 +315,115 @@ pub fn add_token(dir: &Path, principal: &str, role: &str, namespaces: &[String])
     Ok(secret)
 }
 
+/// Where the latest checkpoint note is anchored in the metadata.
+pub const AUDIT_ANCHOR: &str = "audit_checkpoint";
+
+impl Layout {
+    /// The latest signed checkpoint note, exported beside the log.
+    pub fn audit_checkpoint(&self) -> PathBuf {
+        self.root.join("audit").join("checkpoint")
+    }
+}
+
+/// Open the audit log, verified against the checkpoint anchored in the
+/// metadata; every new checkpoint is anchored there and exported to
+/// `audit/checkpoint`. A log that does not verify stops the server unless
+/// `reseal` gives a reason to start a new one.
+fn open_audit(
+    layout: &Layout,
+    meta: &Arc<RedbMeta>,
+    key: &SecretKey,
+    reseal: Option<&str>,
+) -> Result<AuditLog> {
+    let public = key.public();
+    let anchor = match meta.config(AUDIT_ANCHOR)? {
+        Some(b) => {
+            let note = String::from_utf8_lossy(&b).into_owned();
+            Some(
+                vault_audit::Checkpoint::verify(&note, &public).map_err(|e| {
+                    fail(
+                        2,
+                        format!("the anchored audit checkpoint does not verify: {e}"),
+                    )
+                })?,
+            )
+        }
+        None => None,
+    };
+    let anchor_hook = || -> vault_audit::OnCheckpoint {
+        let (meta, file) = (meta.clone(), layout.audit_checkpoint());
+        Box::new(move |note: &str| {
+            if let Err(e) = meta.put_config(AUDIT_ANCHOR, note.as_bytes()) {
+                tracing::error!(error = %e, "cannot anchor the audit checkpoint in the metadata");
+            }
+            let tmp = file.with_extension("tmp");
+            let written = fs::write(&tmp, note).and_then(|()| fs::rename(&tmp, &file));
+            if let Err(e) = written {
+                tracing::error!(error = %e, "cannot export the audit checkpoint");
+            }
+        })
+    };
+    let open = |anchor: Option<&vault_audit::Checkpoint>| {
+        AuditLog::open_anchored(
+            layout.audit_log(),
+            SecretKey::from_bytes(&key.to_bytes()),
+            256,
+            anchor,
+            Some(anchor_hook()),
+        )
+    };
+    let (log, opened) = match open(anchor.as_ref()) {
+        Ok(x) => x,
+        Err(vault_audit::Error::Tampered(why)) => {
+            let Some(reason) = reseal else {
+                return Err(fail(
+                    2,
+                    format!(
+                        "audit log `{}` does not verify: {why}. Refusing to serve. Inspect it with `vault-server audit verify --data-dir {}`; once the loss is understood, `vault-server run ... --reseal-audit REASON` moves it aside and starts a new log",
+                        layout.audit_log().display(),
+                        layout.root.display()
+                    ),
+                ));
+            };
+            let aside = layout
+                .audit_log()
+                .with_extension(format!("log.broken-{}", vault_store::now()));
+            if layout.audit_log().exists() {
+                fs::rename(layout.audit_log(), &aside)?;
+            }
+            tracing::warn!(%why, aside = %aside.display(), "audit log resealed");
+            let (log, _) = open(None).context("cannot start a new audit log")?;
+            let mut ev = vault_audit::Event::new("vault-server", "audit_reseal", "audit", "alert");
+            ev.detail = format!(
+                "reason: {reason}; the previous log did not verify ({why}); kept as {}; its anchored checkpoint covered {} entries",
+                aside.display(),
+                anchor.as_ref().map_or(0, |a| a.size)
+            );
+            log.record(ev).map_err(|e| anyhow::anyhow!(e))?;
+            log.checkpoint().map_err(|e| anyhow::anyhow!(e))?;
+            return Ok(log);
+        }
+        Err(e) => return Err(e).context("cannot open the audit log"),
+    };
+    if opened.cut_unsealed > 0 {
+        tracing::warn!(
+            entries = opened.cut_unsealed,
+            "audit log: removed entries after the last sealed one (a write that never completed)"
+        );
+        let mut ev = vault_audit::Event::new("vault-server", "audit_recover", "audit", "alert");
+        ev.detail = format!(
+            "removed {} unsealed entries after entry {} (a write that never completed, never acknowledged)",
+            opened.cut_unsealed, opened.entries
+        );
+        log.record(ev).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    tracing::info!(entries = opened.entries, "audit log verified");
+    Ok(log)
+}
+
 impl Vault {
     /// Unseal and open the vault in `dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: &Path,
         args: &UnsealArgs,
@@ -278,8 +432,12 @@ impl Vault {
         alias_renewal: bool,
         policies: Option<&Path>,
         config: &ServerConfig,
+        reseal_audit: Option<&str>,
     ) -> Result<Self> {
         let layout = Layout::new(dir);
+        if layout.marker().exists() {
+            check_tree_private(dir)?;
+        }
         let policy_source = policy_source(&layout, policies);
         let policy = load_policy(policy_source.as_deref()).map_err(|e| {
             fail(
@@ -307,8 +465,10 @@ impl Vault {
         check_private(&layout.sealed_master(), "sealed master key")?;
         let sealed = fs::read(layout.sealed_master())?;
         let master = unseal.unseal(&sealed)?;
-        let meta = RedbMeta::open(&layout.meta())
-            .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?;
+        let meta = Arc::new(
+            RedbMeta::open(&layout.meta())
+                .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?,
+        );
         let rec = meta
             .keyring()?
             .context("metadata has no key ring: the vault was not fully initialized")?;
@@ -316,15 +476,10 @@ impl Vault {
             .context("key ring does not open with this master key")?;
         let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;
         tracing::info!(backend = ?config.storage.backend, "blob store ready");
-        let signing_key = server_key(&meta, &master, &layout)?;
-        let audit = AuditLog::open(
-            layout.audit_log(),
-            SecretKey::from_bytes(&signing_key.to_bytes()),
-            256,
-        )
-        .context("cannot open the audit log")?;
+        let signing_key = server_key(meta.as_ref(), &master, &layout)?;
+        let audit = open_audit(&layout, &meta, &signing_key, reseal_audit)?;
         Ok(Self {
-            meta: Arc::new(meta),
+            meta,
             blobs,
             master,
             keyring: RwLock::new(Arc::new(ring)),

@@ -47,7 +47,11 @@ fn key_hash(name: &str, key: &PublicKey) -> [u8; 4] {
 impl Checkpoint {
     fn body(&self, origin: &str) -> Result<String, String> {
         let raw = hex::decode(&self.hash).map_err(|_| "checkpoint hash is not hex".to_owned())?;
-        Ok(format!("{origin}\n{}\n{}\n", self.size, STANDARD.encode(raw)))
+        Ok(format!(
+            "{origin}\n{}\n{}\n",
+            self.size,
+            STANDARD.encode(raw)
+        ))
     }
 
     /// The signed note text.
@@ -58,7 +62,10 @@ impl Checkpoint {
         let sig = key.sign_bytes(body.as_bytes());
         let mut blob = key_hash(&name, &public).to_vec();
         blob.extend_from_slice(&sig);
-        Ok(format!("{body}\n\u{2014} {name} {}\n", STANDARD.encode(blob)))
+        Ok(format!(
+            "{body}\n\u{2014} {name} {}\n",
+            STANDARD.encode(blob)
+        ))
     }
 
     /// Parse a signed note and check it is signed by `key` for its log.

@@ -79,10 +79,12 @@ pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> 
     let mut lineno = 0u64;
     loop {
         raw.clear();
-        let n = reader.read_until(b'\n', &mut raw).map_err(|cause| Error::Io {
-            path: path.display().to_string(),
-            cause,
-        })?;
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|cause| Error::Io {
+                path: path.display().to_string(),
+                cause,
+            })?;
         if n == 0 {
             break;
         }
@@ -127,10 +129,7 @@ pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> 
         if e.kind == "checkpoint" || !e.sig.is_empty() {
             let sig = STANDARD.decode(&e.sig).unwrap_or_default();
             if e.keyid != key.keyid() || !key.verify_bytes(&e.checkpoint_message(), &sig) {
-                r.first_bad = bad(
-                    "seal does not verify with the server key".into(),
-                    e.seq,
-                );
+                r.first_bad = bad("seal does not verify with the server key".into(), e.seq);
                 break;
             }
             if e.kind == "checkpoint" {
@@ -156,7 +155,11 @@ pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> 
         prev = e.hash.clone();
     }
     if r.first_bad.is_none() {
-        if let Some(cp) = checkpoints.iter().filter(|c| c.size > r.entries).max_by_key(|c| c.size) {
+        if let Some(cp) = checkpoints
+            .iter()
+            .filter(|c| c.size > r.entries)
+            .max_by_key(|c| c.size)
+        {
             r.first_bad = Some((
                 r.entries + 1,
                 r.entries + 1,
@@ -237,15 +240,24 @@ mod tests {
             hash: r.sealed_hash.clone(),
         };
         assert_eq!(kept.size, 13);
-        assert!(verify_with(&path, &key.public(), &[kept.clone()]).unwrap().intact());
+        assert!(
+            verify_with(&path, &key.public(), std::slice::from_ref(&kept))
+                .unwrap()
+                .intact()
+        );
         let orig = lines(&path);
 
         // Cut back to an earlier checkpoint: a valid log on its own ...
         std::fs::write(&path, orig[..10].join("\n") + "\n").unwrap();
         assert!(verify(&path, &key.public()).unwrap().intact());
         // ... but not against the checkpoint, and the server refuses it.
-        let r = verify_with(&path, &key.public(), &[kept.clone()]).unwrap();
-        assert!(r.problem().unwrap().contains("ends after 10 entries but a checkpoint covers 13"), "{r:?}");
+        let r = verify_with(&path, &key.public(), std::slice::from_ref(&kept)).unwrap();
+        assert!(
+            r.problem()
+                .unwrap()
+                .contains("ends after 10 entries but a checkpoint covers 13"),
+            "{r:?}"
+        );
         let err = reopen(&path, &key, Some(&kept)).err().unwrap();
         assert!(err.to_string().contains("checkpoint covers 13"), "{err}");
 
@@ -258,7 +270,7 @@ mod tests {
             }
             log.checkpoint().unwrap();
         }
-        let r = verify_with(&path, &key.public(), &[kept.clone()]).unwrap();
+        let r = verify_with(&path, &key.public(), std::slice::from_ref(&kept)).unwrap();
         let (line, seq, why) = r.first_bad.clone().unwrap();
         assert_eq!((line, seq), (13, 13), "{why}");
         assert!(why.contains("forked or rewritten"), "{why}");
@@ -312,7 +324,9 @@ mod tests {
             SecretKey::from_bytes(&key.to_bytes()),
             2,
             None,
-            Some(Box::new(move |n: &str| sink.lock().unwrap().push(n.to_owned()))),
+            Some(Box::new(move |n: &str| {
+                sink.lock().unwrap().push(n.to_owned())
+            })),
         )
         .unwrap();
         for i in 0..5 {
@@ -324,7 +338,7 @@ mod tests {
         assert_eq!(notes.len(), 3);
         let last = Checkpoint::verify(notes.last().unwrap(), &key.public()).unwrap();
         assert_eq!(Some(notes.last().unwrap().clone()), log.latest_checkpoint());
-        let r = verify_with(&path, &key.public(), &[last.clone()]).unwrap();
+        let r = verify_with(&path, &key.public(), std::slice::from_ref(&last)).unwrap();
         assert!(r.intact());
         assert_eq!(last.size, r.entries);
     }

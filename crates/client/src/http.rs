@@ -284,6 +284,16 @@ impl Client {
         .await
     }
 
+    /// The latest signed checkpoint note of the audit log.
+    pub async fn audit_checkpoint(&self) -> Result<String> {
+        let resp = self
+            .send(self.request(Method::GET, "/v1/audit/checkpoint"))
+            .await?;
+        resp.text()
+            .await
+            .map_err(|e| Error::Server(format!("unexpected answer from the server: {e}")))
+    }
+
     /// Walk the audit chain on the server.
     pub async fn audit_verify(&self) -> Result<serde_json::Value> {
         self.json(self.request(Method::GET, "/v1/audit/verify"))

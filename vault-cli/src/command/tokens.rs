@@ -184,6 +184,16 @@ pub async fn audit(g: &Global, c: &Client, a: AuditCommand) -> Result<()> {
                     .unwrap_or_default()
             })
         }
+        AuditCommand::Checkpoint => {
+            let note = c.audit_checkpoint().await?;
+            // Byte for byte into a file; escaped on a terminal.
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print!("{}", super::terminal_safe(&note));
+            } else {
+                print!("{note}");
+            }
+            Ok(())
+        }
         AuditCommand::Verify => {
             let r = c.audit_verify().await?;
             let bad = r["first_bad"].as_array().cloned();

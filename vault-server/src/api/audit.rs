@@ -37,6 +37,32 @@ pub async fn tail(
     Ok(Json(entries))
 }
 
+/// `GET /v1/audit/checkpoint`: the latest signed checkpoint note (C2SP
+/// signed-note text), after sealing what was written so far, for an
+/// auditor to keep elsewhere and give to `vault-server audit verify`.
+pub async fn checkpoint(
+    State(v): State<AppState>,
+    p: Principal,
+) -> Result<axum::response::Response, ApiError> {
+    authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
+    let v2 = v.clone();
+    let note = blocking(move || {
+        v2.audit
+            .checkpoint()
+            .map_err(|e| ApiError::audit_unavailable(&e))?;
+        v2.audit
+            .latest_checkpoint()
+            .ok_or_else(|| ApiError::not_found("no checkpoint yet"))
+    })
+    .await?;
+    let mut r = axum::response::Response::new(axum::body::Body::from(note));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
+}
+
 pub async fn verify(State(v): State<AppState>, p: Principal) -> Result<Json<Report>, ApiError> {
     authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
     let v2 = v.clone();

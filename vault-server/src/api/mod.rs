@@ -67,6 +67,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/jobs/{id}/{decision}", post(jobs::review))
         .route("/v1/audit/tail", get(audit::tail))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/metrics", get(health::metrics))
         .route("/v1/policy/reload", post(tokens::reload_policy))
         .route("/v1/keys", get(keys::status))

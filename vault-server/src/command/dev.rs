@@ -63,5 +63,6 @@ pub fn run(a: DevArgs) -> Result<()> {
         alias_ttl: 7 * 86400,
         no_alias_renewal: false,
         segment_size: vault_crypto::DEFAULT_SEGMENT_SIZE,
+        reseal_audit: None,
     })
 }

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+mod audit;
 mod dev;
 mod fsck;
 mod init;
@@ -28,5 +29,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Dev(a) => dev::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Audit(crate::cli::AuditCommand::Verify(a)) => audit::verify(a),
     }
 }

@@ -32,6 +32,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         !a.no_alias_renewal,
         a.policies.as_deref(),
         &config,
+        a.reseal_audit.as_deref(),
     )?;
     tracing::info!("vault unsealed, key ring open");
     let rt = tokio::runtime::Builder::new_multi_thread()
