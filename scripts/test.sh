@@ -5,10 +5,19 @@
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in curl openssl; do
+for tool in curl openssl ssh-keygen python3; do
   command -v "$tool" >/dev/null || { echo "tests need \`$tool\` (apt-get install $tool)" >&2; exit 1; }
 done
 scripts/garage.sh install >/dev/null
+# securesystemslib, an independent DSSE implementation, for the interop test
+# (crates/manifest/tests/interop.rs); installed once into a cached venv.
+pyenv="$HOME/.cache/mlvault/pyenv"
+if ! "$pyenv/bin/python" -c 'import securesystemslib' 2>/dev/null; then
+  rm -rf "$pyenv"
+  python3 -m venv "$pyenv"
+  "$pyenv/bin/pip" install -q 'securesystemslib[crypto]==1.6.0'
+fi
+export MLVAULT_TEST_PYTHON="$pyenv/bin/python"
 work=$(mktemp -d)
 cleanup() { scripts/garage.sh stop "$work/garage" || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -277,6 +277,22 @@ pub struct KeygenArgs {
     /// Secret key file to create (refuses to overwrite); FILE.pub gets the public key.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// File format: mlvault's own text, PEM (PKCS#8 and SPKI, as openssl
+    /// writes) or OpenSSH (as ssh-keygen writes). Every command reads all
+    /// three, whatever this says.
+    #[arg(long, value_enum, default_value_t = KeyFormat::Mlvault)]
+    pub format: KeyFormat,
+}
+
+/// Key file formats of `keygen --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `MLVAULT-ED25519-SECRET-KEY-1` / `mlvault-ed25519` lines.
+    Mlvault,
+    /// `BEGIN PRIVATE KEY` (PKCS#8) / `BEGIN PUBLIC KEY` (SPKI).
+    Pem,
+    /// `BEGIN OPENSSH PRIVATE KEY` / `ssh-ed25519 AAAA…`.
+    Openssh,
 }
 
 #[derive(Subcommand, Debug)]

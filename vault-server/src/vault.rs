@@ -435,9 +435,6 @@ impl Vault {
         reseal_audit: Option<&str>,
     ) -> Result<Self> {
         let layout = Layout::new(dir);
-        if layout.marker().exists() {
-            check_tree_private(dir)?;
-        }
         let policy_source = policy_source(&layout, policies);
         let policy = load_policy(policy_source.as_deref()).map_err(|e| {
             fail(
@@ -463,6 +460,7 @@ impl Vault {
         }
         let unseal = unsealer(&layout, args, false)?;
         check_private(&layout.sealed_master(), "sealed master key")?;
+        check_tree_private(dir)?;
         let sealed = fs::read(layout.sealed_master())?;
         let master = unseal.unseal(&sealed)?;
         let meta = Arc::new(

@@ -1,4 +1,4 @@
-//! Every attack on the blob format named in DESIGN.md §4 fails, with a
+//! Every attack on the blob format named in docs/formats.md §2 fails, with a
 //! precise error.
 
 mod common;

@@ -53,6 +53,18 @@ fn cases() -> Vec<Case> {
             segment_size: 64,
             namespace: "team.a-b_c",
         },
+        Case {
+            name: "smallest_segments",
+            plaintext: pattern(40),
+            segment_size: 16,
+            namespace: "t",
+        },
+        Case {
+            name: "segment_4096",
+            plaintext: pattern(10_000),
+            segment_size: 4096,
+            namespace: "big",
+        },
     ]
 }
 
@@ -164,20 +176,45 @@ fn fail_cases(version: u8, vectors: &[Value]) -> Value {
     b.extend_from_slice(&blob[s(1)..]);
     add("fail_duplicated", b, "segment_auth");
     assert_eq!(h.segment_count(), 3);
+    let mut b = blob.clone();
+    b[0] = b'X';
+    add("fail_bad_magic", b, "header");
+    let mut b = blob.clone();
+    b[4] = 3;
+    add("fail_unknown_version", b, "header");
+    // The right blob opened with another DEK: the commitment refuses it.
+    out.push(json!({"name": "fail_wrong_dek", "of": "three_segments",
+        "blob": v["blob"], "dek": hex::encode([0x7f; 32]), "error": "commitment"}));
     if version == 2 {
         // The right bytes read against another digest: the final segment
         // (whose associated data is the digest) must not open.
         out.push(json!({"name": "fail_other_digest", "of": "three_segments",
             "blob": v["blob"], "sha256": hex::encode(sha256(b"other")), "error": "segment_auth"}));
-        // A digest written into the v2 header's (zero) digest field.
+        // A digest written into the v2 header's (zero) digest field, with
+        // the commitment tag recomputed over the changed header: only the
+        // rule that the field is zero refuses it.
         let mut b = blob.clone();
         b[hlen - 33] ^= 1;
+        let dek = hex::decode(v["dek"].as_str().unwrap()).unwrap();
+        let tag = commitment_tag(version, &b[..hlen - 32], &b[30..62], &dek);
+        b[hlen - 32..hlen].copy_from_slice(&tag);
         out.push(
             json!({"name": "fail_header_digest_field", "of": "three_segments",
             "blob": hex::encode(b), "error": "header"}),
         );
     }
     Value::Array(out)
+}
+
+/// The commitment tag of docs/formats.md §2.2, computed independently.
+fn commitment_tag(version: u8, body: &[u8], salt: &[u8], dek: &[u8]) -> [u8; 32] {
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(salt), dek);
+    let mut key = [0u8; 32];
+    hk.expand(format!("mlvault/v{version} commit").as_bytes(), &mut key)
+        .unwrap();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(body);
+    mac.finalize().into_bytes().into()
 }
 
 const VERSIONS: [u8; 2] = [FORMAT_V1, FORMAT_V2];
@@ -214,7 +251,7 @@ fn hx(v: &Value, k: &str) -> Vec<u8> {
     hex::decode(v[k].as_str().unwrap()).unwrap()
 }
 
-/// An independent decoder of formats v1 and v2 from DESIGN.md §4, using
+/// An independent decoder of formats v1 and v2 from docs/formats.md §2, using
 /// RustCrypto. `sha` is the digest the reader expects (v2 binds it as the
 /// final segment's associated data).
 fn independent_decrypt(blob: &[u8], dek: &[u8], sha: &[u8]) -> Result<Vec<u8>, &'static str> {
@@ -318,9 +355,12 @@ fn every_fail_vector_is_refused_by_both_implementations() {
     for version in VERSIONS {
         let all = load(version);
         let base = &all["vectors"][3];
-        let dek = hx(base, "dek");
         for f in all["fail"].as_array().unwrap() {
             let blob = hx(f, "blob");
+            let dek = match f.get("dek") {
+                Some(_) => hx(f, "dek"),
+                None => hx(base, "dek"),
+            };
             let sha = match f.get("sha256") {
                 Some(_) => hx(f, "sha256"),
                 None => sha256(&hx(base, "plaintext")).to_vec(),

@@ -10,9 +10,10 @@ use crate::{Error, Result};
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
 /// A DSSE envelope: base64 payload, its type, and signatures over
-/// `PAE(payloadType, payload)`.
+/// `PAE(payloadType, payload)`. Read as DSSE requires of a verifier:
+/// unknown fields are ignored, both base64 alphabets are accepted (with or
+/// without padding), and a signature's `keyid` is only a hint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// Standard base64 of the serialized statement.
     pub payload: String,
@@ -25,9 +26,10 @@ pub struct Envelope {
 
 /// One DSSE signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Signature {
-    /// Key id: `ed25519:` and the hex SHA-256 of the public key.
+    /// Key id: `ed25519:` and the hex SHA-256 of the public key (written
+    /// always; optional, and any text, in envelopes made by other tools).
+    #[serde(default)]
     pub keyid: String,
     /// Standard base64 of the signature.
     pub sig: String,
@@ -54,9 +56,7 @@ impl Envelope {
 
     /// The decoded payload bytes.
     pub fn payload_bytes(&self) -> Result<Vec<u8>> {
-        STANDARD
-            .decode(&self.payload)
-            .map_err(|_| Error::Malformed("payload is not base64".into()))
+        decode_base64(&self.payload).ok_or_else(|| Error::Malformed("payload is not base64".into()))
     }
 
     /// DSSE pre-authentication encoding: what signatures sign.
@@ -80,6 +80,15 @@ impl Envelope {
             signatures: Vec::new(),
         }
     }
+}
+
+/// Base64 in either alphabet of RFC 4648 (standard or URL-safe), padded
+/// or not, as DSSE allows.
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s.trim()).ok())
 }
 
 /// `sha256:<hex>` of some bytes: the digest of an envelope's exact text.

@@ -14,9 +14,10 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// Predicate type of an mlvault manifest (format version 1).
 pub const PREDICATE_TYPE: &str = "https://mlvault.dev/manifest/v1";
 
-/// An in-toto Statement v1 whose predicate is a [`Predicate`].
+/// An in-toto Statement v1 whose predicate is a [`Predicate`]. Fields
+/// in-toto may add (a subject's `annotations`, `uri`, …) are ignored, as
+/// the specification asks of consumers; they are signed all the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Statement {
     /// Always [`STATEMENT_TYPE`].
     #[serde(rename = "_type")]
@@ -32,7 +33,6 @@ pub struct Statement {
 
 /// An in-toto subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Subject {
     /// File path.
     pub name: String,

@@ -53,8 +53,37 @@ impl SecretKey {
         ))
     }
 
-    /// Parse a key file written by [`SecretKey::to_file_text`].
+    /// Parse a signing key file: mlvault's own text ([`SecretKey::to_file_text`]),
+    /// PKCS#8 PEM (`BEGIN PRIVATE KEY`, as `openssl genpkey -algorithm
+    /// ed25519` writes) or an unencrypted OpenSSH key (`BEGIN OPENSSH
+    /// PRIVATE KEY`, as `ssh-keygen -t ed25519 -N ''` writes).
     pub fn from_file_text(text: &str) -> Result<Self> {
+        if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+            let k = ssh_key::PrivateKey::from_openssh(text.trim())
+                .map_err(|e| Error::Key(format!("OpenSSH private key: {e}")))?;
+            if k.is_encrypted() {
+                return Err(Error::Key(
+                    "the OpenSSH key is encrypted; give a copy without a passphrase (`ssh-keygen -p -N '' -f COPY`)".into(),
+                ));
+            }
+            let pair = k
+                .key_data()
+                .ed25519()
+                .ok_or_else(|| Error::Key("the OpenSSH key is not an ed25519 key".into()))?;
+            let key = Self(SigningKey::from_bytes(&pair.private.to_bytes()));
+            if key.public().to_bytes() != pair.public.0 {
+                return Err(Error::Key(
+                    "the OpenSSH key's public half does not match its private half".into(),
+                ));
+            }
+            return Ok(key);
+        }
+        if text.contains("-----BEGIN PRIVATE KEY-----") {
+            use ed25519_dalek::pkcs8::DecodePrivateKey;
+            return SigningKey::from_pkcs8_pem(text.trim())
+                .map(Self)
+                .map_err(|e| Error::Key(format!("PKCS#8 ed25519 private key: {e}")));
+        }
         let b64 = text
             .lines()
             .find_map(|l| l.trim().strip_prefix(SECRET_TAG))
@@ -68,6 +97,31 @@ impl SecretKey {
             .try_into()
             .map_err(|_| Error::Key("signing key must be 32 bytes".into()))?;
         Ok(Self(SigningKey::from_bytes(bytes)))
+    }
+
+    /// The key as PKCS#8 v1 PEM (the seed alone, as `openssl genpkey`
+    /// writes it; OpenSSL 3 does not read the v2 form with the public key).
+    /// Keep it mode 0600.
+    pub fn to_pem(&self) -> Result<Zeroizing<String>> {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, KeypairBytes};
+        KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|s| Zeroizing::new(s.to_string()))
+        .map_err(|e| Error::Key(format!("cannot encode the key as PEM: {e}")))
+    }
+
+    /// The key as an unencrypted OpenSSH private key (keep it mode 0600).
+    pub fn to_openssh(&self) -> Result<Zeroizing<String>> {
+        let pair = ssh_key::private::Ed25519Keypair {
+            public: ssh_key::public::Ed25519PublicKey(self.public().to_bytes()),
+            private: ssh_key::private::Ed25519PrivateKey::from_bytes(&self.0.to_bytes()),
+        };
+        ssh_key::PrivateKey::new(pair.into(), self.public().keyid())
+            .and_then(|k| k.to_openssh(ssh_key::LineEnding::LF))
+            .map_err(|e| Error::Key(format!("cannot encode the key for OpenSSH: {e}")))
     }
 
     /// Raw secret bytes (for sealing under the master key).
@@ -102,9 +156,48 @@ impl PublicKey {
         )
     }
 
-    /// Parse a public key file (`mlvault-ed25519 <base64> [comment]`).
-    /// Small-order and non-canonical keys are refused.
+    /// The key as SPKI PEM (`BEGIN PUBLIC KEY`).
+    pub fn to_pem(&self) -> Result<String> {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+        self.0
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| Error::Key(format!("cannot encode the key as PEM: {e}")))
+    }
+
+    /// The key as an OpenSSH public key line (`ssh-ed25519 AAAA… keyid`).
+    pub fn to_openssh(&self) -> Result<String> {
+        let data =
+            ssh_key::public::KeyData::Ed25519(ssh_key::public::Ed25519PublicKey(self.to_bytes()));
+        ssh_key::PublicKey::new(data, self.keyid())
+            .to_openssh()
+            .map(|l| l + "\n")
+            .map_err(|e| Error::Key(format!("cannot encode the key for OpenSSH: {e}")))
+    }
+
+    /// Parse a public key file: mlvault's own text (`mlvault-ed25519
+    /// <base64> [comment]`), SPKI PEM (`BEGIN PUBLIC KEY`) or an OpenSSH
+    /// line (`ssh-ed25519 AAAA… [comment]`). Small-order and non-canonical
+    /// keys are refused.
     pub fn from_file_text(text: &str) -> Result<Self> {
+        if text.contains("-----BEGIN PUBLIC KEY-----") {
+            use ed25519_dalek::pkcs8::DecodePublicKey;
+            let vk = VerifyingKey::from_public_key_pem(text.trim())
+                .map_err(|e| Error::Key(format!("SPKI ed25519 public key: {e}")))?;
+            return Self::checked(vk.to_bytes());
+        }
+        if let Some(line) = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("ssh-ed25519 "))
+        {
+            let k = ssh_key::PublicKey::from_openssh(line)
+                .map_err(|e| Error::Key(format!("OpenSSH public key: {e}")))?;
+            let raw = k
+                .key_data()
+                .ed25519()
+                .ok_or_else(|| Error::Key("the OpenSSH key is not an ed25519 key".into()))?;
+            return Self::checked(raw.0);
+        }
         let line = text
             .lines()
             .map(str::trim)
@@ -120,6 +213,12 @@ impl PublicKey {
         let bytes: [u8; 32] = raw
             .try_into()
             .map_err(|_| Error::Key("public key must be 32 bytes".into()))?;
+        Self::checked(bytes)
+    }
+
+    /// A public key from its 32 bytes; small-order and non-canonical
+    /// points are refused.
+    fn checked(bytes: [u8; 32]) -> Result<Self> {
         let vk = VerifyingKey::from_bytes(&bytes)
             .map_err(|_| Error::Key("public key is not a valid ed25519 point".into()))?;
         if vk.is_weak() {
@@ -151,7 +250,12 @@ impl Envelope {
     }
 
     /// Verify that at least one signature is a valid signature by one of the
-    /// `trusted` keys. Returns that key's id.
+    /// `trusted` keys. Returns that key's id (`ed25519:<hex>`).
+    ///
+    /// A signature whose `keyid` names a trusted key must verify with it; a
+    /// signature without a `keyid`, or with one of another tool's scheme,
+    /// is tried against every trusted key, as DSSE says a keyid is only a
+    /// hint.
     pub fn verify_any(&self, trusted: &[PublicKey]) -> Result<String> {
         if self.signatures.is_empty() {
             return Err(Error::Signature("manifest is not signed".into()));
@@ -159,18 +263,24 @@ impl Envelope {
         let pae = self.pae()?;
         let mut seen = Vec::new();
         for s in &self.signatures {
-            let Some(key) = trusted.iter().find(|k| k.keyid() == s.keyid) else {
-                seen.push(s.keyid.clone());
-                continue;
-            };
-            let sig = STANDARD.decode(&s.sig).unwrap_or_default();
-            if key.verify_bytes(&pae, &sig) {
-                return Ok(s.keyid.clone());
+            let sig = crate::envelope::decode_base64(&s.sig).unwrap_or_default();
+            if let Some(key) = trusted.iter().find(|k| k.keyid() == s.keyid) {
+                if key.verify_bytes(&pae, &sig) {
+                    return Ok(key.keyid());
+                }
+                return Err(Error::Signature(format!(
+                    "signature by `{}` does not verify (tampered manifest or forged signature)",
+                    s.keyid
+                )));
             }
-            return Err(Error::Signature(format!(
-                "signature by `{}` does not verify (tampered manifest or forged signature)",
-                s.keyid
-            )));
+            if let Some(key) = trusted.iter().find(|k| k.verify_bytes(&pae, &sig)) {
+                return Ok(key.keyid());
+            }
+            seen.push(if s.keyid.is_empty() {
+                "(no keyid)".to_owned()
+            } else {
+                s.keyid.clone()
+            });
         }
         Err(Error::Signature(format!(
             "manifest is signed only by untrusted key(s): {}",

@@ -9,7 +9,7 @@ use vault_client::Client;
 use vault_manifest::SecretKey;
 
 use super::{output, parse_ref, usage};
-use crate::cli::{AliasArgs, Global, KeygenArgs, PublisherCommand};
+use crate::cli::{AliasArgs, Global, KeyFormat, KeygenArgs, PublisherCommand};
 
 pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     let text = std::fs::read_to_string(path)
@@ -43,10 +43,14 @@ pub fn keygen(g: &Global, a: KeygenArgs) -> Result<()> {
                 a.out.display()
             ))
         })?;
-    f.write_all(key.to_file_text().as_bytes())?;
+    let (secret, public) = match a.format {
+        KeyFormat::Mlvault => (key.to_file_text(), key.public().to_file_text()),
+        KeyFormat::Pem => (key.to_pem()?, key.public().to_pem()?),
+        KeyFormat::Openssh => (key.to_openssh()?, key.public().to_openssh()?),
+    };
+    f.write_all(secret.as_bytes())?;
     f.sync_all()?;
-    std::fs::write(&pubp, key.public().to_file_text())
-        .with_context(|| format!("cannot write `{}`", pubp.display()))?;
+    std::fs::write(&pubp, public).with_context(|| format!("cannot write `{}`", pubp.display()))?;
     let keyid = key.public().keyid();
     let json = serde_json::json!({"secret_key": a.out, "public_key": pubp, "keyid": keyid});
     output(g, &json, || {
