@@ -1,6 +1,8 @@
-//! The entry format. One JSON object per line; `hash` is the SHA-256 of
-//! `prev ‖ "\n" ‖ body`, where `body` is the entry's JSON without `hash`
-//! and `sig` (fields in declaration order). A format constant.
+//! The entry format (docs/formats.md §6). One JSON object per line; `hash`
+//! is the hex SHA-256 of `prev ‖ "\n" ‖ body`, where `body` is the entry's
+//! compact JSON with `hash` set to `""` and without `sig` and `keyid`
+//! (fields in declaration order, empty optional fields left out). A format
+//! constant.
 
 use serde::{Deserialize, Serialize};
 

@@ -56,7 +56,10 @@ fn securesystemslib_envelopes_verify_here_and_ours_verify_there() {
     let theirs =
         PublicKey::from_file_text(&std::fs::read_to_string(d.join("key.pub.pem")).unwrap())
             .unwrap();
-    assert_eq!(env.verify_any(std::slice::from_ref(&theirs)).unwrap(), theirs.keyid());
+    assert_eq!(
+        env.verify_any(std::slice::from_ref(&theirs)).unwrap(),
+        theirs.keyid()
+    );
     assert_eq!(env.payload_bytes().unwrap(), STATEMENT.as_bytes());
     // Another key is still refused, and so is a changed payload.
     let other = SecretKey::generate().unwrap();
