@@ -4917,6 +4917,44 @@ mod terminal {
         );
     }
 
+    /// `vault-cli … | head` ends quietly when the reader goes away, as
+    /// Unix tools do; `ns/name:latest` is the newest version, as docker
+    /// users expect, and no alias may take that name.
+    #[test]
+    fn a_closed_pipe_ends_the_cli_quietly_and_latest_means_the_newest() {
+        let s = Server::start();
+        for i in 0..2 {
+            s.push_dataset(
+                &s.token,
+                "t/m",
+                "a.csv",
+                format!("a\n{i}\n").as_bytes(),
+                &[],
+            );
+        }
+        let shown = json(&ok(s.cli().args(["--json", "show", "t/m:latest"])));
+        assert_eq!(shown["ref"], "t/m:2", "{shown}");
+        let out = run(s.cli().args(["alias", "t/m:1", "latest"]));
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("`latest` is reserved"));
+
+        let cli = s.cli();
+        let mut sh = std::process::Command::new("bash");
+        sh.arg("-c")
+            .arg(r#"set -o pipefail; "$0" --json ls | head -c 0"#)
+            .arg(bin("vault-cli"));
+        for (k, v) in cli.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        let out = run(&mut sh);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+
     #[test]
     fn a_token_on_the_command_line_is_warned_about() {
         let s = Server::start();

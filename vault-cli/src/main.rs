@@ -2,6 +2,17 @@
 //! result of `run` into the exit codes documented in docs/cli.md.
 #![forbid(unsafe_code)]
 
+/// `println!` that ends the process quietly when stdout is a closed pipe
+/// (`vault-cli ls | head`), as Unix tools do, instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::stdout_write(format_args!($($t)*), true) };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::stdout_write(format_args!($($t)*), false) };
+}
+
 mod cli;
 mod command;
 
@@ -33,6 +44,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vault-cli: {}", command::terminal_safe(&format!("{e:#}")));
             ExitCode::from(command::exit_code(&e))
+        }
+    }
+}
+
+/// Write to stdout; exit 0 at once if the reader has gone (a closed pipe),
+/// exit 1 saying why for any other write error (a full disk).
+pub fn stdout_write(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("vault-cli: cannot write to standard output: {e}");
+            std::process::exit(1);
         }
     }
 }

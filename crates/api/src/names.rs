@@ -140,6 +140,8 @@ impl FromStr for Reference {
         }
         let (name, selector) = match s.rsplit_once(':') {
             None => (s, Selector::Latest),
+            // As docker users expect: the newest (released) version.
+            Some((name, LATEST)) => (name, Selector::Latest),
             Some((name, tag)) if !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_digit()) => {
                 let v: u64 = tag
                     .parse()
@@ -173,14 +175,27 @@ impl fmt::Display for Reference {
     }
 }
 
-/// True if `a` is a valid alias name.
+/// The tag that means the newest version (`ns/name:latest`); no alias may
+/// take this name.
+pub const LATEST: &str = "latest";
+
+/// True if `a` is a valid alias name (`latest` is reserved).
 pub fn is_valid_alias(a: &str) -> bool {
-    valid_alias(a)
+    valid_alias(a) && a != LATEST
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latest_is_the_newest_version_and_no_alias() {
+        let r: Reference = "fraud/m:latest".parse().unwrap();
+        assert_eq!(r.selector, Selector::Latest);
+        assert_eq!(r, "fraud/m".parse().unwrap());
+        assert!(!is_valid_alias("latest"));
+        assert!(is_valid_alias("latest-rc"));
+    }
 
     #[test]
     fn names() {

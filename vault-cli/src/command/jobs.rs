@@ -141,9 +141,9 @@ pub async fn anonymize(g: &Global, c: &Client, a: AnonymizeArgs) -> Result<()> {
     let id = job["id"].as_str().unwrap_or("").to_owned();
     if !a.wait {
         if g.json {
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            outln!("{}", serde_json::to_string_pretty(&job)?);
         } else {
-            println!("{id}");
+            outln!("{id}");
         }
         return Ok(());
     }

@@ -72,9 +72,9 @@ pub fn output<T: serde::Serialize>(
     human: impl FnOnce() -> String,
 ) -> Result<()> {
     if g.json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
     } else if !g.quiet {
-        println!("{}", human::terminal_safe(&human()));
+        outln!("{}", human::terminal_safe(&human()));
     }
     Ok(())
 }

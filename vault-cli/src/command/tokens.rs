@@ -27,9 +27,9 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
                 .await?;
             // The token itself goes to stdout alone, so scripts can capture it.
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&created)?);
+                outln!("{}", serde_json::to_string_pretty(&created)?);
             } else {
-                println!("{}", created.token);
+                outln!("{}", created.token);
                 if !g.quiet {
                     eprintln!(
                         "created {} for `{}` (role {}, namespaces [{}]); it is shown only now",
@@ -121,7 +121,7 @@ pub fn policy_check(g: &Global, dir: &Path) -> Result<()> {
                 })).collect::<Vec<_>>(),
             });
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 for d in &diags {
                     eprintln!("{}", d);
@@ -188,9 +188,9 @@ pub async fn audit(g: &Global, c: &Client, a: AuditCommand) -> Result<()> {
             let note = c.audit_checkpoint().await?;
             // Byte for byte into a file; escaped on a terminal.
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                print!("{}", super::terminal_safe(&note));
+                out!("{}", super::terminal_safe(&note));
             } else {
-                print!("{note}");
+                out!("{note}");
             }
             Ok(())
         }

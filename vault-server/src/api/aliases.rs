@@ -81,7 +81,7 @@ pub async fn set(
     }
     if !vault_api::is_valid_alias(&req.alias) {
         return Err(ApiError::bad_request(format!(
-            "`{}` is not a valid alias (lowercase letter first, then letters, digits, `.`, `_`, `-`)",
+            "`{}` is not a valid alias (lowercase letter first, then letters, digits, `.`, `_`, `-`; `latest` is reserved for the newest version)",
             req.alias
         )));
     }
