@@ -75,6 +75,11 @@ start_vault() {
     >"$work/$name.out" 2>"$work/$name.log" &
   started_pid=$!
   for _ in $(seq 100); do grep -q listening "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  if ! grep -q listening "$work/$name.out" 2>/dev/null; then
+    echo "bench: server $name did not start in 10 s; its log:" >&2
+    tail -20 "$work/$name.log" >&2
+    exit 1
+  fi
   sed -n 's/^listening on //p' "$work/$name.out" >"$work/$name.addr"
 }
 server_config=()

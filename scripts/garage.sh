@@ -56,10 +56,16 @@ TOML
   local g=("$BIN" -c "$dir/garage.toml")
   "${g[@]}" server >>"$dir/garage.log" 2>&1 &
   echo $! >"$dir/pid"
+  local up=""
   for _ in $(seq 1 100); do
-    "${g[@]}" status >/dev/null 2>&1 && break
+    "${g[@]}" status >/dev/null 2>&1 && up=1 && break
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    echo "garage did not start in 10 s; its log:" >&2
+    tail -20 "$dir/garage.log" >&2
+    exit 1
+  fi
   if [ ! -f "$dir/env" ]; then
     local node
     node=$("${g[@]}" node id -q | cut -d@ -f1)
@@ -80,10 +86,16 @@ export AWS_SECRET_ACCESS_KEY=$secret
 ENV
   fi
   # Ready when the S3 API answers.
+  up=""
   for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && up=1 && break
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    echo "garage's S3 API did not answer on port $port in 10 s; its log:" >&2
+    tail -20 "$dir/garage.log" >&2
+    exit 1
+  fi
   echo "$dir/env"
 }
 

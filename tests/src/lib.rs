@@ -736,3 +736,14 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
         carry = window[window.len().saturating_sub(needle.len() - 1)..].to_vec();
     }
 }
+
+/// A check this environment cannot run: the test fails, naming what is
+/// missing, unless the environment variable `switch` is set to say that
+/// skipping it is intended (then it returns and the caller skips).
+pub fn cannot_check(why: &str, switch: &str) {
+    if std::env::var_os(switch).is_some() {
+        eprintln!("skipped ({switch} is set): {why}");
+        return;
+    }
+    panic!("cannot run this check here: {why}. Set {switch}=1 to skip it on purpose.");
+}

@@ -2058,8 +2058,9 @@ mod transfer {
                 resident.push(resident_bytes(&blob));
             }
             if resident.contains(&None) || !local_disk {
-                eprintln!(
-                    "skipped the page-cache check: no fincore, or {fs_type} takes no direct I/O"
+                cannot_check(
+                    &format!("the page-cache check needs `fincore` and a file system that takes direct I/O ({fs_type} here)"),
+                    "MLVAULT_SKIP_PAGE_CACHE",
                 );
                 continue;
             }
@@ -2106,11 +2107,17 @@ mod transfer {
                 "{name}"
             );
             let Some(res) = res else {
-                eprintln!("skipped the page-cache check: no fincore here");
+                cannot_check(
+                    "the page-cache check needs `fincore` (util-linux)",
+                    "MLVAULT_SKIP_PAGE_CACHE",
+                );
                 continue;
             };
             if !local_disk {
-                eprintln!("skipped the page-cache check: {fs} takes no direct I/O");
+                cannot_check(
+                    &format!("the page-cache check needs a file system that takes direct I/O ({fs} here)"),
+                    "MLVAULT_SKIP_PAGE_CACHE",
+                );
                 continue;
             }
             if extra.contains(&"--direct-io") {
@@ -3496,7 +3503,10 @@ mod reliability {
         s.terminate();
         let blobs = s.data_dir.join("blobs");
         let Some(_tmpfs) = Tmpfs::over(&blobs, "24m") else {
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            cannot_check(
+                "a full disk is made with a small tmpfs, which needs root",
+                "MLVAULT_SKIP_ROOT",
+            );
             return;
         };
         s.restart();
@@ -3541,7 +3551,10 @@ mod reliability {
         let dest = s.tmp.path().join("dest");
         fs::create_dir(&dest).unwrap();
         let Some(_tmpfs) = Tmpfs::over(&dest, "16m") else {
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            cannot_check(
+                "a full disk is made with a small tmpfs, which needs root",
+                "MLVAULT_SKIP_ROOT",
+            );
             return;
         };
         for mode in [&[][..], &["--no-cache"][..]] {
