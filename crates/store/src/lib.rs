@@ -11,6 +11,7 @@ mod blobs;
 mod direct;
 mod error;
 mod meta;
+pub mod meta_conformance;
 mod records;
 mod redb_meta;
 
