@@ -1,23 +1,12 @@
 //! `vault-server`: the mlvault HTTP server. `main` only parses arguments and
-//! turns the command's result into an exit code; the work is in `command/`.
+//! turns the command's result into an exit code; the work is in the
+//! `vault_server` library.
 #![forbid(unsafe_code)]
-
-mod api;
-mod cli;
-mod command;
-mod config;
-mod conn;
-mod exit;
-mod guard;
-mod jobs;
-mod metrics_setup;
-mod storage;
-mod tokens;
-mod vault;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use vault_server::{cli, command, exit};
 
 fn main() -> ExitCode {
     // Two malloc arenas instead of glibc's default of eight per core: pulls

@@ -289,6 +289,8 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
     fs::create_dir_all(layout.blobs())?;
     let marker = serde_json::json!({"mlvault": 1, "created": vault_store::now()});
     fs::write(layout.marker(), marker.to_string())?;
+    // Private whatever the process umask (a library caller's may be 022).
+    close_to_others(dir)?;
     Ok(secret)
 }
 
@@ -611,4 +613,27 @@ impl Vault {
             Ok(())
         })
     }
+}
+
+/// `chmod -R go-rwx DIR`: what `init` (and `dev`, for a vault an earlier
+/// release made) does to the data directory it made.
+pub fn close_to_others(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m =
+            fs::symlink_metadata(&p).with_context(|| format!("cannot stat `{}`", p.display()))?;
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o7700;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod `{}`", p.display()))?;
+        if m.is_dir() {
+            for e in fs::read_dir(&p).with_context(|| format!("cannot list `{}`", p.display()))? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
 }

@@ -26,7 +26,7 @@ pub fn run(a: DevArgs) -> Result<()> {
     } else if vault::check_tree_private(&a.data_dir).is_err() {
         // A dev vault made by an earlier release (before data directories
         // were created private): dev made it, so dev closes it.
-        close_to_others(&a.data_dir)?;
+        vault::close_to_others(&a.data_dir)?;
         eprintln!(
             "closed `{}` to group and others (it was made by an earlier release)",
             a.data_dir.display()
@@ -73,26 +73,4 @@ pub fn run(a: DevArgs) -> Result<()> {
         segment_size: vault_crypto::DEFAULT_SEGMENT_SIZE,
         reseal_audit: None,
     })
-}
-
-/// `chmod -R go-rwx DIR`.
-fn close_to_others(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m =
-            fs::symlink_metadata(&p).with_context(|| format!("cannot stat `{}`", p.display()))?;
-        if m.file_type().is_symlink() {
-            continue;
-        }
-        let mode = m.permissions().mode() & 0o7700;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot chmod `{}`", p.display()))?;
-        if m.is_dir() {
-            for e in fs::read_dir(&p).with_context(|| format!("cannot list `{}`", p.display()))? {
-                stack.push(e?.path());
-            }
-        }
-    }
-    Ok(())
 }
