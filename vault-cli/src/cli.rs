@@ -94,7 +94,8 @@ pub enum Command {
     /// Create, list and revoke bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Check a policy folder offline, or make the server reload its own.
+    /// Make the server reload its policy folder (`vault-server policy check`
+    /// validates one offline).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Read and verify the tamper-evident audit log.
@@ -250,11 +251,6 @@ pub enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// Validate DIR (schema.cedarschema + *.cedar) offline; prints file:line diagnostics.
-    Check {
-        /// Policy folder.
-        dir: PathBuf,
-    },
     /// Make the server reload its policy folder (an invalid set is refused
     /// and the running one stays).
     Reload,

@@ -32,6 +32,22 @@ pub enum Command {
     /// Work with a copy of the audit log, without a running server.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check a policy folder offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate DIR (schema.cedarschema + *.cedar) against the schema, as
+    /// `run` and a reload would; prints file:line diagnostics. Exit 0 valid, 1 not.
+    Check {
+        /// Policy folder.
+        dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -91,9 +91,6 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Verify(a) => read::verify(&g, &cfg, a),
             Command::Cache(a) => read::cache(&g, a),
             Command::Keygen(a) => sign::keygen(&g, a),
-            Command::Policy(crate::cli::PolicyCommand::Check { dir }) => {
-                tokens::policy_check(&g, &dir)
-            }
             cmd => {
                 let c = client(&g)?;
                 match cmd {

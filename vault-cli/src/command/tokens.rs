@@ -1,7 +1,4 @@
 //! token and policy commands.
-
-use std::path::Path;
-
 use anyhow::Result;
 use vault_api::TokenRequest;
 use vault_client::Client;
@@ -98,46 +95,6 @@ pub async fn token(g: &Global, c: &Client, t: TokenCommand) -> Result<()> {
             let json = serde_json::json!({"id": id, "revoked": true});
             output(g, &json, || format!("revoked {id}"))
         }
-    }
-}
-
-pub fn policy_check(g: &Global, dir: &Path) -> Result<()> {
-    match vault_policy::PolicyEngine::load_dir(dir) {
-        Ok(e) => {
-            let json = serde_json::json!({"valid": true, "policies": e.len(), "dir": dir});
-            output(g, &json, || {
-                format!(
-                    "{}: {} policies, valid against the schema",
-                    dir.display(),
-                    e.len()
-                )
-            })
-        }
-        Err(vault_policy::Error::Invalid(diags)) => {
-            let json = serde_json::json!({
-                "valid": false,
-                "diagnostics": diags.iter().map(|d| serde_json::json!({
-                    "file": d.file, "line": d.line, "column": d.column, "message": d.message,
-                })).collect::<Vec<_>>(),
-            });
-            if g.json {
-                outln!("{}", serde_json::to_string_pretty(&json)?);
-            } else {
-                for d in &diags {
-                    eprintln!("{}", d);
-                }
-            }
-            Err(Exit {
-                code: 1,
-                message: format!(
-                    "{}: {} problem(s); policies not valid",
-                    dir.display(),
-                    diags.len()
-                ),
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

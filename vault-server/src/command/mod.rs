@@ -4,6 +4,7 @@ mod audit;
 mod dev;
 mod fsck;
 mod init;
+mod policy;
 mod run;
 
 use anyhow::Result;
@@ -30,5 +31,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Dev(a) => dev::run(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Audit(crate::cli::AuditCommand::Verify(a)) => audit::verify(a),
+        Command::Policy(crate::cli::PolicyCommand::Check { dir, json }) => {
+            policy::check(&dir, json)
+        }
     }
 }

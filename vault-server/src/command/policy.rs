@@ -1,0 +1,51 @@
+//! `vault-server policy check DIR`: validate a policy folder offline, as
+//! `run` and a reload would. (The policy engine stays out of `vault-cli`,
+//! which deploy jobs install.)
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::exit::fail;
+
+pub fn check(dir: &Path, json: bool) -> Result<()> {
+    match vault_policy::PolicyEngine::load_dir(dir) {
+        Ok(e) => {
+            if json {
+                let v = serde_json::json!({"valid": true, "policies": e.len(), "dir": dir});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}: {} policies, valid against the schema",
+                    dir.display(),
+                    e.len()
+                );
+            }
+            Ok(())
+        }
+        Err(vault_policy::Error::Invalid(diags)) => {
+            if json {
+                let v = serde_json::json!({
+                    "valid": false,
+                    "diagnostics": diags.iter().map(|d| serde_json::json!({
+                        "file": d.file, "line": d.line, "column": d.column, "message": d.message,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+            }
+            Err(fail(
+                1,
+                format!(
+                    "{}: {} problem(s); policies not valid",
+                    dir.display(),
+                    diags.len()
+                ),
+            ))
+        }
+        Err(e) => Err(fail(1, e.to_string())),
+    }
+}
