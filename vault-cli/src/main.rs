@@ -59,10 +59,12 @@ pub fn stdout_write(args: std::fmt::Arguments<'_>, newline: bool) {
         .and_then(|()| o.flush());
     match r {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(i32::from(vault_api::ExitStatus::Ok.code()))
+        }
         Err(e) => {
             eprintln!("vault-cli: cannot write to standard output: {e}");
-            std::process::exit(1);
+            std::process::exit(i32::from(vault_api::ExitStatus::Failure.code()));
         }
     }
 }

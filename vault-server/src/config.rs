@@ -33,7 +33,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use vault_store::LocalReads;
 
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -402,14 +402,18 @@ impl ServerConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config `{}`", path.display()))?;
-        let c: ServerConfig = toml::from_str(&text)
-            .map_err(|e| fail(2, format!("config `{}`: {e}", path.display())))?;
+        let c: ServerConfig = toml::from_str(&text).map_err(|e| {
+            fail(
+                ExitStatus::Usage,
+                format!("config `{}`: {e}", path.display()),
+            )
+        })?;
         for (role, l) in std::iter::once(("default", &c.limits.default))
             .chain(c.limits.roles.iter().map(|(r, l)| (r.as_str(), l)))
         {
             if l.requests_per_minute == 0 || l.burst == 0 {
                 return Err(fail(
-                    2,
+                    ExitStatus::Usage,
                     format!(
                         "config `{}`: limits of `{role}` must be positive",
                         path.display()
@@ -420,7 +424,7 @@ impl ServerConfig {
         let h = &c.http;
         let bad = |what: &str| {
             Err(fail(
-                2,
+                ExitStatus::Usage,
                 format!("config `{}`: [http] {what}", path.display()),
             ))
         };

@@ -1,16 +1,18 @@
 //! Exit codes of docs/cli.md, shared by both binaries' contracts.
 
-/// A failure with a documented exit code.
+pub use vault_api::ExitStatus;
+
+/// A failure with a documented exit status.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Exit {
-    pub code: u8,
+    pub status: ExitStatus,
     pub message: String,
 }
 
-pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+pub fn fail(status: ExitStatus, message: impl Into<String>) -> anyhow::Error {
     Exit {
-        code,
+        status,
         message: message.into(),
     }
     .into()
@@ -18,6 +20,7 @@ pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
 
 pub fn code_for(e: &anyhow::Error) -> u8 {
     e.chain()
-        .find_map(|c| c.downcast_ref::<Exit>().map(|x| x.code))
-        .unwrap_or(1)
+        .find_map(|c| c.downcast_ref::<Exit>().map(|x| x.status))
+        .unwrap_or(ExitStatus::Failure)
+        .code()
 }

@@ -12,7 +12,7 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use vault_store::BlobStore;
 
 use crate::config::{Backend, StorageConfig};
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 
 /// Client timeouts and retries: a store that is down fails requests in
 /// seconds (exit code 7 for clients), not minutes.
@@ -63,10 +63,12 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
                 .with_client_options(opts)
                 .with_retry(retry)
                 .with_virtual_hosted_style_request(false);
-            let bucket = cfg
-                .bucket
-                .as_deref()
-                .ok_or_else(|| fail(2, "[storage] backend = \"s3\" needs `bucket`"))?;
+            let bucket = cfg.bucket.as_deref().ok_or_else(|| {
+                fail(
+                    ExitStatus::Usage,
+                    "[storage] backend = \"s3\" needs `bucket`",
+                )
+            })?;
             b = b.with_bucket_name(bucket);
             if let Some(e) = &cfg.endpoint {
                 b = b.with_endpoint(e);
@@ -82,22 +84,24 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
             }
             let s3 = b
                 .build()
-                .map_err(|e| fail(2, format!("S3 backend configuration: {e}")))?;
+                .map_err(|e| fail(ExitStatus::Usage, format!("S3 backend configuration: {e}")))?;
             Ok(Arc::new(s3))
         }
         #[cfg(feature = "gcp")]
         Backend::Gcs => {
             let (opts, retry) = client_options(cfg);
-            let bucket = cfg
-                .bucket
-                .as_deref()
-                .ok_or_else(|| fail(2, "[storage] backend = \"gcs\" needs `bucket`"))?;
+            let bucket = cfg.bucket.as_deref().ok_or_else(|| {
+                fail(
+                    ExitStatus::Usage,
+                    "[storage] backend = \"gcs\" needs `bucket`",
+                )
+            })?;
             let g = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_client_options(opts)
                 .with_retry(retry)
                 .with_bucket_name(bucket)
                 .build()
-                .map_err(|e| fail(2, format!("GCS backend configuration: {e}")))?;
+                .map_err(|e| fail(ExitStatus::Usage, format!("GCS backend configuration: {e}")))?;
             Ok(Arc::new(g))
         }
         #[cfg(feature = "azure")]
@@ -105,7 +109,7 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
             let (opts, retry) = client_options(cfg);
             let container = cfg.bucket.as_deref().ok_or_else(|| {
                 fail(
-                    2,
+                    ExitStatus::Usage,
                     "[storage] backend = \"azure\" needs `bucket` (the container)",
                 )
             })?;
@@ -114,12 +118,17 @@ pub fn build(cfg: &StorageConfig, blobs_dir: &Path) -> Result<Arc<dyn ObjectStor
                 .with_retry(retry)
                 .with_container_name(container)
                 .build()
-                .map_err(|e| fail(2, format!("Azure backend configuration: {e}")))?;
+                .map_err(|e| {
+                    fail(
+                        ExitStatus::Usage,
+                        format!("Azure backend configuration: {e}"),
+                    )
+                })?;
             Ok(Arc::new(a))
         }
         #[allow(unreachable_patterns)]
         _ => Err(fail(
-            2,
+            ExitStatus::Usage,
             "this backend needs a vault-server built with its cargo feature (gcp, azure)",
         )),
     }

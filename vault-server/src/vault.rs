@@ -19,7 +19,7 @@ use crate::guard::{ExfilDetector, RateLimits};
 use vault_store::{BlobStore, KeyringRecord, MetaStore, RedbMeta, TokenRecord};
 
 use crate::cli::UnsealArgs;
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 use crate::tokens;
 
 /// Files inside a data directory.
@@ -106,8 +106,7 @@ fn check_mode(path: &Path) -> Result<()> {
         .mode()
         & 0o777;
     if mode & 0o077 != 0 {
-        return Err(fail(
-            2,
+        return Err(fail(ExitStatus::Usage,
             format!(
                 "`{}` is readable or writable by group or others (mode {mode:o}): every local user could read or change the vault's metadata, audit log or keys. Run `chmod -R go-rwx {}`",
                 path.display(),
@@ -137,7 +136,7 @@ fn passphrase(var: &str) -> Result<String> {
     match std::env::var(var) {
         Ok(p) if !p.is_empty() => Ok(p),
         _ => Err(fail(
-            2,
+            ExitStatus::Usage,
             format!("environment variable `{var}` (--passphrase-env) is not set or empty"),
         )),
     }
@@ -247,7 +246,7 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
             .is_some();
         if non_empty {
             return Err(fail(
-                2,
+                ExitStatus::Usage,
                 format!(
                     "`{}` is not empty; init only creates new vaults",
                     dir.display()
@@ -344,7 +343,7 @@ fn open_audit(
             Some(
                 vault_audit::Checkpoint::verify(&note, &public).map_err(|e| {
                     fail(
-                        2,
+                        ExitStatus::Usage,
                         format!("the anchored audit checkpoint does not verify: {e}"),
                     )
                 })?,
@@ -378,8 +377,7 @@ fn open_audit(
         Ok(x) => x,
         Err(vault_audit::Error::Tampered(why)) => {
             let Some(reason) = reseal else {
-                return Err(fail(
-                    2,
+                return Err(fail(ExitStatus::Usage,
                     format!(
                         "audit log `{}` does not verify: {why}. Refusing to serve. Inspect it with `vault-server audit verify --data-dir {}`; once the loss is understood, `vault-server run ... --reseal-audit REASON` moves it aside and starts a new log",
                         layout.audit_log().display(),
@@ -440,7 +438,7 @@ impl Vault {
         let policy_source = policy_source(&layout, policies);
         let policy = load_policy(policy_source.as_deref()).map_err(|e| {
             fail(
-                2,
+                ExitStatus::Usage,
                 format!(
                     "policies in `{}` refused: {e}",
                     policy_source
@@ -452,7 +450,7 @@ impl Vault {
         tracing::info!(policies = policy.len(), source = ?policy_source, "policies loaded");
         if !layout.marker().exists() {
             return Err(fail(
-                2,
+                ExitStatus::Usage,
                 format!(
                     "`{}` is not an mlvault data directory (run `vault-server init --data-dir {}`)",
                     dir.display(),

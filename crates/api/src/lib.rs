@@ -59,3 +59,34 @@ mod duration_tests {
         }
     }
 }
+
+/// The exit codes of both binaries (docs/cli.md), in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// Success.
+    Ok = 0,
+    /// Any other failure (a refused job spec, a failed job, a local error).
+    Failure = 1,
+    /// Bad flags or arguments, an invalid reference, an unsafe data
+    /// directory or configuration.
+    Usage = 2,
+    /// Not authenticated or not authorized; an expired, revoked or
+    /// suspended token.
+    Auth = 3,
+    /// Not found (also what a caller sees of what it may not read).
+    NotFound = 4,
+    /// Integrity failure: a digest, size or signature mismatch, tampering.
+    Integrity = 5,
+    /// Rate limited, after the client's own retries.
+    RateLimited = 6,
+    /// Server unreachable or unavailable.
+    Unavailable = 7,
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}

@@ -100,7 +100,7 @@ impl Dir {
     /// Like [`Dir::sub`] with `create`.
     pub(crate) fn make(&self, rel: &str) -> Result<Dir> {
         self.sub(rel, true)?
-            .ok_or_else(|| Error::Server(format!("`{rel}` vanished while it was created")))
+            .ok_or_else(|| Error::Local(format!("`{rel}` vanished while it was created")))
     }
 
     /// A path naming `name` in this folder through the open descriptor

@@ -130,7 +130,7 @@ impl Client {
         drop(tx);
         let written = writer
             .await
-            .map_err(|e| Error::Server(e.to_string()))?
+            .map_err(|e| Error::Local(format!("a worker task failed: {e}")))?
             .map_err(|e| io("cannot write", e));
         if let Some(e) = failure {
             if matches!(e, Error::Integrity(_)) {

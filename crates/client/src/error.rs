@@ -27,6 +27,10 @@ pub enum Error {
     /// Any other server answer (exit 1).
     #[error("server error: {0}")]
     Server(String),
+    /// A failure on this machine that is not I/O (a worker task that
+    /// failed, a file that vanished under the pull) (exit 1).
+    #[error("local failure: {0}")]
+    Local(String),
     /// The connection broke during a request (reset, stream error); worth
     /// retrying where the request can resume (exit 1).
     #[error("connection failed: {0}")]
@@ -43,17 +47,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// The documented exit status.
+    pub fn exit_status(&self) -> vault_api::ExitStatus {
+        use vault_api::ExitStatus as X;
+        match self {
+            Error::Usage(_) => X::Usage,
+            Error::Auth(_) => X::Auth,
+            Error::NotFound(_) => X::NotFound,
+            Error::Integrity(_) => X::Integrity,
+            Error::RateLimited(_) => X::RateLimited,
+            Error::Unavailable(_) => X::Unavailable,
+            Error::Server(_) | Error::Local(_) | Error::Transport(_) | Error::Io { .. } => {
+                X::Failure
+            }
+        }
+    }
+
     /// The documented exit code.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) => 2,
-            Error::Auth(_) => 3,
-            Error::NotFound(_) => 4,
-            Error::Integrity(_) => 5,
-            Error::RateLimited(_) => 6,
-            Error::Unavailable(_) => 7,
-            Error::Server(_) | Error::Transport(_) | Error::Io { .. } => 1,
-        }
+        self.exit_status().code()
     }
 
     pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {

@@ -371,7 +371,7 @@ pub(crate) async fn entries(
         async move {
             tokio::task::spawn_blocking(move || digest_of(&p, rel, cache.as_ref(), hash_later))
                 .await
-                .map_err(|e| Error::Server(e.to_string()))?
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))?
         }
     });
     // `buffered` keeps the order of `files`.

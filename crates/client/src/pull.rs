@@ -251,7 +251,7 @@ impl Client {
                     Dir::root(&dest).map(|root| remove_previous(&root, &before, &now))
                 })
                 .await
-                .map_err(|e| Error::Server(e.to_string()))??
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))??
             };
             let old = format!("{}:{}", before.predicate().name, before.predicate().version);
             if !gone.is_empty() {
@@ -303,7 +303,7 @@ impl Client {
                     unexpected_entries(&dest, &expected).unwrap_or_default()
                 })
                 .await
-                .map_err(|e| Error::Server(e.to_string()))?
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))?
             };
             if !extra.is_empty() {
                 notes.push(format!(
@@ -359,13 +359,13 @@ impl Client {
             let (c, sha) = (cache.clone(), f.sha256.clone());
             tokio::task::spawn_blocking(move || c.lock(&sha))
                 .await
-                .map_err(|e| Error::Server(e.to_string()))??
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))??
         };
         let verified = {
             let (c, sha, size, re) = (cache.clone(), f.sha256.clone(), f.size, opts.verify_cache);
             tokio::task::spawn_blocking(move || c.verified(&sha, size, re))
                 .await
-                .map_err(|e| Error::Server(e.to_string()))??
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))??
         };
         let mut n = 0;
         if verified {
@@ -382,7 +382,7 @@ impl Client {
             let (c, sha, staged) = (cache.clone(), f.sha256.clone(), staged.to_path_buf());
             tokio::task::spawn_blocking(move || c.stage(&sha, &staged))
                 .await
-                .map_err(|e| Error::Server(e.to_string()))??;
+                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))??;
         }
         drop(lock);
         Ok((n, Some(staged.to_path_buf())))
@@ -492,7 +492,7 @@ fn place(root: &Dir, partial: &Dir, staged: &Path, rel: &str) -> Result<()> {
     let name = staged
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Server(format!("staged file `{}` has no name", staged.display())))?;
+        .ok_or_else(|| Error::Local(format!("staged file `{}` has no name", staged.display())))?;
     let (folder, file) = crate::beneath::split(rel);
     let parent = root.make(folder)?;
     partial.rename(name, &parent, file)?;

@@ -242,7 +242,8 @@ impl Client {
             let mut hashing = tokio::task::spawn_blocking(move || hash_file(&path));
             tokio::pin!(upload);
             let hashed = |h: Result<Result<(String, u64)>, tokio::task::JoinError>| {
-                let (sha, n) = h.map_err(|e| Error::Server(e.to_string()))??;
+                let (sha, n) =
+                    h.map_err(|e| Error::Local(format!("a worker task failed: {e}")))??;
                 if n != entry.size {
                     return Err(changed(format!("read {n} bytes, {} expected", entry.size)));
                 }

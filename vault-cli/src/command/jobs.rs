@@ -119,7 +119,7 @@ fn finish(g: &Global, j: &Value) -> Result<()> {
     output(g, j, || summary(j))?;
     if j["state"] == "failed" {
         return Err(Exit {
-            code: 1,
+            status: super::ExitStatus::Failure,
             message: format!("job {} failed", j["id"].as_str().unwrap_or("")),
         }
         .into());

@@ -18,32 +18,39 @@ use vault_client::Client;
 
 use crate::cli::{Cli, Command, Global};
 
-/// A failure with a documented exit code, for errors raised here.
+pub use vault_api::ExitStatus;
+
+/// A failure with a documented exit status, for errors raised here.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Exit {
-    pub code: u8,
+    pub status: ExitStatus,
     pub message: String,
 }
 
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
+/// A failure with `status`.
+pub fn fail(status: ExitStatus, message: impl Into<String>) -> anyhow::Error {
     Exit {
-        code: 2,
+        status,
         message: message.into(),
     }
     .into()
 }
 
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    fail(ExitStatus::Usage, message)
+}
+
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
         if let Some(x) = c.downcast_ref::<Exit>() {
-            return x.code;
+            return x.status.code();
         }
         if let Some(x) = c.downcast_ref::<vault_client::Error>() {
             return x.exit_code();
         }
     }
-    1
+    ExitStatus::Failure.code()
 }
 
 pub fn parse_ref(s: &str) -> Result<Reference> {

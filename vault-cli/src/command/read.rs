@@ -53,7 +53,7 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
         Ok(())
     } else {
         Err(Exit {
-            code: 5,
+            status: super::ExitStatus::Integrity,
             message: format!(
                 "{} problem(s) in `{}`",
                 report.problems.len(),

@@ -169,7 +169,7 @@ pub async fn audit(g: &Global, c: &Client, a: AuditCommand) -> Result<()> {
             match bad {
                 None => Ok(()),
                 Some(b) => Err(Exit {
-                    code: 5,
+                    status: super::ExitStatus::Integrity,
                     message: format!("audit log tampered at line {} (sequence {})", b[0], b[1]),
                 }
                 .into()),

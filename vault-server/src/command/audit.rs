@@ -7,7 +7,7 @@ use vault_audit::Checkpoint;
 use vault_manifest::PublicKey;
 
 use crate::cli::AuditVerifyArgs;
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 use crate::vault::Layout;
 
 pub fn verify(a: AuditVerifyArgs) -> Result<()> {
@@ -15,12 +15,12 @@ pub fn verify(a: AuditVerifyArgs) -> Result<()> {
     let key_path = a.key.clone().unwrap_or_else(|| layout.server_pub());
     let key_text = fs::read_to_string(&key_path).map_err(|e| {
         fail(
-            2,
+            ExitStatus::Usage,
             format!("cannot read the server key `{}`: {e}", key_path.display()),
         )
     })?;
     let key = PublicKey::from_file_text(&key_text)
-        .map_err(|e| fail(2, format!("`{}`: {e}", key_path.display())))?;
+        .map_err(|e| fail(ExitStatus::Usage, format!("`{}`: {e}", key_path.display())))?;
     let mut files = a.checkpoint.clone();
     let exported = layout.audit_checkpoint();
     if exported.exists() && !files.contains(&exported) {
@@ -28,17 +28,25 @@ pub fn verify(a: AuditVerifyArgs) -> Result<()> {
     }
     let mut checkpoints = Vec::new();
     for f in &files {
-        let note = fs::read_to_string(f)
-            .map_err(|e| fail(2, format!("cannot read checkpoint `{}`: {e}", f.display())))?;
-        let cp = Checkpoint::verify(&note, &key)
-            .map_err(|e| fail(5, format!("checkpoint `{}`: {e}", f.display())))?;
+        let note = fs::read_to_string(f).map_err(|e| {
+            fail(
+                ExitStatus::Usage,
+                format!("cannot read checkpoint `{}`: {e}", f.display()),
+            )
+        })?;
+        let cp = Checkpoint::verify(&note, &key).map_err(|e| {
+            fail(
+                ExitStatus::Integrity,
+                format!("checkpoint `{}`: {e}", f.display()),
+            )
+        })?;
         checkpoints.push(cp);
     }
     let log = a.log.clone().unwrap_or_else(|| layout.audit_log());
     if !log.exists() {
         let covered = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
         return Err(fail(
-            5,
+            ExitStatus::Integrity,
             format!(
                 "audit log `{}` is missing{}",
                 log.display(),
@@ -75,6 +83,9 @@ pub fn verify(a: AuditVerifyArgs) -> Result<()> {
             }
             Ok(())
         }
-        Some(p) => Err(fail(5, format!("audit log does not verify: {p}"))),
+        Some(p) => Err(fail(
+            ExitStatus::Integrity,
+            format!("audit log does not verify: {p}"),
+        )),
     }
 }

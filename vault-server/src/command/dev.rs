@@ -5,12 +5,12 @@ use std::fs;
 use anyhow::{Context, Result};
 
 use crate::cli::{DevArgs, RunArgs, UnsealArgs};
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 use crate::vault::{self, Layout};
 
 pub fn run(a: DevArgs) -> Result<()> {
     if !a.listen.ip().is_loopback() {
-        return Err(fail(2, "dev mode serves on loopback only"));
+        return Err(fail(ExitStatus::Usage, "dev mode serves on loopback only"));
     }
     let layout = Layout::new(&a.data_dir);
     let unseal = UnsealArgs {

@@ -8,7 +8,7 @@ use vault_store::{MetaStore, RedbMeta};
 
 use crate::cli::FsckArgs;
 use crate::config::ServerConfig;
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 use crate::vault::Layout;
 
 #[derive(Debug, Default, Serialize)]
@@ -33,7 +33,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
     let layout = Layout::new(&a.data_dir);
     if !layout.marker().exists() {
         return Err(fail(
-            2,
+            ExitStatus::Usage,
             format!(
                 "`{}` is not an mlvault data directory",
                 a.data_dir.display()
@@ -43,7 +43,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
     let config = ServerConfig::load(a.config.as_deref())?;
     let meta = RedbMeta::open(&layout.meta()).map_err(|e| {
         fail(
-            1,
+            ExitStatus::Failure,
             format!("cannot open the metadata (is the server still running?): {e}"),
         )
     })?;
@@ -135,11 +135,14 @@ pub fn run(a: FsckArgs) -> Result<()> {
     // Missing objects and dangling references are data loss: exit 5. Orphans
     // and stale sessions are only clutter.
     if !f.missing_objects.is_empty() || !f.dangling_references.is_empty() {
-        return Err(fail(5, "metadata names blobs that are gone"));
+        return Err(fail(
+            ExitStatus::Integrity,
+            "metadata names blobs that are gone",
+        ));
     }
     if problems > 0 && !a.repair {
         return Err(fail(
-            1,
+            ExitStatus::Failure,
             "run with --repair to remove orphans, stale sessions and staging files",
         ));
     }

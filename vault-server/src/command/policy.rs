@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 
 pub fn check(dir: &Path, json: bool) -> Result<()> {
     match vault_policy::PolicyEngine::load_dir(dir) {
@@ -38,7 +38,7 @@ pub fn check(dir: &Path, json: bool) -> Result<()> {
                 }
             }
             Err(fail(
-                1,
+                ExitStatus::Failure,
                 format!(
                     "{}: {} problem(s); policies not valid",
                     dir.display(),
@@ -46,6 +46,6 @@ pub fn check(dir: &Path, json: bool) -> Result<()> {
                 ),
             ))
         }
-        Err(e) => Err(fail(1, e.to_string())),
+        Err(e) => Err(fail(ExitStatus::Failure, e.to_string())),
     }
 }

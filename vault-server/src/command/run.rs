@@ -8,13 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::api;
 use crate::cli::RunArgs;
-use crate::exit::fail;
+use crate::exit::{fail, ExitStatus};
 use crate::vault::Vault;
 
 pub fn run(a: RunArgs) -> Result<()> {
     if !a.listen.ip().is_loopback() && !a.insecure_http {
-        return Err(fail(
-            2,
+        return Err(fail(ExitStatus::Usage,
             format!(
                 "refusing to serve plain HTTP on non-loopback address {}: tokens would cross the network in clear (pass --insecure-http to override)",
                 a.listen
@@ -54,12 +53,21 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
         (Some(cert), Some(key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .map_err(|e| fail(2, format!("cannot load TLS certificate or key: {e}")))?,
+                .map_err(|e| {
+                    fail(
+                        ExitStatus::Usage,
+                        format!("cannot load TLS certificate or key: {e}"),
+                    )
+                })?,
         ),
         _ => None,
     };
-    let listener = std::net::TcpListener::bind(a.listen)
-        .map_err(|e| fail(7, format!("cannot listen on {}: {e}", a.listen)))?;
+    let listener = std::net::TcpListener::bind(a.listen).map_err(|e| {
+        fail(
+            ExitStatus::Unavailable,
+            format!("cannot listen on {}: {e}", a.listen),
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
