@@ -431,23 +431,20 @@ impl Client {
         let rec = crate::trust::check_alias(
             signed,
             &keys,
-            r.name.as_str(),
-            alias,
-            rv.version,
-            digest,
+            &crate::trust::Expect {
+                name: r.name.as_str(),
+                alias,
+                version: rv.version,
+                digest,
+            },
             st.aliases.get(&key),
-            opts.allow_downgrade,
-            opts.allow_expired,
+            &crate::trust::Rules {
+                allow_downgrade: opts.allow_downgrade,
+                allow_expired: opts.allow_expired,
+                max_record_age: opts.max_record_age,
+                now: unix_now(),
+            },
         )?;
-        if let Some(max) = opts.max_record_age {
-            let age = unix_now().saturating_sub(rec.issued);
-            if age > max {
-                return Err(integrity(format!(
-                    "the alias record for `{}:{alias}` was issued {age}s ago, more than --max-record-age ({max}s): a replayed record, or a server that cannot renew it",
-                    r.name
-                )));
-            }
-        }
         let seen = st.aliases.entry(key).or_default();
         if rec.sequence >= seen.sequence {
             *seen = crate::Seen {
