@@ -19,9 +19,8 @@ mod command;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Two malloc arenas, as in the server: a pull of eight 256 MiB files,
-    // four at a time, peaked at 52-59 MiB of RSS with two and 62-77 MiB
-    // with glibc's default (eight per core), in the same time.
+    // Two malloc arenas, as in the server (docs/performance.md,
+    // "Allocator arenas").
     vault_directio::tune_allocator(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();

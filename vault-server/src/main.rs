@@ -12,9 +12,8 @@ fn main() -> ExitCode {
     // Two malloc arenas instead of glibc's default of eight per core: pulls
     // move 1 MiB segment buffers between the async workers and the blocking
     // file readers, and spread over many arenas freed buffers stay
-    // resident. `scripts/load.sh` (32 pulls of 256 MiB at once) peaked at
-    // 238 MiB of server RSS with the default and 169 MiB with two arenas,
-    // at the same throughput. `MALLOC_ARENA_MAX` still overrides it.
+    // resident (measurements: docs/performance.md, "Allocator arenas").
+    // `MALLOC_ARENA_MAX` still overrides it.
     vault_directio::tune_allocator(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
