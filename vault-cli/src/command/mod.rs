@@ -1,15 +1,19 @@
-//! One file per verb; `run` wires the client and dispatches.
+//! One file per verb group; `run` wires the client and dispatches.
 
+mod aliases;
+mod audit;
 mod config;
 mod human;
 pub use human::terminal_safe;
 mod jobs;
+mod keygen;
 mod keys;
+mod policy;
 mod progress;
+mod publishers;
 mod pull;
 mod push;
 mod read;
-mod sign;
 mod tokens;
 
 use anyhow::{Context, Result};
@@ -97,21 +101,21 @@ pub fn run(cli: Cli) -> Result<()> {
         match cli.command {
             Command::Verify(a) => read::verify(&g, &cfg, a),
             Command::Cache(a) => read::cache(&g, a),
-            Command::Keygen(a) => sign::keygen(&g, a),
+            Command::Keygen(a) => keygen::keygen(&g, a),
             cmd => {
                 let c = client(&g)?;
                 match cmd {
                     Command::Push(a) => push::run(&g, &cfg, &c, a).await,
                     Command::Pull(a) => pull::run(&g, &cfg, &c, a).await,
-                    Command::Alias(a) => sign::alias(&g, &c, a).await,
-                    Command::Publisher(p) => sign::publisher(&g, &c, p).await,
+                    Command::Alias(a) => aliases::alias(&g, &c, a).await,
+                    Command::Publisher(p) => publishers::publisher(&g, &c, p).await,
                     Command::Ls(a) => read::ls(&g, &c, a).await,
                     Command::Show(a) => read::show(&g, &c, a).await,
                     Command::Delete(a) => read::delete(&g, &c, a).await,
                     Command::Key(k) => keys::run(&g, &c, k).await,
                     Command::Token(t) => tokens::token(&g, &c, t).await,
-                    Command::Policy(_) => tokens::policy_reload(&g, &c).await,
-                    Command::Audit(a) => tokens::audit(&g, &c, a).await,
+                    Command::Policy(_) => policy::policy_reload(&g, &c).await,
+                    Command::Audit(a) => audit::audit(&g, &c, a).await,
                     Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
                     Command::Job(j) => jobs::job(&g, &c, j).await,
                     Command::Verify(_) | Command::Keygen(_) | Command::Cache(_) => {

@@ -2,7 +2,7 @@ use anyhow::Result;
 use vault_client::{Client, PushOptions};
 
 use super::config::Config;
-use super::{human, output, parse_ref, sign, usage};
+use super::{human, keygen, output, parse_ref, usage};
 use crate::cli::{Global, PushArgs};
 
 pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()> {
@@ -21,7 +21,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
         }
     }
     let sign_key = match a.sign_key.as_ref().or(cfg.sign_key.as_ref()) {
-        Some(p) => Some(sign::load_secret_key(p)?),
+        Some(p) => Some(keygen::load_secret_key(p)?),
         None => None,
     };
     let res = c
