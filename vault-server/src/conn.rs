@@ -243,11 +243,13 @@ impl Tracked {
     }
 
     /// Called when the inner stream is not ready: `Err` once the
-    /// connection has been quiet past its limit, else arms the timer for
-    /// the next moment it could be.
+    /// connection has been quiet past its limit. The timer is judged only
+    /// when it fires (not re-armed on every pending poll, which a busy
+    /// connection makes thousands of times a second); a fired timer is
+    /// re-armed for the next moment the connection could be over.
     fn check_quiet(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let limits = self.tracker.limits;
-        loop {
+        while self.timer.as_mut().poll(cx).is_ready() {
             let now = self.tracker.millis();
             let quiet = Duration::from_millis(
                 now.saturating_sub(self.state.last_io.load(Ordering::Relaxed)),
@@ -264,15 +266,14 @@ impl Tracked {
                 ));
             }
             // While a request is in a handler, look again at least every
-            // `idle` so the stall check is not postponed by a stale timer.
+            // `idle` so a connection that goes idle is not kept a stall
+            // limit long.
             let wait = (limit - quiet).min(limits.idle);
             self.timer
                 .as_mut()
                 .reset(tokio::time::Instant::now() + wait);
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 }
 
