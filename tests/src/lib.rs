@@ -170,6 +170,17 @@ impl Server {
         ok(&mut c).trim().to_owned()
     }
 
+    /// The public id of the (first listed) token of `principal`, from the
+    /// admin's `token list`.
+    pub fn token_id(&self, principal: &str) -> String {
+        let list = json(&ok(self.admin().args(["--json", "token", "list"])));
+        list.as_array()
+            .and_then(|a| a.iter().find(|t| t["principal"] == principal))
+            .and_then(|t| t["id"].as_str())
+            .unwrap_or_else(|| panic!("no token of `{principal}` in {list}"))
+            .to_owned()
+    }
+
     /// A `vault-cli` command with the admin token.
     pub fn admin(&self) -> Command {
         self.cli_with_token(&self.admin_token)

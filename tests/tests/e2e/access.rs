@@ -66,17 +66,9 @@ fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
     let other = s.create_token("ci-ads", "trainer", &["ads"], Some("1h"));
     let expired = s.create_token("old", "trainer", &["fraud"], Some("1s"));
     let revoked = s.create_token("gone", "trainer", &["fraud"], Some("1h"));
-    let list = json(&ok(s.admin().args(["--json", "token", "list"])));
-    let gone_id = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["principal"] == "gone")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let gone_id = s.token_id("gone");
     // The secret is never listed.
+    let list = json(&ok(s.admin().args(["--json", "token", "list"])));
     assert!(!list.to_string().contains(&revoked));
     ok(s.admin().args(["token", "revoke", &gone_id]));
     let human = ok(s.admin().args(["token", "list"]));
@@ -189,16 +181,7 @@ fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
         4,
     );
     // Revocation takes effect on the very next request.
-    let list = json(&ok(s.admin().args(["--json", "token", "list"])));
-    let id = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["principal"] == "ci-fraud")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = s.token_id("ci-fraud");
     ok(s.cli_with_token(&fraud).arg("ls"));
     ok(s.admin().args(["token", "revoke", &id]));
     let err = fails_with(s.cli_with_token(&fraud).arg("ls"), 3);

@@ -370,16 +370,7 @@ fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
         .args(["push", "t/m", "--alias", "production"])
         .arg(&src));
     let deploy = s.create_token("api", "deployer", &["t"], None);
-    let list = json(&ok(s.admin().args(["--json", "token", "list"])));
-    let id = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["principal"] == "api")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = s.token_id("api");
     let dest = s.tmp.path().join("dest");
     let mut pull = s
         .cli_with_token(&deploy)

@@ -333,15 +333,7 @@ fn a_token_that_pulls_everything_is_flagged_and_suspended_others_are_not() {
     let (_, _, m) = https(&s, "/metrics", None);
     assert!(m.contains("mlvault_exfiltration_alerts_total 1"), "{m}");
     // An admin lifts the suspension.
-    let id = json(&ok(s.admin().args(["--json", "token", "list"])))
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["principal"] == "scraper")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = s.token_id("scraper");
     // The token list says so (issue #21: suspended tokens showed as active).
     let list = ok(s.admin().args(["token", "list"]));
     let line = list.lines().find(|l| l.contains("scraper")).unwrap();
