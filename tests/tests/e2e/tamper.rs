@@ -200,6 +200,7 @@ fn a_data_directory_open_to_other_users_is_refused() {
         (s.data_dir.clone(), 0o755),
         (s.data_dir.join("meta.redb"), 0o644),
         (s.data_dir.join("audit/audit.log"), 0o660),
+        (s.data_dir.join("blobs"), 0o755),
     ] {
         let before = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(before & 0o077, 0, "{} was created open", path.display());
