@@ -256,10 +256,13 @@ fn a_killed_pull_resumes_without_downloading_finished_files_again() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A file is finished in the cache when its `.state` record is there:
+    // an object whose record is not yet written (or a record's temporary
+    // `.state.PID` file) is checked again and may be downloaded again.
     let done = |d: &std::path::Path| {
         fs::read_dir(d).map_or(0, |r| {
             r.filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().ends_with(".state"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
                 .count()
         })
     };
