@@ -56,6 +56,12 @@ impl SignedAlias {
         })
     }
 
+    /// The signed record as JSON text, as served and stored. (Three
+    /// strings always serialize.)
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// Verify against `trusted` and return the record.
     pub fn verify(&self, trusted: &[PublicKey]) -> Result<AliasRecord> {
         let key = trusted

@@ -12,6 +12,7 @@ mod direct;
 mod error;
 mod meta;
 pub mod meta_conformance;
+mod new_blob;
 mod records;
 mod redb_meta;
 
@@ -19,6 +20,7 @@ pub use blobs::{BlobStore, PlaintextStream};
 pub use direct::LocalReads;
 pub use error::{Error, Result};
 pub use meta::MetaStore;
+pub use new_blob::{BlobPlan, NewBlob, WrittenBlob, UNKNOWN_DIGEST};
 pub use records::*;
 pub use redb_meta::RedbMeta;
 

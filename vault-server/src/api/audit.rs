@@ -28,12 +28,7 @@ pub async fn tail(
     authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
     let n = q.n.clamp(1, 10_000);
     let v2 = v.clone();
-    let entries = blocking(move || {
-        v2.audit
-            .tail(n)
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
+    let entries = blocking(move || Ok(v2.audit.tail(n)?)).await?;
     Ok(Json(entries))
 }
 
@@ -69,8 +64,10 @@ pub async fn verify(State(v): State<AppState>, p: Principal) -> Result<Json<Repo
     let report = blocking(move || {
         // Seal what has been written so far, then walk the file.
         let _ = v2.audit.checkpoint();
-        vault_audit::verify(v2.audit.path(), &v2.signing_key.public())
-            .map_err(|e| ApiError::internal(e.to_string()))
+        Ok(vault_audit::verify(
+            v2.audit.path(),
+            &v2.signing_key.public(),
+        )?)
     })
     .await?;
     Ok(Json(report))

@@ -132,9 +132,52 @@ impl From<vault_store::Error> for ApiError {
     }
 }
 
+impl From<crate::domain::Error> for ApiError {
+    fn from(e: crate::domain::Error) -> Self {
+        use crate::domain::Error as E;
+        match e {
+            E::Invalid(m) => ApiError::bad_request(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Integrity(m) => ApiError::integrity(m),
+            E::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            E::Quota(m) => {
+                metrics::counter!("mlvault_upload_quota_refusals_total").increment(1);
+                let mut e = ApiError::new(ErrorCode::RateLimited, m);
+                e.retry_after = Some(60);
+                e
+            }
+            E::Store(e) => e.into(),
+            E::Manifest(e) => e.into(),
+            E::Audit(detail) => ApiError::audit_unavailable(&detail),
+            e @ (E::Crypto(_) | E::Task(_)) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<vault_manifest::Error> for ApiError {
     fn from(e: vault_manifest::Error) -> Self {
         ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<vault_api::NameError> for ApiError {
+    fn from(e: vault_api::NameError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// A job spec the anonymizer refuses (parsing, patterns) is the caller's.
+impl From<vault_anonymize::Error> for ApiError {
+    fn from(e: vault_anonymize::Error) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// The audit log could not be read (a tail, a verification): the detail
+/// goes to the log.
+impl From<vault_audit::Error> for ApiError {
+    fn from(e: vault_audit::Error) -> Self {
+        ApiError::internal(format!("audit log: {e}"))
     }
 }
 

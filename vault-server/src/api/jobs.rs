@@ -9,13 +9,13 @@ use vault_store::{JobRecord, Review, ReviewState};
 use super::auth::{authorize, authorize_artifact};
 use super::error::ApiJson;
 use super::{blocking, ApiError, AppState, Principal};
-use crate::jobs;
+use crate::domain::anonymize;
 
 /// Largest spec accepted.
 const MAX_SPEC: usize = 256 << 10;
 
 fn with_live(mut j: JobRecord) -> JobRecord {
-    if let Some(rows) = jobs::live_rows(&j.id) {
+    if let Some(rows) = anonymize::live_rows(&j.id) {
         j.rows = rows;
     }
     j
@@ -32,23 +32,17 @@ pub async fn create(
             "job spec larger than 256 KiB",
         ));
     }
-    let spec = vault_anonymize::Spec::parse(&req.spec)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let spec = vault_anonymize::Spec::parse(&req.spec)?;
     // A bad custom pattern is refused now, not when the job runs; patterns
     // compile (size-limited) off the async workers.
     let s2 = spec.clone();
-    tokio::task::spawn_blocking(move || vault_anonymize::Job::new(s2, [0; 32]).map(|_| ()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let r: Reference = req
-        .source
-        .parse()
-        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))?;
-    let target: vault_api::ArtifactName = req
-        .target
-        .parse()
-        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))?;
+    blocking(move || {
+        vault_anonymize::Job::new(s2, [0; 32])?;
+        Ok(())
+    })
+    .await?;
+    let r: Reference = req.source.parse().map_err(ApiError::from)?;
+    let target: vault_api::ArtifactName = req.target.parse().map_err(ApiError::from)?;
     authorize_artifact(
         &v,
         &p,
@@ -67,46 +61,17 @@ pub async fn create(
         false,
     )
     .await?;
-    let meta = v.meta.clone();
-    let r2 = r.clone();
-    let src = blocking(move || super::read::lookup(meta.as_ref(), &r2)).await?;
-    if src.kind != Kind::Dataset {
-        return Err(ApiError::bad_request(format!(
-            "`{r}` is a model; jobs anonymize datasets"
-        )));
-    }
-    jobs::check_source(&v, &spec, &src)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("job refused before it started: {e}")))?;
-    let now = vault_store::now();
-    let job = JobRecord {
-        id: format!(
-            "job_{}",
-            hex::encode(
-                vault_crypto::random_bytes::<8>().map_err(|e| ApiError::internal(e.to_string()))?
-            )
-        ),
-        state: "queued".into(),
-        source: format!("{}:{}", src.name, src.version),
-        source_digest: src.digest.clone(),
-        target: target.to_string(),
-        spec_digest: vault_manifest::digest_of(req.spec.as_bytes()),
-        spec: req.spec,
-        principal: p.name.clone(),
-        created: now,
-        updated: now,
-        rows: 0,
-        session: None,
-        output: None,
-        report: None,
-        error: None,
-        attempts: 0,
-        review: None,
-    };
-    let (meta, j) = (v.meta.clone(), job.clone());
-    blocking(move || Ok(meta.put_job(&j)?)).await?;
-    tracing::info!(job = %job.id, source = %job.source, target = %job.target, principal = %p.name, "anonymization job queued");
-    tokio::spawn(jobs::run(v.clone(), job.id.clone()));
+    let job = anonymize::queue(
+        &v,
+        anonymize::JobPlan {
+            spec_text: req.spec,
+            spec,
+            source: r,
+            target,
+            principal: p.name.clone(),
+        },
+    )
+    .await?;
     Ok(Json(job))
 }
 
@@ -182,20 +147,8 @@ pub async fn review(
         .await?
         .filter(|j| visible(&p, j))
         .ok_or_else(|| ApiError::not_found(format!("job `{id}` not found")))?;
-    let output = job
-        .output
-        .clone()
-        .filter(|_| job.state == "succeeded")
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!("job `{id}` has no output to review"),
-            )
-        })?;
-    let (name, version) = output
-        .rsplit_once(':')
-        .and_then(|(n, ver)| Some((n.to_owned(), ver.parse::<u64>().ok()?)))
-        .ok_or_else(|| ApiError::internal(format!("job output `{output}` is not name:version")))?;
+    let (name, version) = anonymize::output_of(&job)?;
+    let output = format!("{name}:{version}");
     authorize_artifact(&v, &p, Action::Review, &name, Some(Kind::Dataset), false).await?;
     let review = Review {
         state: to,
@@ -203,33 +156,8 @@ pub async fn review(
         at: vault_store::now(),
         reason,
     };
-    let (v2, r2, n2, jid) = (v.clone(), review.clone(), name.clone(), id.clone());
-    let job = blocking(move || {
-        let now = v2
-            .meta
-            .version(&n2, version)?
-            .and_then(|r| r.review.map(|x| x.state));
-        if !v2.meta.set_review(&n2, version, from, &r2)? {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "`{n2}:{version}` is {}; only a {} output can be {}",
-                    now.map_or("released without review", |s| s.as_str()),
-                    from[0].as_str(),
-                    r2.state.as_str()
-                ),
-            ));
-        }
-        let mut job = v2
-            .meta
-            .job(&jid)?
-            .ok_or_else(|| ApiError::not_found(format!("job `{jid}` not found")))?;
-        job.review = Some(r2);
-        job.updated = vault_store::now();
-        v2.meta.put_job(&job)?;
-        Ok(job)
-    })
-    .await?;
+    let (v2, r2) = (v.clone(), review.clone());
+    let job = blocking(move || Ok(anonymize::decide(&v2, &id, from, r2)?)).await?;
     let mut ev = p.event(&format!("job_{decision}"), &output, "ok");
     ev.detail = review.reason.clone();
     v.audit

@@ -44,39 +44,19 @@ pub async fn rotate(State(v): State<AppState>, p: Principal) -> Result<Json<KeyS
     Ok(Json(s))
 }
 
-/// Rewrap every DEK not under the current KEK. Blob bytes are untouched.
-/// Each swap is a compare-and-set, so it is safe while serving, and a rerun
-/// after an interruption continues where it stopped.
+/// Rewrap every DEK not under the current KEK (`domain::versions::rewrap`).
 pub async fn rewrap(
     State(v): State<AppState>,
     p: Principal,
 ) -> Result<Json<RewrapResult>, ApiError> {
     authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
-    let r = blocking(move || {
-        let ring = v2.keyring();
-        let current = ring.current_version();
-        let (mut rewrapped, mut already) = (0, 0);
-        for b in v2.meta.list_blobs()? {
-            if b.wrapped_dek.kek_version == current {
-                already += 1;
-                continue;
-            }
-            let ctx = b.context()?;
-            let new = ring.rewrap(&b.wrapped_dek, &ctx)?;
-            if v2.meta.swap_dek(&b.id, &b.wrapped_dek, &new)? {
-                rewrapped += 1;
-            }
-        }
-        tracing::info!(rewrapped, already, current, "rewrap finished");
-        Ok(RewrapResult {
-            rewrapped,
-            already_current: already,
-            current_version: current,
-        })
-    })
-    .await?;
-    Ok(Json(r))
+    let r = blocking(move || Ok(crate::domain::versions::rewrap(&v2)?)).await?;
+    Ok(Json(RewrapResult {
+        rewrapped: r.rewrapped,
+        already_current: r.already,
+        current_version: r.current,
+    }))
 }
 
 pub async fn retire(

@@ -25,7 +25,6 @@ use crate::vault::Vault;
 
 pub use auth::{flush_floods, Principal};
 pub use error::ApiError;
-pub use uploads::sweep_sessions as sweep;
 
 /// Shared state of every handler.
 pub type AppState = Arc<Vault>;

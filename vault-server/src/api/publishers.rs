@@ -50,8 +50,7 @@ pub async fn add(
         Resource::Namespace(&req.namespace),
         false,
     )?;
-    let key = PublicKey::from_file_text(&req.public_key)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = PublicKey::from_file_text(&req.public_key)?;
     let rec = PublisherRecord {
         namespace: req.namespace,
         keyid: key.keyid(),
@@ -110,26 +109,4 @@ pub async fn remove(
     }
     tracing::info!(namespace = %q.namespace, keyid = %q.keyid, principal = %p.name, "publisher removed");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Enforce the namespace's publishers on a manifest envelope: where any are
-/// registered, one of them must have signed it.
-pub fn check_signed(
-    meta: &dyn vault_store::MetaStore,
-    namespace: &str,
-    env: &vault_manifest::Envelope,
-) -> Result<Option<String>, ApiError> {
-    let pubs = meta.publishers(namespace)?;
-    if pubs.is_empty() {
-        return Ok(None);
-    }
-    let keys: Vec<PublicKey> = pubs
-        .iter()
-        .filter_map(|p| PublicKey::from_file_text(&p.public_key).ok())
-        .collect();
-    env.verify_any(&keys).map(Some).map_err(|e| {
-        ApiError::integrity(format!(
-            "push refused: {e}; namespace `{namespace}` accepts only manifests signed by its registered publishers"
-        ))
-    })
 }

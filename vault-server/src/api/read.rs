@@ -1,4 +1,5 @@
-//! Resolve references, list artifacts, delete versions.
+//! Resolve references, list artifacts, delete versions (the work is
+//! `domain::resolve`'s and `domain::versions`').
 
 use axum::extract::State;
 use axum::Json;
@@ -7,11 +8,12 @@ use vault_api::{
     ArtifactSummary, DeleteResult, Reference, ResolvedVersion, Selector, ServerKeyInfo,
     VersionSummary,
 };
-use vault_store::{MetaStore, VersionRecord};
+use vault_store::VersionRecord;
 
 use super::auth::{authorize_artifact, authorize_artifact_sync};
 use super::error::ApiQuery;
 use super::{blocking, ApiError, AppState, Principal};
+use crate::domain::{resolve, versions};
 use crate::vault::Vault;
 use vault_policy::{Action, Authorize, Resource};
 
@@ -28,41 +30,7 @@ pub struct ListQuery {
 }
 
 fn parse_ref(s: &str) -> Result<Reference, ApiError> {
-    s.parse()
-        .map_err(|e: vault_api::NameError| ApiError::bad_request(e.to_string()))
-}
-
-/// Look a reference up. Missing and forbidden look the same to the caller.
-/// Aliases resolve through their current record (see [`lookup_alias`]).
-/// `latest` is the newest *released* version: a job output held for review
-/// is named by its number.
-pub fn lookup(meta: &dyn MetaStore, r: &Reference) -> Result<VersionRecord, ApiError> {
-    let name = r.name.as_str();
-    let found = match &r.selector {
-        Selector::Latest => newest_released(meta, name)?,
-        Selector::Version(n) => meta.version(name, *n)?,
-        Selector::Digest(d) => meta.version_by_digest(d)?.filter(|v| v.name == name),
-        Selector::Alias(a) => match meta.alias(name, a)? {
-            Some(e) => meta.version(name, e.version)?,
-            None => None,
-        },
-    };
-    found.ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))
-}
-
-fn newest_released(meta: &dyn MetaStore, name: &str) -> Result<Option<VersionRecord>, ApiError> {
-    let Some(latest) = meta.latest_version(name)? else {
-        return Ok(None);
-    };
-    if latest.released() {
-        return Ok(Some(latest));
-    }
-    for n in (1..latest.version).rev() {
-        if let Some(rec) = meta.version(name, n)?.filter(VersionRecord::released) {
-            return Ok(Some(rec));
-        }
-    }
-    Ok(None)
+    s.parse().map_err(ApiError::from)
 }
 
 /// A job output that is not released (held for review, rejected or
@@ -86,22 +54,6 @@ pub fn check_released(
     })
 }
 
-/// Resolve an alias reference with its (possibly renewed) signed record.
-fn lookup_alias(
-    v: &Vault,
-    r: &Reference,
-    alias: &str,
-) -> Result<(VersionRecord, String), ApiError> {
-    let name = r.name.as_str();
-    let e = super::aliases::current(v, name, alias)?
-        .ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))?;
-    let rec = v
-        .meta
-        .version(name, e.version)?
-        .ok_or_else(|| ApiError::not_found(format!("`{r}` not found")))?;
-    Ok((rec, e.signed))
-}
-
 pub async fn server_key(State(v): State<AppState>) -> Json<ServerKeyInfo> {
     let p = v.signing_key.public();
     Json(ServerKeyInfo {
@@ -122,12 +74,9 @@ pub async fn resolve(
     authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
     let (rec, alias) = blocking(move || {
-        let (rec, alias) = match &r.selector {
-            Selector::Alias(a) => lookup_alias(&v2, &r, a).map(|(rec, s)| (rec, Some(s)))?,
-            _ => (lookup(v2.meta.as_ref(), &r)?, None),
-        };
-        check_released(&v2, &p, &rec, &r.to_string())?;
-        Ok((rec, alias))
+        let found = resolve::resolve(&v2, &r)?;
+        check_released(&v2, &p, &found.record, &r.to_string())?;
+        Ok((found.record, found.alias))
     })
     .await?;
     Ok(Json(ResolvedVersion {
@@ -214,32 +163,16 @@ pub async fn delete_version(
     ApiQuery(q): ApiQuery<RefQuery>,
 ) -> Result<Json<DeleteResult>, ApiError> {
     let r = parse_ref(&q.reference)?;
-    if matches!(r.selector, Selector::Latest | Selector::Alias(_)) {
-        return Err(ApiError::bad_request(
-            "delete needs an exact version (`name:7` or `name@sha256:…`)",
-        ));
-    }
     authorize_artifact(&v, &p, Action::Delete, r.name.as_str(), None, false).await?;
-    let meta = v.meta.clone();
-    let (name, version, shredded) = blocking(move || {
-        let rec = lookup(meta.as_ref(), &r)?;
-        let shredded = meta.delete_version(&rec.name, rec.version)?;
-        if let Err(e) = meta.reclaim() {
-            tracing::warn!(error = %e, "metadata compaction after delete failed");
-        }
-        Ok((rec.name, rec.version, shredded))
-    })
-    .await?;
-    // The wrapped DEKs are gone (crypto-shredded); the ciphertext objects go too.
-    for b in &shredded {
-        if let Err(e) = v.blobs.delete(&b.id).await {
-            tracing::warn!(blob = %b.id, error = %e, "could not delete a shredded blob object (fsck removes orphans)");
-        }
-    }
-    tracing::info!(%name, version, shredded = shredded.len(), principal = %p.name, "version deleted");
+    let versions::Deleted {
+        name,
+        version,
+        shredded,
+    } = versions::delete(&v, r).await?;
+    tracing::info!(%name, version, shredded, principal = %p.name, "version deleted");
     Ok(Json(DeleteResult {
         name,
         version,
-        shredded_blobs: shredded.len(),
+        shredded_blobs: shredded,
     }))
 }

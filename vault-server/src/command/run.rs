@@ -104,10 +104,10 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             let mut tick = tokio::time::interval(Duration::from_secs(every));
             loop {
                 tick.tick().await;
-                match api::sweep(&v).await {
+                match crate::domain::ingest::sweep(&v).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "abandoned expired upload sessions"),
-                    Err(e) => tracing::warn!(error = ?e.message, "session sweep failed"),
+                    Err(e) => tracing::warn!(error = %e, "session sweep failed"),
                 }
             }
         })
@@ -129,7 +129,7 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
             }
         })
     };
-    match crate::jobs::resume(&vault) {
+    match crate::domain::anonymize::resume(&vault) {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted anonymization jobs"),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "could not resume jobs"),

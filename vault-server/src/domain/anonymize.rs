@@ -16,12 +16,11 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use vault_anonymize::{Job, Prepared, Report, Spec};
 use vault_api::{FileEntry, Kind, Reference, Selector};
-use vault_crypto::{BlobEncryptor, Dek, EncryptionContext};
 use vault_manifest::Manifest;
-use vault_store::{
-    BlobRecord, JobRecord, Review, ReviewState, SessionRecord, VersionFile, VersionRecord,
-};
+use vault_store::{JobRecord, Review, ReviewState, VersionFile, VersionRecord};
 
+use super::error::{blocking as blocking_domain, Error as DomainError, Result as DomainResult};
+use super::{ingest, resolve};
 use crate::vault::Vault;
 
 /// One job at a time: they are CPU-bound.
@@ -123,7 +122,7 @@ impl Write for HashWriter {
 
 /// A blocking `Write` into a channel of 1 MiB chunks.
 struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    tx: mpsc::Sender<Result<Bytes, String>>,
     buf: Vec<u8>,
 }
 
@@ -164,6 +163,22 @@ pub async fn run(v: Arc<Vault>, id: String) {
     if let Ok(mut p) = progress().lock() {
         p.remove(&id);
     }
+    // A failed attempt's partial output is thrown away.
+    let partial = match &outcome {
+        Err(_) => {
+            let (meta, jid) = (v.meta.clone(), id.clone());
+            blocking(move || Ok(meta.job(&jid)?.and_then(|j| j.session)))
+                .await
+                .ok()
+                .flatten()
+        }
+        Ok(_) => None,
+    };
+    if let Some(sid) = partial {
+        if let Err(e) = ingest::abandon(&v, sid).await {
+            tracing::warn!(error = %e, "could not drop a failed job's partial output");
+        }
+    }
     let v2 = v.clone();
     let res = blocking(move || {
         let mut job = v2.meta.job(&id)?.ok_or_else(|| anyhow::anyhow!("job vanished"))?;
@@ -180,14 +195,7 @@ pub async fn run(v: Arc<Vault>, id: String) {
                 tracing::info!(job = %job.id, output = ?job.output, "anonymization job succeeded");
             }
             Err(e) => {
-                if let Some(sid) = job.session.take() {
-                    for b in v2.meta.abandon_session(&sid).unwrap_or_default() {
-                        let blobs = v2.blobs.clone();
-                        tokio::runtime::Handle::current().block_on(async move {
-                            let _ = blobs.delete(&b.id).await;
-                        });
-                    }
-                }
+                job.session = None;
                 metrics::counter!("mlvault_jobs_total", "state" => "failed").increment(1);
                 job.state = "failed".into();
                 job.error = Some(format!("{e:#}"));
@@ -208,21 +216,18 @@ async fn execute(
     id: &str,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<(String, Report)> {
-    let (v2, jid) = (v.clone(), id.to_owned());
+    let (meta, jid) = (v.meta.clone(), id.to_owned());
     let mut job: JobRecord = blocking(move || {
-        let mut job = v2
-            .meta
-            .job(&jid)?
-            .ok_or_else(|| anyhow::anyhow!("job `{jid}` not found"))?;
-        // A previous attempt's partial output is thrown away.
-        if let Some(sid) = job.session.take() {
-            for b in v2.meta.abandon_session(&sid)? {
-                let blobs = v2.blobs.clone();
-                tokio::runtime::Handle::current().block_on(async move {
-                    let _ = blobs.delete(&b.id).await;
-                });
-            }
-        }
+        meta.job(&jid)?
+            .ok_or_else(|| anyhow::anyhow!("job `{jid}` not found"))
+    })
+    .await?;
+    // A previous attempt's partial output is thrown away.
+    if let Some(sid) = job.session.take() {
+        ingest::abandon(v, sid).await?;
+    }
+    let v2 = v.clone();
+    let mut job: JobRecord = blocking(move || {
         job.state = "running".into();
         job.attempts += 1;
         job.updated = vault_store::now();
@@ -247,24 +252,9 @@ async fn execute(
     // Reserve the output version through an upload session.
     let n = src.files.len();
     let placeholder: Vec<FileEntry> = src.files.iter().map(|f| f.entry.clone()).collect();
-    let now = vault_store::now();
-    let session = SessionRecord {
-        id: format!("job-{}", hex::encode(vault_crypto::random_bytes::<12>()?)),
-        name: target.to_string(),
-        kind: Kind::Dataset,
-        version: 0,
-        files: placeholder,
-        blobs: vec![None; n],
-        principal: format!("job:{}", job.id),
-        created: now,
-        expires: now + 7 * 86400,
-        sensitivity: None,
-        idle_secs: 0,
-        deadline: now + 7 * 86400,
-    };
-    let (v2, mut j2) = (v.clone(), job.clone());
+    let (v2, mut j2, t2) = (v.clone(), job.clone(), target.clone());
     let session = blocking(move || {
-        let s = v2.meta.open_session(session)?;
+        let s = ingest::open_for_job(&v2, &t2, placeholder, &j2.id)?;
         j2.session = Some(s.id.clone());
         v2.meta.put_job(&j2)?;
         Ok(s)
@@ -313,32 +303,8 @@ async fn execute(
         .await?;
         // Pass 3: the same output, encrypted into a new blob.
         counter.store(0, Ordering::Relaxed);
-        let blob_id: [u8; 16] = vault_crypto::random_bytes()?;
-        let ctx = EncryptionContext::new(blob_id, target.namespace(), size, sha)?;
-        let ring = v.keyring();
-        let dek = Dek::generate()?;
-        let wrapped = ring.wrap_dek(&dek, &ctx)?;
-        let mut enc =
-            BlobEncryptor::digest_last(&dek, ring.id(), wrapped.kek_version, ctx, v.segment_size)?;
-        enc.set_digest(sha)?;
-        drop(dek);
-        let rec = BlobRecord {
-            id: hex::encode(blob_id),
-            namespace: target.namespace().to_owned(),
-            size,
-            sha256: hex::encode(sha),
-            wrapped_dek: wrapped,
-            refs: 0,
-            pending_session: Some(session.id.clone()),
-            created: vault_store::now(),
-            sensitivity: String::new(),
-            kind: String::new(),
-            artifact: String::new(),
-        };
-        let (meta, sid, r2) = (v.meta.clone(), session.id.clone(), rec.clone());
-        blocking(move || Ok(meta.attach_blob(&sid, i, &r2)?)).await?;
         let rd = reader(v, source).await?;
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(4);
         let (a, p) = (anon.clone(), prepared.clone());
         let transform = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
             let mut w = ChannelWriter {
@@ -355,7 +321,7 @@ async fn execute(
                 |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
             )
             .boxed();
-        let written = v.blobs.write(&rec.id, enc, body).await;
+        let written = ingest::store_file(v, &session, i, (size, Some(sha)), body, None).await;
         let again = transform.await??;
         written?;
         if again != report {
@@ -377,10 +343,7 @@ async fn execute(
             sha256: hex::encode(sha),
         };
         entries.push(entry.clone());
-        files.push(VersionFile {
-            entry,
-            blob: rec.id,
-        });
+        files.push(entry);
     }
 
     // The dataset report; a scan over `max_findings` fails the job here.
@@ -404,6 +367,20 @@ async fn execute(
     let mut env = manifest.to_envelope();
     env.sign(&v.signing_key)?;
     let envelope = env.to_json();
+    // The blobs the session holds now, in manifest (path) order.
+    let (meta, sid) = (v.meta.clone(), session.id.clone());
+    let held = blocking(move || Ok(meta.session(&sid)?))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the job's upload session vanished"))?;
+    let mut files = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let blob = held.blobs.get(i).cloned().flatten();
+            blob.map(|blob| VersionFile { entry, blob })
+                .ok_or_else(|| anyhow::anyhow!("file {i} of the job's output was not stored"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     files.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
     let record = VersionRecord {
         name: target.to_string(),
@@ -418,8 +395,8 @@ async fn execute(
         review: Some(pending_review()),
     };
     let output = format!("{}:{}", record.name, record.version);
-    let (meta, sid) = (v.meta.clone(), session.id.clone());
-    blocking(move || Ok(meta.commit(&sid, &record)?)).await?;
+    let (v2, sid) = (v.clone(), session.id.clone());
+    blocking(move || Ok(ingest::commit_built(&v2, &sid, &record)?)).await?;
     Ok((output, total))
 }
 
@@ -484,4 +461,113 @@ pub async fn check_source(v: &Arc<Vault>, spec: &Spec, src: &VersionRecord) -> R
         }
     }
     Ok(())
+}
+
+/// A job to queue: what the caller asked, already parsed and authorized.
+pub struct JobPlan {
+    /// The spec as sent (its digest goes into the output's manifest).
+    pub spec_text: String,
+    /// The spec, parsed and its patterns compiled once.
+    pub spec: Spec,
+    /// The source dataset.
+    pub source: Reference,
+    /// The artifact the output is committed to.
+    pub target: vault_api::ArtifactName,
+    /// Who asked.
+    pub principal: String,
+}
+
+/// Queue a job and start it: the source must be a dataset whose files the
+/// spec can read ([`check_source`]); anything else is refused now, before
+/// a record exists.
+pub async fn queue(v: &Arc<Vault>, plan: JobPlan) -> DomainResult<JobRecord> {
+    let (v2, r) = (v.clone(), plan.source.clone());
+    let src = blocking_domain(move || Ok(resolve::resolve(&v2, &r)?.record)).await?;
+    if src.kind != Kind::Dataset {
+        return Err(DomainError::Invalid(format!(
+            "`{}` is a model; jobs anonymize datasets",
+            plan.source
+        )));
+    }
+    check_source(v, &plan.spec, &src)
+        .await
+        .map_err(|e| DomainError::Invalid(format!("job refused before it started: {e}")))?;
+    let now = vault_store::now();
+    let job = JobRecord {
+        id: format!("job_{}", ingest::random_id::<8>()?),
+        state: "queued".into(),
+        source: format!("{}:{}", src.name, src.version),
+        source_digest: src.digest.clone(),
+        target: plan.target.to_string(),
+        spec_digest: vault_manifest::digest_of(plan.spec_text.as_bytes()),
+        spec: plan.spec_text,
+        principal: plan.principal,
+        created: now,
+        updated: now,
+        rows: 0,
+        session: None,
+        output: None,
+        report: None,
+        error: None,
+        attempts: 0,
+        review: None,
+    };
+    let (meta, j) = (v.meta.clone(), job.clone());
+    blocking_domain(move || Ok(meta.put_job(&j)?)).await?;
+    tracing::info!(job = %job.id, source = %job.source, target = %job.target, principal = %job.principal, "anonymization job queued");
+    tokio::spawn(run(v.clone(), job.id.clone()));
+    Ok(job)
+}
+
+/// The output (`name`, version) of a succeeded job, to be reviewed.
+pub fn output_of(job: &JobRecord) -> DomainResult<(String, u64)> {
+    let output = job
+        .output
+        .as_deref()
+        .filter(|_| job.state == "succeeded")
+        .ok_or_else(|| {
+            DomainError::Conflict(format!("job `{}` has no output to review", job.id))
+        })?;
+    output
+        .rsplit_once(':')
+        .and_then(|(n, ver)| Some((n.to_owned(), ver.parse::<u64>().ok()?)))
+        .ok_or_else(|| {
+            DomainError::Store(vault_store::Error::Corrupt {
+                table: "jobs",
+                detail: format!("job output `{output}` is not name:version"),
+            })
+        })
+}
+
+/// Record a reviewer's decision on job `id`'s output: moves the output's
+/// review state from one of `from` to `review.state` by compare-and-set,
+/// then notes it on the job.
+pub fn decide(
+    v: &Vault,
+    id: &str,
+    from: &[ReviewState],
+    review: Review,
+) -> DomainResult<JobRecord> {
+    let job = v
+        .meta
+        .job(id)?
+        .ok_or_else(|| DomainError::NotFound(format!("job `{id}` not found")))?;
+    let (name, version) = output_of(&job)?;
+    let now = v
+        .meta
+        .version(&name, version)?
+        .and_then(|r| r.review.map(|x| x.state));
+    if !v.meta.set_review(&name, version, from, &review)? {
+        return Err(DomainError::Conflict(format!(
+            "`{name}:{version}` is {}; only a {} output can be {}",
+            now.map_or("released without review", |s| s.as_str()),
+            from.first().map_or("", |s| s.as_str()),
+            review.state.as_str()
+        )));
+    }
+    let mut job = job;
+    job.review = Some(review);
+    job.updated = vault_store::now();
+    v.meta.put_job(&job)?;
+    Ok(job)
 }

@@ -1,0 +1,18 @@
+//! The vault's domain operations, under the HTTP layer: handlers parse,
+//! authorize, call one function here and answer. Nothing here knows about
+//! HTTP; what a caller may do is decided above (the policy question dedup
+//! needs arrives as a closure, see [`ingest::Dedup`]).
+//!
+//! - [`ingest`]: the one write path (sessions, blobs with their envelopes,
+//!   digest binding, dedup, commit), used by pushes and jobs alike;
+//! - [`resolve`]: references to versions, and signed alias records;
+//! - [`anonymize`]: the job runner;
+//! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs.
+
+pub mod anonymize;
+pub mod error;
+pub mod ingest;
+pub mod resolve;
+pub mod versions;
+
+pub use error::{Error, Result};
