@@ -14,7 +14,12 @@
 # from the page cache, the local limit for a pull, whose blob starts on the
 # server's disk.
 #
-#   scripts/bench.sh [SIZES_MIB...]      default: 1024 4096
+#   scripts/bench.sh [--json FILE] [SIZES_MIB...]      default: 1024 4096
+#
+# --json FILE also writes every figure of the run (medians, each run's
+# seconds, peak RSS, the machine and the settings) as one JSON document;
+# scripts/bench-report.py renders such files into docs/performance.md, so
+# the figures there are never copied by hand.
 #
 # Each transfer runs BENCH_REPS times (default 3) after a `sync` and a pause
 # of BENCH_SETTLE seconds (default 0); the table shows the median. On a VM
@@ -44,6 +49,11 @@
 # (Garage reclaims deleted objects only after a delay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+json_out=""
+if [ "${1:-}" = "--json" ]; then
+  [ -n "${2:-}" ] || { echo "bench: --json needs a file name" >&2; exit 2; }
+  json_out=$(realpath -m "$2"); shift 2
+fi
 sizes=("${@:-1024 4096}")
 # shellcheck disable=SC2206
 sizes=(${sizes[@]})
@@ -122,6 +132,17 @@ curl_s3() { curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:
   -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
 
 reps=${BENCH_REPS:-3}
+# One JSON object per figure, gathered into --json's document at the end.
+results="$work/results.jsonl"; : >"$results"
+# record SIZE_MIB OP SECONDS BASELINE BASELINE_SECONDS RUNS...: a transfer's
+# median seconds beside its baseline's, and every run's seconds.
+record() {
+  local mib=$1 op=$2 s=$3 base=$4 base_s=$5; shift 5
+  printf '{"size_mib":%s,"op":"%s","seconds":%s,"mib_per_s":%s,"baseline":"%s","baseline_seconds":%s,"vs_baseline":%s,"runs_seconds":[%s]}\n' \
+    "$mib" "$op" "$s" "$(rate $((mib * 1048576)) "$s")" "$base" "$base_s" "$(ratio "$base_s" "$s")" "$(IFS=,; echo "$*")" >>"$results"
+}
+# note KEY JSON_VALUE: any other figure.
+note() { printf '{"%s":%s}\n' "$1" "$2" >>"$results"; }
 # Seconds taken by a command, after flushing what earlier steps left dirty so
 # every run starts from the same disk state.
 refill() { [ -z "${BENCH_REFILL:-}" ] || { head -c "$bytes" /dev/zero >"$work/refill.bin"; rm -f "$work/refill.bin"; }; }
@@ -197,6 +218,17 @@ for mib in "${sizes[@]}"; do
   printf '%-8s %-6s %10s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull*" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$dpull_s")" "" \
     "$(ratio "$get_s" "$dpull_s")" "$(ratio "$cp_s" "$dpull_s")"
   tpush_s=$(median "${tpushes[@]}"); tpull_s=$(median "${tpulls[@]}")
+  record "$mib" cp "$cp_s" "cp" "$cp_s" "${cps[@]}"
+  record "$mib" cp_from_disk "$cpd_s" "cp" "$cp_s" "${cpds[@]}"
+  record "$mib" curl_put "$put_s" "curl PUT to Garage" "$put_s" "${puts[@]}"
+  record "$mib" curl_get "$get_s" "curl GET from Garage" "$get_s" "${gets[@]}"
+  record "$mib" push "$push_s" "curl PUT to Garage" "$put_s" "${pushes[@]}"
+  record "$mib" push_hash_first "$hpush_s" "curl PUT to Garage" "$put_s" "${hpushes[@]}"
+  record "$mib" pull "$pull_s" "curl GET from Garage" "$get_s" "${pulls[@]}"
+  record "$mib" pull_direct_io "$dpull_s" "curl GET from Garage" "$get_s" "${dpulls[@]}"
+  record "$mib" push_tls "$tpush_s" "curl PUT to Garage" "$put_s" "${tpushes[@]}"
+  record "$mib" pull_tls "$tpull_s" "curl GET from Garage" "$get_s" "${tpulls[@]}"
+  note "rss_kib_${mib}" "{\"server\":${srv:-0},\"push_cli\":${push_rss:-0},\"pull_cli\":${pull_rss:-0}}"
   printf '%-8s %-8s %8s %12s %12s %12s %9s %9s\n' "${mib}MiB" "push/tls" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$put_s")" "$(rate "$bytes" "$tpush_s")" "" \
     "$(ratio "$put_s" "$tpush_s")" "$(ratio "$cp_s" "$tpush_s")"
   printf '%-8s %-8s %8s %12s %12s %12s %9s %9s\n' "${mib}MiB" "pull/tls" "$(rate "$bytes" "$cp_s")" "$(rate "$bytes" "$get_s")" "$(rate "$bytes" "$tpull_s")" "" \
@@ -205,6 +237,7 @@ for mib in "${sizes[@]}"; do
   deploy_get=$(sum "$get_s" "$(median "${getreads[@]}")")
   deploy_pull=$(sum "$pull_s" "$(median "${pullreads[@]}")")
   deploy_dpull=$(sum "$dpull_s" "$(median "${dpullreads[@]}")")
+  note "deploy_seconds_${mib}" "{\"curl_get_then_read\":$deploy_get,\"pull_then_read\":$deploy_pull,\"pull_direct_io_then_read\":$deploy_dpull}"
   printf '%-8s then read the whole file (deploy start-up): curl GET %s s, pull %s s (%sx), pull* %s s (%sx)\n' "${mib}MiB" \
     "$deploy_get" "$deploy_pull" "$(ratio "$deploy_get" "$deploy_pull")" "$deploy_dpull" "$(ratio "$deploy_get" "$deploy_dpull")"
   # A pull's blob starts on the server's disk, while `cp` above copies a file
@@ -260,11 +293,25 @@ if [ "$fleet_n" -gt 0 ]; then
   done
   printf '\nfleet: %s deploy jobs pull one %s MiB model at once (direct writes); seconds for rounds 1, 2, 3: hot_read_secs %s %s, every read from the device %s; round 3 %sx faster\n' \
     "$fleet_n" "$mib" "${BENCH_HOT_READ_SECS:-default}" "$(two_places "${hot[@]}")" "$(two_places "${cold[@]}")" "$(ratio "${cold[2]}" "${hot[2]}")"
+  note fleet "{\"jobs\":$fleet_n,\"size_mib\":$mib,\"hot_rounds_seconds\":[$(IFS=,; echo "${hot[*]}")],\"cold_rounds_seconds\":[$(IFS=,; echo "${cold[*]}")]}"
   kill "$fleet_pid" 2>/dev/null || true
   fleet_pid=""
 fi
 
-[ -n "${BENCH_SKIP_WARM:-}" ] && exit 0
+# --json: the run's figures as one document.
+write_json() {
+  [ -n "$json_out" ] || return 0
+  {
+    printf '{"benchmark":"scripts/bench.sh","date":"%s","machine":{"cores":%s,"kernel":"%s","memory_kib":%s},' \
+      "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)" "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+    printf '"settings":{"reps":%s,"sizes_mib":[%s],"garage_fsync":%s,"refill":%s,"settle_secs":%s,"hot_read_secs":"%s"},"results":[' \
+      "$reps" "$(IFS=,; echo "${sizes[*]}")" "${GARAGE_FSYNC:-false}" "$([ -n "${BENCH_REFILL:-}" ] && echo true || echo false)" "${BENCH_SETTLE:-0}" "${BENCH_HOT_READ_SECS:-default}"
+    paste -sd, "$results"
+    printf ']}\n'
+  } >"$json_out"
+  echo "bench: figures written to $json_out" >&2
+}
+[ -n "${BENCH_SKIP_WARM:-}" ] && { write_json; exit 0; }
 # Warm restart: a 4 GiB, 8-file model already pulled and verified.
 model="$work/model8"; mkdir -p "$model"
 for i in 0 1 2 3 4 5 6 7; do head -c $((512 * 1048576)) /dev/urandom >"$model/shard-$i.safetensors"; done
@@ -282,6 +329,7 @@ for _ in 1 2 3 4 5; do
 done
 dl=$(sed -n 's/.*"downloaded_bytes": \([0-9]*\).*/\1/p' "$work/warm.json")
 printf 'warm re-pull of a 4 GiB, 8-file model (cache + verified-state records): best of 5 = %s ms, downloaded %s bytes\n' "$best" "$dl"
+warm_ms=$best
 # Re-push of the same unchanged model: digests come from the push cache
 # (the first push below records them; the files are older than 2 s by now).
 "$BIN/vault-cli" push bench/model8 "$model" >/dev/null 2>&1
@@ -294,4 +342,6 @@ done
 hashed=$(sed -n 's/.*"hashed_bytes": \([0-9]*\).*/\1/p' "$work/repush.json")
 sent=$(sed -n 's/.*"uploaded_bytes": \([0-9]*\).*/\1/p' "$work/repush.json")
 printf 're-push of the same unchanged model (push digest cache + dedup): best of 3 = %s ms, hashed %s bytes, uploaded %s bytes\n' "$best" "$hashed" "$sent"
+note warm "{\"push_8_files_mib_per_s\":$(rate $((4096 * 1048576)) "$push8"),\"first_pull_8_files_mib_per_s\":$(rate $((4096 * 1048576)) "$pull8"),\"warm_repull_ms\":$warm_ms,\"warm_repull_downloaded_bytes\":${dl:-0},\"repush_ms\":$best,\"repush_hashed_bytes\":${hashed:-0},\"repush_uploaded_bytes\":${sent:-0}}"
+write_json
 printf 'SHA-256 and AES-256-GCM on one core: cargo bench -p vault-crypto --bench stream\n'

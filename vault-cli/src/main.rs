@@ -21,7 +21,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Two malloc arenas, as in the server (docs/performance.md,
     // "Allocator arenas").
-    vault_directio::tune_allocator(Some(2));
+    vault_malloc::tune(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();

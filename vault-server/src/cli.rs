@@ -120,7 +120,7 @@ pub struct RunArgs {
     pub insecure_http: bool,
     /// Server configuration file (TOML): rate limits per role, exfiltration
     /// thresholds, request limits and timeouts (`[http]`), blob storage
-    /// backend. See the README's operations section.
+    /// backend. See docs/deployment.md.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Policy folder (schema.cedarschema + *.cedar). Default: DATA_DIR/policies

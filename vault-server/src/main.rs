@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // file readers, and spread over many arenas freed buffers stay
     // resident (measurements: docs/performance.md, "Allocator arenas").
     // `MALLOC_ARENA_MAX` still overrides it.
-    vault_directio::tune_allocator(Some(2));
+    vault_malloc::tune(Some(2));
     // Two rustls crypto providers can end up linked; pick ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Everything the server creates (data directory, metadata, audit log,

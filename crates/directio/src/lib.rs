@@ -430,47 +430,6 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Set glibc's allocator up for a process that streams large I/O buffers
-/// (HTTP bodies, 1 MiB segments, 2 MiB blocks), with at most `arenas`
-/// arenas if given. By default glibc serves a freed buffer of 128 KiB or
-/// more from a fresh `mmap` and hands freed heap tops back to the kernel,
-/// so a stream of such buffers touches new pages all the time: a 1 GiB pull
-/// took about 100,000 page faults in the CLI and 95,000 in the server, each
-/// a zeroed page (and on a VM whose host reclaims free memory, a host fault
-/// too). Here buffers up to 32 MiB come from the heap and up to 64 MiB of
-/// free heap stays mapped, so freed buffers are reused: 4,400 faults per
-/// pull, and on the development VM a direct-I/O pull of 1 GiB went from
-/// 1.53–1.66 s to 1.33–1.38 s. Settings given in the environment
-/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
-/// or any `glibc.malloc` tunable) win. Call first thing in `main`. Does
-/// nothing on other C libraries.
-#[allow(unsafe_code)]
-pub fn tune_allocator(arenas: Option<i32>) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if tunables.contains("glibc.malloc") {
-            return;
-        }
-        let set = |var: &str, param: libc::c_int, value: libc::c_int| {
-            if std::env::var_os(var).is_none() {
-                // SAFETY: mallopt only sets an allocator parameter and is
-                // safe to call at any time; the values are in range.
-                unsafe {
-                    libc::mallopt(param, value);
-                }
-            }
-        };
-        if let Some(n) = arenas {
-            set("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, n);
-        }
-        set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
-        set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = arenas;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
