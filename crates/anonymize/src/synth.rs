@@ -536,6 +536,63 @@ pub fn people(rows: usize, seed: u64) -> (String, Vec<Planted>) {
     (out, planted)
 }
 
+/// The column transforms of [`customers_spec`], one per kind of transform
+/// (without its scrub of `notes` and its privacy goals): what the
+/// throughput benchmark's "column transforms" case runs.
+pub const CUSTOMER_COLUMNS: &str = r#"
+format = "csv"
+keep = ["customer_id", "city"]
+[[columns]]
+name = "name"
+identifier = true
+transform = "redact"
+[[columns]]
+name = "birth_date"
+transform = "generalize"
+kind = "year"
+[[columns]]
+name = "email"
+transform = "pseudonymize"
+[[columns]]
+name = "ssn"
+transform = "drop"
+[[columns]]
+name = "phone"
+transform = "mask"
+keep_last = 2
+[[columns]]
+name = "age"
+transform = "generalize"
+kind = "bucket"
+width = 20
+[[columns]]
+name = "postcode"
+transform = "generalize"
+kind = "prefix"
+keep = 1
+[[columns]]
+name = "visit_date"
+transform = "date_shift"
+subject = "customer_id"
+"#;
+
+/// The spec a data steward would write for [`generate`]'s customers: every
+/// column classified, the notes scrubbed, what is released raw scanned,
+/// k-anonymity 5 over age, postcode and gender. The one fixture the leak tests, the end-to-end job tests and
+/// the benchmark share.
+pub fn customers_spec() -> String {
+    format!(
+        "scan = true\n{CUSTOMER_COLUMNS}[[columns]]
+name = \"notes\"
+transform = \"scrub\"
+[kanon]
+quasi_identifiers = [\"age\", \"postcode\", \"gender\"]
+k_min = 5
+sensitive = \"diagnosis\"
+"
+    )
+}
+
 /// The spec a data steward would write for `synth::people`.
 pub const PEOPLE_SPEC: &str = r#"
 format = "csv"

@@ -2,50 +2,7 @@
 
 use super::*;
 
-pub(super) const SPEC: &str = r#"
-format = "csv"
-scan = true
-keep = ["customer_id", "city"]
-[[columns]]
-name = "name"
-identifier = true
-transform = "redact"
-[[columns]]
-name = "birth_date"
-transform = "generalize"
-kind = "year"
-[[columns]]
-name = "email"
-transform = "pseudonymize"
-[[columns]]
-name = "ssn"
-transform = "drop"
-[[columns]]
-name = "phone"
-transform = "mask"
-keep_last = 2
-[[columns]]
-name = "age"
-transform = "generalize"
-kind = "bucket"
-width = 20
-[[columns]]
-name = "postcode"
-transform = "generalize"
-kind = "prefix"
-keep = 1
-[[columns]]
-name = "visit_date"
-transform = "date_shift"
-subject = "customer_id"
-[[columns]]
-name = "notes"
-transform = "scrub"
-[kanon]
-quasi_identifiers = ["age", "postcode", "gender"]
-k_min = 5
-sensitive = "diagnosis"
-"#;
+pub(super) use vault_anonymize::synth::customers_spec;
 
 pub(super) fn dataset(s: &Server, rows: usize) -> std::path::PathBuf {
     let dir = s.tmp.path().join("raw");
@@ -84,7 +41,7 @@ fn a_job_turns_raw_pii_into_a_signed_anonymized_version_with_lineage() {
         3,
     );
     let spec = s.tmp.path().join("spec.toml");
-    fs::write(&spec, SPEC).unwrap();
+    fs::write(&spec, customers_spec()).unwrap();
     let job = json(&ok(s
         .cli_with_token(&steward)
         .args([
@@ -204,7 +161,10 @@ fn a_job_turns_raw_pii_into_a_signed_anonymized_version_with_lineage() {
     assert_eq!(p["lineage"]["parents"][0], pushed["digest"]);
     let spec_digest = format!(
         "sha256:{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, SPEC.as_bytes()))
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            customers_spec().as_bytes()
+        ))
     );
     assert_eq!(p["lineage"]["job_spec"], spec_digest.as_str());
     assert_eq!(show["report"]["k_after"], report["k_after"]);
@@ -468,7 +428,13 @@ fn jobs_are_visible_only_in_their_namespace() {
     ok(s.cli_with_token(&hr)
         .args(["push", "hr/customers", "--kind", "dataset"])
         .arg(&raw));
-    let job = run_job(&s, &hr, "hr/customers:1", "hr/customers-anon", SPEC);
+    let job = run_job(
+        &s,
+        &hr,
+        "hr/customers:1",
+        "hr/customers-anon",
+        &customers_spec(),
+    );
     assert_eq!(job["state"], "succeeded", "{job:#}");
     let id = job["id"].as_str().unwrap();
     let mine = json(&ok(s.cli_with_token(&hr).args(["--json", "job", "list"])));
@@ -489,7 +455,7 @@ fn a_job_interrupted_by_a_crash_runs_again_and_commits_once() {
         .arg(&raw));
     let blobs_before = blob_files(&s.data_dir).len();
     let spec = s.tmp.path().join("spec.toml");
-    fs::write(&spec, SPEC).unwrap();
+    fs::write(&spec, customers_spec()).unwrap();
     let id = ok(s
         .cli_with_token(&steward)
         .args(["anonymize", "hr/customers:1", "--to", "hr/anon", "--spec"])

@@ -602,7 +602,7 @@ fn sigkill_during_rewrap_and_anonymization_loses_nothing() {
         .args(["push", "hr/customers", "--kind", "dataset"])
         .arg(&raw));
     let spec = s.tmp.path().join("spec.toml");
-    fs::write(&spec, super::jobs::SPEC).unwrap();
+    fs::write(&spec, super::jobs::customers_spec()).unwrap();
 
     let (mut rewrap_cut, mut job_cut) = (0, 0);
     let mut jobs = Vec::new();
