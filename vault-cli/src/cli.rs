@@ -335,18 +335,8 @@ pub struct PushArgs {
     /// Sensitivity label of a new artifact (e.g. `raw-pii`; fixed at first push).
     #[arg(long, value_name = "LABEL")]
     pub sensitivity: Option<String>,
-    /// Files hashed and uploaded at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub parallel: u16,
-    /// Cache of file digests: a file whose device, inode, size, mtime and
-    /// ctime are unchanged since an earlier push is not hashed again.
-    /// Default: the pull cache ($MLVAULT_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/mlvault/files or ~/.cache/mlvault/files).
-    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-    pub cache_dir: Option<PathBuf>,
-    /// Hash every file, ignoring and not updating recorded digests.
-    #[arg(long)]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
     /// Hash every file before uploading any. By default a file of 32 MiB or
     /// more that the digest cache does not know starts uploading at once
     /// and is hashed beside the upload; if the hash ends first and the
@@ -355,10 +345,46 @@ pub struct PushArgs {
     /// file sends no bytes at all.
     #[arg(long)]
     pub hash_first: bool,
-    /// Send at most RATE bytes per second, all files together: `500K`,
+}
+
+/// The flags push and pull share.
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// Files moved at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// The local cache. A pull links files already verified there into the
+    /// destination instead of downloading them, and a destination unchanged
+    /// since it was verified costs one `stat` per file; a push does not
+    /// hash again a file whose device, inode, size, mtime and ctime are
+    /// unchanged since an earlier push. Default: $MLVAULT_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/mlvault/files or ~/.cache/mlvault/files.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bypass the cache: a pull downloads straight into the destination, a
+    /// push hashes every file (and records no digest).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Move at most RATE bytes per second, all files together: `500K`,
     /// `20M`, `1.5G` (K, M, G are powers of 1024).
     #[arg(long, value_name = "RATE", value_parser = vault_client::parse_rate)]
     pub limit_rate: Option<u64>,
+}
+
+impl TransferArgs {
+    /// The cache to use, if any.
+    pub fn cache(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(vault_client::default_cache_dir)
+        })
+    }
+    /// The shared rate limit, if any.
+    pub fn limit(&self) -> Option<std::sync::Arc<vault_client::RateLimit>> {
+        self.limit_rate
+            .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r)))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -393,26 +419,11 @@ pub struct PullArgs {
     /// it the key is pinned on first use.
     #[arg(long, value_name = "FILE.pub")]
     pub server_key: Option<PathBuf>,
-    /// Files downloaded at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub parallel: u16,
-    /// Content-addressed cache: files already verified there are linked into
-    /// the destination instead of downloaded, and a destination that is
-    /// unchanged since it was verified costs one `stat` per file.
-    /// Default: $MLVAULT_CACHE_DIR, else $XDG_CACHE_HOME/mlvault/files or
-    /// ~/.cache/mlvault/files.
-    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-    pub cache_dir: Option<PathBuf>,
-    /// Download straight into the destination, bypassing the cache.
-    #[arg(long)]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
     /// Re-hash cached files instead of trusting their recorded state.
     #[arg(long)]
     pub verify_cache: bool,
-    /// Receive at most RATE bytes per second, all files together: `500K`,
-    /// `20M`, `1.5G` (K, M, G are powers of 1024).
-    #[arg(long, value_name = "RATE", value_parser = vault_client::parse_rate)]
-    pub limit_rate: Option<u64>,
     /// Write the files with direct I/O, past the page cache, on local disk
     /// file systems (as MLVAULT_DIRECT_IO=on). Faster where new page-cache
     /// memory is expensive (some VMs) and evicts nothing, but whoever reads

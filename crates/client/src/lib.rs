@@ -9,6 +9,7 @@
 
 mod beneath;
 mod cache;
+mod destination;
 mod download;
 mod error;
 mod http;
@@ -21,10 +22,11 @@ mod throttle;
 mod trust;
 
 pub use cache::{default_cache_dir, Cache, CacheStatus, PruneReport, PARTIAL_STALE_SECS};
+pub use destination::{verify_dir, VerifyReport, MANIFEST_DIR};
 pub use download::{Progress, ProgressSink};
 pub use error::{Error, Result};
 pub use http::Client;
-pub use local::{hash_file, verify_dir, VerifyReport, MANIFEST_DIR};
+pub use local::hash_file;
 pub use pull::{PullOptions, PullResult};
 pub use push::PushOptions;
 pub use report::{check_report, ReportCheck};

@@ -9,21 +9,17 @@
 //! one per file, can be cut short; the destination's manifest then still
 //! names the old version, `verify` fails, and pulling again finishes it.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use serde::Serialize;
+use vault_api::ResolvedVersion;
 use vault_api::{FileEntry, Reference, Selector};
-use vault_manifest::{digest_of, parse_envelope};
+use vault_manifest::{digest_of, parse_envelope, Envelope, Manifest};
 
-use crate::beneath::Dir;
 use crate::cache::Cache;
+use crate::destination::Destination;
 use crate::download::Progress;
-use crate::local::{
-    previous_manifest, remove_previous, safe_destination, unexpected_entries, MANIFEST_DIR,
-    MANIFEST_FILE, REPORT_FILE,
-};
 use crate::{Client, Error, Result};
 
 /// Options of [`Client::pull`].
@@ -108,8 +104,75 @@ fn integrity(m: impl Into<String>) -> Error {
 }
 
 impl Client {
-    /// Pull `r` into `dest`, verified.
+    /// Pull `r` into `dest`, verified: resolve and check the manifest (and
+    /// an alias's signed record), fetch every file into the destination's
+    /// staging folder, and only when all are verified put them in place,
+    /// remove what an earlier version left and record the manifest.
     pub async fn pull(&self, r: &Reference, dest: &Path, opts: &PullOptions) -> Result<PullResult> {
+        let (rv, digest, env, m) = self.verified_manifest(r).await?;
+        let signer = if opts.trusted.is_empty() {
+            None
+        } else {
+            Some(
+                env.verify_any(&opts.trusted)
+                    .map_err(|e| integrity(e.to_string()))?,
+            )
+        };
+        let mut notes = Vec::new();
+        let alias_sequence = match &r.selector {
+            Selector::Alias(a) => Some(
+                self.check_alias_record(r, a, &rv, &digest, opts, &mut notes)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let (dest, targets) = Destination::open(dest, &m).await?;
+        if let Some(p) = &opts.progress {
+            p.total(m.total_bytes());
+        }
+        let cache = match &opts.cache {
+            Some(dir) => Some(Cache::open(dir)?),
+            None => None,
+        };
+        let (downloaded, staged) = match self
+            .fetch_all(&dest, cache.as_ref(), &m, &targets, &digest, opts)
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                if cache.is_some() {
+                    dest.discard_staged().await;
+                }
+                return Err(e);
+            }
+        };
+        dest.place_all(&staged, &m)?;
+        let removed_files = dest.remove_previous(&m, &mut notes).await?;
+        dest.record(&rv.envelope, rv.report.as_ref())?;
+        dest.finish(&m, &mut notes).await?;
+        let p = m.predicate();
+        Ok(PullResult {
+            reference: format!("{}:{}", p.name, p.version),
+            version: p.version,
+            digest,
+            files: m.files().len(),
+            bytes: m.total_bytes(),
+            downloaded_bytes: downloaded,
+            signer,
+            alias_sequence,
+            removed_files,
+            notes,
+        })
+    }
+
+    /// Resolve `r` and check what came back: the envelope hashes to the
+    /// digest named, the digest or version asked for is the one sent, the
+    /// manifest names this artifact and version, and a job report matches
+    /// the digest the manifest signs.
+    async fn verified_manifest(
+        &self,
+        r: &Reference,
+    ) -> Result<(ResolvedVersion, String, Envelope, Manifest)> {
         let rv = self.resolve(r).await?;
         let digest = digest_of(rv.envelope.as_bytes());
         if digest != rv.digest {
@@ -140,197 +203,53 @@ impl Client {
             )));
         }
         crate::check_report(&rv, &m)?;
-        let signer = if opts.trusted.is_empty() {
-            None
-        } else {
-            Some(
-                env.verify_any(&opts.trusted)
-                    .map_err(|e| integrity(e.to_string()))?,
-            )
-        };
-        let mut notes = Vec::new();
-        let alias_sequence = match &r.selector {
-            Selector::Alias(a) => Some(
-                self.check_alias_record(r, a, &rv, &digest, opts, &mut notes)
-                    .await?,
-            ),
-            _ => None,
-        };
-        tokio::fs::create_dir_all(dest)
-            .await
-            .map_err(|e| Error::io(format!("cannot create `{}`", dest.display()), e))?;
-        // Every path is checked before the first byte is written.
-        let targets = m
-            .files()
-            .iter()
-            .map(|f| safe_destination(dest, &f.path))
-            .collect::<Result<Vec<_>>>()?;
-        let previous = previous_manifest(dest);
-        // A directory no pull wrote before is not walked afterwards (it may
-        // be large); one look says whether it held anything.
-        let held_other_files = previous.is_none()
-            && std::fs::read_dir(dest)
-                .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != MANIFEST_DIR)));
-        // Every folder below the destination is opened without following
-        // links (see `beneath`); partial and staged files are named through
-        // the open staging folder.
-        let root = Dir::root(dest)?;
-        let meta_dir = root.make(MANIFEST_DIR)?;
-        let partial = meta_dir.make("partial")?;
-        let partial_dir = partial.anchored("");
-        if let Some(p) = &opts.progress {
-            p.total(m.total_bytes());
-        }
-        let cache = match &opts.cache {
-            Some(dir) => Some(Cache::open(dir)?),
-            None => None,
-        };
+        Ok((rv, digest, env, m))
+    }
+
+    /// Fetch every file of `m`, `opts.parallel` at a time, through the
+    /// cache or straight into the staging folder, each verified. Returns
+    /// the bytes downloaded and each file's staged copy (none when the
+    /// destination already holds the verified file); the first failure
+    /// stops the rest.
+    async fn fetch_all(
+        &self,
+        dest: &Destination,
+        cache: Option<&Cache>,
+        m: &Manifest,
+        targets: &[PathBuf],
+        digest: &str,
+        opts: &PullOptions,
+    ) -> Result<(u64, Vec<Option<PathBuf>>)> {
         let jobs = m
             .files()
             .iter()
-            .zip(&targets)
+            .zip(targets)
             .enumerate()
-            .map(|(i, (f, target))| {
-                let (cache, partial_dir, digest) =
-                    (cache.clone(), partial_dir.clone(), digest.clone());
-                async move {
-                    match cache {
-                        Some(c) => {
-                            let staged = partial_dir.join(staged_name(&f.sha256, i));
-                            self.fetch_cached(&c, &digest, i, f, target, &staged, opts)
-                                .await
-                        }
-                        None => {
-                            // Kept when the pull fails: the next one resumes it.
-                            let partial = partial_dir.join(format!("{}-{i}", f.sha256));
-                            let n = self.download_to(&digest, i, f, &partial, opts).await?;
-                            Ok((n, Some(partial)))
-                        }
+            .map(|(i, (f, target))| async move {
+                let fetched = match cache {
+                    Some(c) => {
+                        let staged = dest.staged_path(&f.sha256, i);
+                        self.fetch_cached(c, digest, i, f, target, &staged, opts)
+                            .await
                     }
-                }
+                    None => {
+                        let partial = dest.partial_path(&f.sha256, i);
+                        self.download_to(digest, i, f, &partial, opts)
+                            .await
+                            .map(|n| (n, Some(partial)))
+                    }
+                };
+                (i, fetched)
             });
-        // Every file verified and staged before the destination changes.
         let mut downloaded = 0;
         let mut staged: Vec<Option<PathBuf>> = vec![None; m.files().len()];
-        let mut failed = None;
-        let mut results =
-            futures_util::stream::iter(jobs.enumerate().map(|(i, j)| async move { (i, j.await) }))
-                .buffer_unordered(opts.parallel.max(1));
+        let mut results = futures_util::stream::iter(jobs).buffer_unordered(opts.parallel.max(1));
         while let Some((i, r)) = results.next().await {
-            match r {
-                Ok((n, s)) => {
-                    downloaded += n;
-                    staged[i] = s;
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+            let (n, s) = r?;
+            downloaded += n;
+            staged[i] = s;
         }
-        drop(results);
-        if let Some(e) = failed {
-            if cache.is_some() {
-                remove_staged(&partial_dir, |pid| pid == std::process::id()).await;
-            }
-            return Err(e);
-        }
-        for (s, f) in staged.iter().zip(m.files()) {
-            if let Some(s) = s {
-                place(&root, &partial, s, &f.path)?;
-            }
-        }
-        // What an earlier pull left here that this version does not have
-        // goes before the new manifest is written: if this stops in
-        // between, the destination fails `verify` and a new pull finishes it.
-        let mut removed_files = Vec::new();
-        if let Some(before) = &previous {
-            let (gone, kept) = {
-                let (dest, before, now) = (dest.to_path_buf(), before.clone(), m.clone());
-                tokio::task::spawn_blocking(move || {
-                    Dir::root(&dest).map(|root| remove_previous(&root, &before, &now))
-                })
-                .await
-                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))??
-            };
-            let old = format!("{}:{}", before.predicate().name, before.predicate().version);
-            if !gone.is_empty() {
-                notes.push(format!(
-                    "removed {} of {old} that {}:{} does not have",
-                    count_files(gone.len()),
-                    p.name,
-                    p.version
-                ));
-            }
-            if !kept.is_empty() {
-                notes.push(format!(
-                    "kept {} of {old} that changed since it was pulled and is not in this version: {}",
-                    count_files(kept.len()),
-                    some_of(&kept)
-                ));
-            }
-            removed_files = gone;
-        }
-        // The report first: a manifest that signs a report is never left
-        // beside a missing one.
-        match &rv.report {
-            Some(r) => {
-                let text = serde_json::to_vec_pretty(r)
-                    .map_err(|e| integrity(format!("job report: {e}")))?;
-                write_atomic(&meta_dir, REPORT_FILE, &text)?;
-            }
-            None => {
-                let _ = meta_dir.remove_file(REPORT_FILE);
-            }
-        }
-        write_atomic(&meta_dir, MANIFEST_FILE, rv.envelope.as_bytes())?;
-        // Links a killed pull staged here would keep cache objects in use.
-        if cfg!(target_os = "linux") {
-            remove_staged(&partial_dir, |pid| {
-                !Path::new("/proc").join(pid.to_string()).exists()
-            })
-            .await;
-        }
-        drop(partial);
-        let _ = meta_dir.remove_dir("partial");
-        if previous.is_some() {
-            let extra = {
-                let (dest, m) = (dest.to_path_buf(), m.clone());
-                tokio::task::spawn_blocking(move || {
-                    let expected: HashSet<&str> =
-                        m.files().iter().map(|f| f.path.as_str()).collect();
-                    // Only for a note: a folder it cannot list is left to `verify`.
-                    unexpected_entries(&dest, &expected).unwrap_or_default()
-                })
-                .await
-                .map_err(|e| Error::Local(format!("a worker task failed: {e}")))?
-            };
-            if !extra.is_empty() {
-                notes.push(format!(
-                    "`{}` also holds {} not in the manifest (`vault-cli verify` reports them): {}",
-                    dest.display(),
-                    count_files(extra.len()),
-                    some_of(&extra)
-                ));
-            }
-        } else if held_other_files {
-            notes.push(format!(
-                "`{}` held other files before this pull; `vault-cli verify` reports anything not in the manifest",
-                dest.display()
-            ));
-        }
-        Ok(PullResult {
-            reference: format!("{}:{}", p.name, p.version),
-            version: p.version,
-            digest,
-            files: m.files().len(),
-            bytes: m.total_bytes(),
-            downloaded_bytes: downloaded,
-            signer,
-            alias_sequence,
-            removed_files,
-            notes,
-        })
+        Ok((downloaded, staged))
     }
 
     /// One file through the cache: nothing to do when the destination is
@@ -454,85 +373,6 @@ impl Client {
         }
         st.save(&dir)?;
         Ok(rec.sequence)
-    }
-}
-
-/// The name under which file `index` (SHA-256 `sha`) is staged from the
-/// cache by this process: its id in the name keeps concurrent pulls into one
-/// destination apart, and tells a later pull whether its owner still runs.
-fn staged_name(sha: &str, index: usize) -> String {
-    format!("{sha}-{index}.staged-{}", std::process::id())
-}
-
-/// Remove the files staged from the cache in `partial_dir` by the processes
-/// `owner` picks (partial downloads are left for the next pull to resume).
-async fn remove_staged(partial_dir: &Path, owner: impl Fn(u32) -> bool) {
-    let Ok(mut dir) = tokio::fs::read_dir(partial_dir).await else {
-        return;
-    };
-    while let Ok(Some(e)) = dir.next_entry().await {
-        let name = e.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.rsplit_once(".staged-"))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok());
-        if pid.is_some_and(&owner) {
-            let _ = tokio::fs::remove_file(e.path()).await;
-        }
-    }
-}
-
-/// Move a verified file staged at `staged` (in the folder `partial`) into
-/// place at the manifest path `rel` below `root`, creating its folders; a
-/// link anywhere on the way is refused.
-fn place(root: &Dir, partial: &Dir, staged: &Path, rel: &str) -> Result<()> {
-    let name = staged
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Local(format!("staged file `{}` has no name", staged.display())))?;
-    let (folder, file) = crate::beneath::split(rel);
-    let parent = root.make(folder)?;
-    partial.rename(name, &parent, file)?;
-    parent.sync();
-    Ok(())
-}
-
-/// Write `bytes` to `name` in `dir` through a new temporary file and a
-/// rename; a link at either name is replaced, never followed.
-fn write_atomic(dir: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = format!("{name}.tmp");
-    let _ = dir.remove_file(&tmp);
-    let shown = dir.shown().join(&tmp);
-    let mut f = dir.create_new(&tmp)?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot write `{}`", shown.display()), e))?;
-    dir.rename(&tmp, dir, name)?;
-    dir.sync();
-    Ok(())
-}
-
-/// The first few of `paths`, and how many more.
-fn some_of(paths: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = paths
-        .iter()
-        .take(SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if paths.len() > SHOWN {
-        s.push_str(&format!(" and {} more", paths.len() - SHOWN));
-    }
-    s
-}
-
-fn count_files(n: usize) -> String {
-    if n == 1 {
-        "1 file".into()
-    } else {
-        format!("{n} files")
     }
 }
 

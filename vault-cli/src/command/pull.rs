@@ -28,20 +28,10 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
         trusted,
         server_keys,
         state_dir: g.state_dir.clone(),
-        parallel: usize::from(a.parallel),
-        cache: if a.no_cache {
-            None
-        } else {
-            Some(
-                a.cache_dir
-                    .clone()
-                    .unwrap_or_else(vault_client::default_cache_dir),
-            )
-        },
+        parallel: usize::from(a.transfer.parallel),
+        cache: a.transfer.cache(),
         verify_cache: a.verify_cache,
-        limit: a
-            .limit_rate
-            .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r))),
+        limit: a.transfer.limit(),
         progress: super::progress::bar(g, "pull"),
         direct_io: a.direct_io,
     };

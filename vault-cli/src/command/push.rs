@@ -33,17 +33,11 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
                 parents: a.parents,
                 sign_key,
                 sensitivity: a.sensitivity,
-                parallel: usize::from(a.parallel),
+                parallel: usize::from(a.transfer.parallel),
                 progress: super::progress::bar(g, "push"),
-                cache: if a.no_cache {
-                    None
-                } else {
-                    Some(a.cache_dir.unwrap_or_else(vault_client::default_cache_dir))
-                },
+                cache: a.transfer.cache(),
                 hash_first: a.hash_first,
-                limit: a
-                    .limit_rate
-                    .map(|r| std::sync::Arc::new(vault_client::RateLimit::new(r))),
+                limit: a.transfer.limit(),
             },
         )
         .await?;
