@@ -150,7 +150,7 @@ pub struct RunArgs {
     /// of --config, else 60.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_secs: Option<u64>,
-    /// Plaintext bytes per encrypted segment (format v1 field).
+    /// Plaintext bytes per encrypted segment (a blob header field).
     #[arg(long, value_name = "BYTES", default_value_t = vault_crypto::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub segment_size: u32,
     /// Start although the audit log does not verify against its anchored

@@ -1,7 +1,9 @@
 //! `vault-store` keeps what the vault stores: metadata behind the
 //! [`MetaStore`] trait (one adapter today, [`RedbMeta`]) and encrypted blobs in
 //! any `object_store` backend through [`BlobStore`], which encrypts on write
-//! and verifies on read with `vault-crypto`'s format v1.
+//! and verifies on read with `vault-crypto`'s blob formats (v2 written, v1
+//! still read). [`NewBlob`] makes a blob's envelope (a fresh DEK wrapped
+//! under the current KEK for its context), so no caller handles DEKs.
 //!
 //! Start with [`RedbMeta::open`] and [`BlobStore::new`].
 #![forbid(unsafe_code)]
