@@ -12,6 +12,7 @@
 mod blobs;
 mod direct;
 mod error;
+pub mod kv;
 mod meta;
 pub mod meta_conformance;
 mod new_blob;
@@ -24,7 +25,7 @@ pub use error::{Error, Result};
 pub use meta::MetaStore;
 pub use new_blob::{BlobPlan, NewBlob, WrittenBlob, UNKNOWN_DIGEST};
 pub use records::*;
-pub use redb_meta::RedbMeta;
+pub use redb_meta::{RedbKv, RedbMeta};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
