@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, conformance and end-to-end tests,
 # including the ones against a real S3 server (Garage, built once into
-# ~/.cache/mlvault: about 15-30 minutes on two cores the first time).
+# ~/.cache/mlvault: about 15-30 minutes on two cores the first time) and a
+# real PostgreSQL server (the distribution's package; `scripts/postgres.sh
+# install` as root installs it).
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +21,18 @@ if ! "$pyenv/bin/python" -c 'import securesystemslib' 2>/dev/null; then
 fi
 export MLVAULT_TEST_PYTHON="$pyenv/bin/python"
 work=$(mktemp -d)
-cleanup() { scripts/garage.sh stop "$work/garage" || true; rm -rf "$work"; }
+cleanup() {
+  scripts/garage.sh stop "$work/garage" || true
+  scripts/postgres.sh stop "$work/pg" || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 # A shared Garage for the backend conformance suite; end-to-end tests start their own.
 # shellcheck disable=SC1090
 source "$(scripts/garage.sh start "$work/garage" "${MLVAULT_TEST_GARAGE_PORT:-39100}")"
 export MLVAULT_REQUIRE_S3=1
+# A throwaway PostgreSQL cluster for the metadata conformance suite.
+# shellcheck disable=SC1090
+source "$(scripts/postgres.sh start "$work/pg" "${MLVAULT_TEST_PG_PORT:-39150}")"
+export MLVAULT_REQUIRE_PG=1
 cargo test --workspace "$@"

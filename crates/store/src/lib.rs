@@ -16,6 +16,8 @@ pub mod kv;
 mod meta;
 pub mod meta_conformance;
 mod new_blob;
+#[cfg(feature = "postgres")]
+mod pg_meta;
 mod records;
 mod redb_meta;
 
@@ -24,6 +26,8 @@ pub use direct::LocalReads;
 pub use error::{Error, Result};
 pub use meta::MetaStore;
 pub use new_blob::{BlobPlan, NewBlob, WrittenBlob, UNKNOWN_DIGEST};
+#[cfg(feature = "postgres")]
+pub use pg_meta::{PgKv, PgMeta};
 pub use records::*;
 pub use redb_meta::{RedbKv, RedbMeta};
 

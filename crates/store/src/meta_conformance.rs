@@ -42,6 +42,110 @@ pub fn run_all(fresh: Factory<'_>) {
     config_publishers_and_jobs(fresh);
 }
 
+/// Makes two handles on one fresh, empty store: two replicas of a server
+/// sharing one database (or the same handle twice, for a store only one
+/// process opens).
+pub type Pair<'a> = &'a (dyn Fn() -> (Arc<dyn MetaStore>, Arc<dyn MetaStore>) + Sync);
+
+/// The checks that matter when several processes share the store: writes
+/// through either handle are one history.
+pub fn run_shared(pair: Pair<'_>) {
+    replicas_moving_one_alias_give_one_winner_per_sequence(pair);
+    replicas_pushing_one_artifact_get_distinct_versions(pair);
+    what_one_replica_writes_the_other_reads(pair);
+}
+
+fn replicas_moving_one_alias_give_one_winner_per_sequence(pair: Pair<'_>) {
+    let (a, b) = pair();
+    const MOVES: u64 = 50;
+    let winners = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (r, m) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            let winners = &winners;
+            scope.spawn(move || loop {
+                let cur = m.alias_sequence("t/m", "prod").unwrap();
+                let next = cur.map_or(1, |c| c + 1);
+                if next > MOVES {
+                    break;
+                }
+                if m.put_alias(&alias_entry("t/m", "prod", r as u64 + 1, next), cur)
+                    .unwrap()
+                {
+                    winners.lock().unwrap().push(next);
+                }
+            });
+        }
+    });
+    let mut seqs = winners.into_inner().unwrap();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=MOVES).collect::<Vec<_>>(),
+        "every sequence number has exactly one winner and none is skipped"
+    );
+    assert_eq!(b.alias("t/m", "prod").unwrap().unwrap().sequence, MOVES);
+}
+
+fn replicas_pushing_one_artifact_get_distinct_versions(pair: Pair<'_>) {
+    let (a, b) = pair();
+    const EACH: usize = 10;
+    let versions = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (r, m) in [a.clone(), b.clone()].into_iter().enumerate() {
+            let versions = &versions;
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    let s = push(m.as_ref(), "t/m", 1, &format!("r{r}-{i}"));
+                    versions.lock().unwrap().push(s.version);
+                }
+            });
+        }
+    });
+    let mut got = versions.into_inner().unwrap();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=2 * EACH as u64).collect::<Vec<_>>(),
+        "two replicas never hand out one version number twice"
+    );
+    assert_eq!(a.list("t/").unwrap()[0].1.len(), 2 * EACH);
+}
+
+fn what_one_replica_writes_the_other_reads(pair: Pair<'_>) {
+    let (a, b) = pair();
+    let tok = TokenRecord {
+        id: "tok_1".into(),
+        principal: "ci".into(),
+        role: "trainer".into(),
+        namespaces: vec!["t".into()],
+        created: 1,
+        expires: None,
+        revoked: false,
+        suspended: false,
+        pending: false,
+        created_by: String::new(),
+        approved_by: String::new(),
+    };
+    a.put_token("h1", &tok).unwrap();
+    assert!(!b.token_by_hash("h1").unwrap().unwrap().revoked);
+    assert!(b.revoke_token("tok_1").unwrap());
+    assert!(
+        a.token_by_hash("h1").unwrap().unwrap().revoked,
+        "a revocation through one replica is what the other reads next"
+    );
+    let s = push(a.as_ref(), "t/x", 2, "x");
+    let v = b.version("t/x", s.version).unwrap().expect("the version");
+    assert_eq!(
+        b.version_by_digest(&v.digest).unwrap().unwrap().version,
+        s.version
+    );
+    assert_eq!(b.delete_version("t/x", s.version).unwrap().len(), 2);
+    assert!(a.version("t/x", s.version).unwrap().is_none());
+}
+
 fn dek(tag: u8) -> WrappedDek {
     WrappedDek {
         keyring: KeyringId::from_bytes([7; 16]),

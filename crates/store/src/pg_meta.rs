@@ -1,0 +1,282 @@
+//! The shared metadata backend: PostgreSQL, so that several `vault-server`
+//! replicas serve one vault. Every table of [`Table`] is rows of one
+//! relation, `mlvault_kv (tbl, k, v)`, with the key as bytes (so it sorts
+//! as redb's keys do); a write is a SERIALIZABLE transaction, retried when
+//! PostgreSQL reports a conflict with a concurrent one, so every rule the
+//! conformance suite checks holds across replicas as it does in one
+//! process. The schema is created at open under an advisory lock, so
+//! replicas may start together.
+
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{IsolationLevel, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::kv::{Kv, Meta, Table, Tx};
+use crate::{Error, Result};
+
+/// Metadata in a PostgreSQL database.
+pub type PgMeta = Meta<PgKv>;
+
+/// The schema's version, recorded in `mlvault_schema`.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Key of the advisory lock held while the schema is created or upgraded.
+const MIGRATION_LOCK: i64 = 0x6d6c_7661_756c_7401;
+
+/// How often a write that lost to a concurrent one is tried again.
+const MAX_ATTEMPTS: u32 = 50;
+
+const MIGRATIONS: &str = "
+CREATE TABLE IF NOT EXISTS mlvault_schema (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS mlvault_kv (
+    tbl text NOT NULL,
+    k bytea NOT NULL,
+    v bytea NOT NULL,
+    PRIMARY KEY (tbl, k)
+);
+";
+
+/// A pool of connections to one database.
+pub struct PgKv {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+}
+
+impl std::fmt::Debug for PgKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgKv").finish_non_exhaustive()
+    }
+}
+
+fn pg(e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::Meta(format!(
+            "PostgreSQL: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
+        None => Error::Backend(format!("PostgreSQL: {e}")),
+    }
+}
+
+fn pool_error(e: r2d2::Error) -> Error {
+    Error::Backend(format!("PostgreSQL unreachable: {e}"))
+}
+
+/// Whether PostgreSQL made this transaction fail because of a concurrent
+/// one: running it again may succeed.
+fn is_conflict(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+impl Meta<PgKv> {
+    /// Connect to the database `url` names (`postgres://user@host:port/db`)
+    /// with at most `connections` connections, and create or upgrade the
+    /// schema. Only a loopback host or a Unix socket is accepted: TLS to
+    /// the database is not supported yet, and credentials and metadata
+    /// must not cross a network in clear.
+    pub fn connect(url: &str, connections: u32) -> Result<Self> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|_| Error::Meta("the PostgreSQL URL cannot be parsed".into()))?;
+        for host in config.get_hosts() {
+            let local = match host {
+                postgres::config::Host::Tcp(h) => {
+                    h == "localhost"
+                        || h.parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                postgres::config::Host::Unix(_) => true,
+            };
+            if !local {
+                return Err(Error::Meta(
+                    "the PostgreSQL host is not on this machine: TLS to the database is not supported yet, so only a loopback address or a Unix socket is accepted".into(),
+                ));
+            }
+        }
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(connections.max(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(pool_error)?;
+        let kv = PgKv { pool };
+        kv.migrate()?;
+        Meta::over(kv)
+    }
+}
+
+impl PgKv {
+    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        self.pool.get().map_err(pool_error)
+    }
+
+    /// Create the schema, or check it is one this build knows, holding an
+    /// advisory lock so that replicas starting together take turns.
+    fn migrate(&self) -> Result<()> {
+        let mut c = self.client()?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg)?;
+        let done = (|| -> Result<()> {
+            c.batch_execute(MIGRATIONS).map_err(pg)?;
+            let row = c
+                .query_opt("SELECT max(version) FROM mlvault_schema", &[])
+                .map_err(pg)?;
+            let have: Option<i32> = row.and_then(|r| r.get(0));
+            match have {
+                None => {
+                    c.execute(
+                        "INSERT INTO mlvault_schema (version) VALUES ($1)",
+                        &[&SCHEMA_VERSION],
+                    )
+                    .map_err(pg)?;
+                }
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(Error::Meta(format!(
+                        "the database's schema is version {v}, newer than this server's ({SCHEMA_VERSION}); upgrade the server"
+                    )))
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })();
+        let unlocked = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg);
+        done.and(unlocked.map(|_| ()))
+    }
+}
+
+/// One transaction; remembers whether PostgreSQL failed it because of a
+/// concurrent one.
+struct PgTx<'a> {
+    tx: postgres::Transaction<'a>,
+    conflict: bool,
+}
+
+impl PgTx<'_> {
+    fn check<T>(&mut self, r: std::result::Result<T, postgres::Error>) -> Result<T> {
+        r.map_err(|e| {
+            self.conflict |= is_conflict(&e);
+            pg(e)
+        })
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn get(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.tx.query_opt(
+            "SELECT v FROM mlvault_kv WHERE tbl = $1 AND k = $2",
+            &[&t.name(), &key.as_bytes()],
+        );
+        Ok(self.check(r)?.map(|row| row.get(0)))
+    }
+
+    fn range(&mut self, t: Table, lo: &str, hi: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
+        let r = match hi {
+            Some(hi) => self.tx.query(
+                "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 AND k < $3 ORDER BY k",
+                &[&t.name(), &lo.as_bytes(), &hi.as_bytes()],
+            ),
+            None => self.tx.query(
+                "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 ORDER BY k",
+                &[&t.name(), &lo.as_bytes()],
+            ),
+        };
+        self.check(r)?
+            .into_iter()
+            .map(|row| {
+                let k: Vec<u8> = row.get(0);
+                let k = String::from_utf8(k).map_err(|_| Error::Corrupt {
+                    table: t.name(),
+                    detail: "a key that is not UTF-8".into(),
+                })?;
+                Ok((k, row.get(1)))
+            })
+            .collect()
+    }
+
+    fn put(&mut self, t: Table, key: &str, value: &[u8]) -> Result<()> {
+        let r = self.tx.execute(
+            "INSERT INTO mlvault_kv (tbl, k, v) VALUES ($1, $2, $3)
+             ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
+            &[&t.name(), &key.as_bytes(), &value],
+        );
+        self.check(r).map(|_| ())
+    }
+
+    fn remove(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.tx.query_opt(
+            "DELETE FROM mlvault_kv WHERE tbl = $1 AND k = $2 RETURNING v",
+            &[&t.name(), &key.as_bytes()],
+        );
+        Ok(self.check(r)?.map(|row| row.get(0)))
+    }
+}
+
+impl Kv for PgKv {
+    fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut c = self.client()?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg)?;
+        let mut tx = PgTx {
+            tx,
+            conflict: false,
+        };
+        let r = f(&mut tx)?;
+        tx.tx.commit().map_err(pg)?;
+        Ok(r)
+    }
+
+    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut c = self.client()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tx = c
+                .build_transaction()
+                .isolation_level(IsolationLevel::Serializable)
+                .start()
+                .map_err(pg)?;
+            let mut tx = PgTx {
+                tx,
+                conflict: false,
+            };
+            let result = f(&mut tx);
+            let conflict = match result {
+                Ok(r) => match tx.tx.commit() {
+                    Ok(()) => return Ok(r),
+                    Err(e) if is_conflict(&e) => true,
+                    Err(e) => return Err(pg(e)),
+                },
+                Err(e) if tx.conflict => {
+                    drop(e);
+                    true
+                }
+                Err(e) => return Err(e),
+            };
+            if conflict && attempt >= MAX_ATTEMPTS {
+                return Err(Error::Conflict(format!(
+                    "the metadata write lost to concurrent ones {MAX_ATTEMPTS} times; try again"
+                )));
+            }
+            // A little jitter, so writers that collided do not again.
+            std::thread::sleep(Duration::from_millis(u64::from(attempt.min(10)) + jitter()));
+        }
+    }
+}
+
+/// 0–7 ms from the clock's low bits: enough to spread retries apart.
+fn jitter() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos() >> 10) % 8)
+}

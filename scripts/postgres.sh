@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests and benchmarks, on loopback.
+#
+#   scripts/postgres.sh install          apt-get install postgresql if missing
+#   scripts/postgres.sh start DIR PORT   start one; prints the path of a file
+#                                        that exports MLVAULT_PG_URL
+#   scripts/postgres.sh stop DIR         stop it and delete its data
+#
+# PostgreSQL refuses to run as root, so as root the cluster runs as the
+# unprivileged `postgres` user (created by the package) in a folder of its
+# own under /tmp; DIR keeps only the env file and where the cluster is.
+# It listens on 127.0.0.1:PORT only, with trust authentication (a test
+# cluster holds nothing worth a password), and without fsync unless
+# PG_FSYNC=on (benchmarks that compare durable stores set it).
+set -euo pipefail
+
+bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/initdb" ] && { echo "$d"; return; }
+  done
+  command -v initdb >/dev/null && { dirname "$(command -v initdb)"; return; }
+  return 1
+}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "${1:-}" in
+install)
+  bindir >/dev/null && exit 0
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  bindir >/dev/null || { echo "postgres: initdb not found after installing postgresql" >&2; exit 1; }
+  ;;
+start)
+  dir=$2 port=$3
+  bin=$(bindir) || { echo "postgres: PostgreSQL is not installed (scripts/postgres.sh install)" >&2; exit 1; }
+  mkdir -p "$dir"
+  cluster=$(mktemp -d /tmp/mlvault-pg.XXXXXX)
+  echo "$cluster" >"$dir/cluster"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$cluster"; fi
+  as_pg "$bin/initdb" -D "$cluster/data" -U postgres --auth=trust --no-locale -E UTF8 >"$cluster/initdb.log" 2>&1 || {
+    echo "postgres: initdb failed:" >&2; tail -20 "$cluster/initdb.log" >&2; exit 1; }
+  if ! as_pg "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/log" -w -t 30 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $cluster -c fsync=${PG_FSYNC:-off} -c max_connections=200" start >/dev/null; then
+    echo "postgres: the server did not start on port $port; its log:" >&2
+    tail -20 "$cluster/log" >&2
+    exit 1
+  fi
+  echo "export MLVAULT_PG_URL=postgres://postgres@127.0.0.1:$port/postgres" >"$dir/env"
+  echo "$dir/env"
+  ;;
+stop)
+  dir=$2
+  [ -f "$dir/cluster" ] || exit 0
+  cluster=$(cat "$dir/cluster")
+  bin=$(bindir) || exit 0
+  as_pg "$bin/pg_ctl" -D "$cluster/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$cluster" "$dir/cluster" "$dir/env"
+  ;;
+*)
+  echo "usage: scripts/postgres.sh install | start DIR PORT | stop DIR" >&2
+  exit 2
+  ;;
+esac
