@@ -148,7 +148,16 @@ fn a_stream_opener_counts_the_segments_it_verified() {
     let mut out = Vec::new();
     opener.feed(&body[..first], &mut out).unwrap();
     assert_eq!(opener.next_segment(), 1);
-    opener.feed(&body[first..], &mut out).unwrap();
+    // Cut off here, the opener says how much it got of how much.
+    opener.feed(&body[first..first + 5], &mut out).unwrap();
+    match opener.finish() {
+        Err(Error::Truncated { expected, got }) => {
+            assert_eq!((expected, got), (body.len() as u64, first as u64 + 5));
+        }
+        other => panic!("a cut stream finished with {other:?}"),
+    }
+    opener.feed(&body[first + 5..], &mut out).unwrap();
+    opener.finish().unwrap();
     assert_eq!(opener.next_segment(), 7);
     assert_eq!(out, pt);
 }
