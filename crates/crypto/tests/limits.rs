@@ -161,3 +161,48 @@ fn a_stream_opener_counts_the_segments_it_verified() {
     assert_eq!(opener.next_segment(), 7);
     assert_eq!(out, pt);
 }
+
+#[test]
+fn segments_open_in_place_one_at_a_time() {
+    let pt: Vec<u8> = (0..40u8).collect();
+    let master = MasterKey::generate().unwrap();
+    let (ring, _) = Keyring::create(&master).unwrap();
+    let ctx = EncryptionContext::new([4; 16], "ns", pt.len() as u64, sha256(&pt)).unwrap();
+    let dek = Dek::generate().unwrap();
+    let mut enc =
+        BlobEncryptor::digest_last(&dek, ring.id(), ring.current_version(), ctx, 16).unwrap();
+    enc.set_digest(sha256(&pt)).unwrap();
+    let mut segments = Vec::new();
+    let chunks: Vec<&[u8]> = pt.chunks(16).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let mut buf = c.to_vec();
+        enc.seal_segment(&mut buf, i + 1 == chunks.len()).unwrap();
+        segments.push(buf);
+    }
+    let (mut header, _) = Header::parse(enc.header()).unwrap();
+    header.expect_digest(&sha256(&pt)).unwrap();
+    let opener = || StreamOpener::new(BlobDecryptor::new(&header, &dek).unwrap(), 0);
+
+    let mut o = opener();
+    let mut out = Vec::new();
+    for seg in &segments {
+        assert!(o.is_aligned());
+        assert_eq!(o.next_len(), Some(seg.len()));
+        let mut buf = seg.clone();
+        let n = o.open_next_in_place(&mut buf).unwrap();
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(out, pt);
+    assert_eq!((o.next_len(), o.next_segment()), (None, 3));
+    o.finish().unwrap();
+    assert!(matches!(
+        o.open_next_in_place(&mut segments[0].clone()),
+        Err(Error::TrailingData)
+    ));
+
+    // Part of a segment fed: no longer aligned, and the in-place path refuses.
+    let mut o = opener();
+    o.feed(&segments[0][..3], &mut Vec::new()).unwrap();
+    assert!(!o.is_aligned());
+    assert!(o.open_next_in_place(&mut segments[0].clone()).is_err());
+}
