@@ -118,6 +118,16 @@ impl Server {
     }
 
     fn start_inner_limited(extra: &[&str], tls: bool, nofile: Option<u32>) -> Server {
+        Self::start_full(&[], extra, tls, nofile)
+    }
+
+    /// Like [`Server::start_with`], with extra `init` arguments too (the
+    /// same `--config` for both, say).
+    pub fn start_init_with(init_extra: &[&str], extra: &[&str]) -> Server {
+        Self::start_full(init_extra, extra, true, None)
+    }
+
+    fn start_full(init_extra: &[&str], extra: &[&str], tls: bool, nofile: Option<u32>) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let identity = tmp.path().join("unseal.identity");
@@ -129,6 +139,7 @@ impl Server {
             .arg(&identity)
             .arg("--admin-token-file")
             .arg(&token_file)
+            .args(init_extra)
             .output()
             .expect("run vault-server init");
         assert!(out.status.success(), "init failed: {out:?}");

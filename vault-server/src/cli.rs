@@ -101,6 +101,10 @@ pub struct InitArgs {
     /// Write the admin token to FILE (mode 0600) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Server configuration file: its `[metadata]` section says where the
+    /// metadata goes (default: DATA_DIR/meta.redb). Give `run` the same.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,7 +171,7 @@ pub struct FsckArgs {
     /// Vault directory.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Server configuration file (for the blob backend).
+    /// Server configuration file (for the blob and metadata backends).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Remove orphaned objects and abandon stale upload sessions.

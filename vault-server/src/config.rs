@@ -54,6 +54,62 @@ pub struct ServerConfig {
     /// Token administration.
     #[serde(default)]
     pub tokens: TokenPolicy,
+    /// Where the metadata lives.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
+}
+
+/// `[metadata]`: the embedded redb file (default) or a PostgreSQL database.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// `redb` (DATA_DIR/meta.redb) or `postgres`.
+    #[serde(default)]
+    pub backend: MetaBackend,
+    /// The PostgreSQL URL (`postgres://user@host:port/db`). The environment
+    /// variable MLVAULT_METADATA_URL wins, so a password need not be in the
+    /// file.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Connections in the pool (default 16).
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+}
+
+fn default_connections() -> u32 {
+    16
+}
+
+/// The URL may hold a password: it is never printed.
+impl std::fmt::Debug for MetadataConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "(set)"))
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// A metadata backend.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaBackend {
+    /// One redb file in the data directory.
+    #[default]
+    Redb,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl MetadataConfig {
+    /// The PostgreSQL URL: MLVAULT_METADATA_URL, else `url`.
+    pub fn postgres_url(&self) -> Option<String> {
+        std::env::var("MLVAULT_METADATA_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.clone())
+    }
 }
 
 /// `[tokens]`: separation of duties for token administration.

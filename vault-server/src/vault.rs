@@ -239,8 +239,50 @@ fn server_key(meta: &dyn MetaStore, master: &MasterKey, layout: &Layout) -> Resu
     Ok(key)
 }
 
-/// Create a vault in `dir`; returns the admin token secret.
-pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
+/// Open the metadata `config` names: DATA_DIR/meta.redb, or a PostgreSQL
+/// database. A server (`serving`) claims a PostgreSQL database for itself:
+/// until replicas share one audit chain, a second server on the same
+/// database is refused.
+pub fn open_meta(
+    layout: &Layout,
+    config: &crate::config::MetadataConfig,
+    serving: bool,
+) -> Result<Arc<dyn MetaStore>> {
+    use crate::config::MetaBackend;
+    match config.backend {
+        MetaBackend::Redb => {
+            let m = RedbMeta::open(&layout.meta())
+                .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?;
+            Ok(Arc::new(m))
+        }
+        MetaBackend::Postgres => {
+            let url = config.postgres_url().ok_or_else(|| {
+                fail(
+                    ExitStatus::Usage,
+                    "[metadata] backend = \"postgres\" needs `url` or MLVAULT_METADATA_URL",
+                )
+            })?;
+            let m = vault_store::PgMeta::connect(&url, config.connections)
+                .map_err(|e| fail(ExitStatus::Unavailable, format!("metadata database: {e}")))?;
+            if serving && !m.claim_sole_server()? {
+                return Err(fail(
+                    ExitStatus::Usage,
+                    "another vault-server is using this metadata database; several replicas on one database need the shared audit chain, which is not built yet",
+                ));
+            }
+            tracing::info!(connections = config.connections, "metadata in PostgreSQL");
+            Ok(Arc::new(m))
+        }
+    }
+}
+
+/// Create a vault in `dir`, its metadata where `config` says; returns the
+/// admin token secret.
+pub fn init(
+    dir: &Path,
+    args: &UnsealArgs,
+    config: &crate::config::MetadataConfig,
+) -> Result<String> {
     let layout = Layout::new(dir);
     if dir.exists() {
         let non_empty = fs::read_dir(dir)
@@ -263,9 +305,15 @@ pub fn init(dir: &Path, args: &UnsealArgs) -> Result<String> {
     let master = MasterKey::generate()?;
     let sealed = Sealer::for_unsealer(&unseal).seal(&master)?;
     write_secret_file(&layout.sealed_master(), &sealed)?;
-    let meta = RedbMeta::open(&layout.meta())?;
+    let meta = open_meta(&layout, config, false)?;
+    if meta.keyring()?.is_some() {
+        return Err(fail(
+            ExitStatus::Usage,
+            "the metadata database already holds a vault; init only creates new vaults",
+        ));
+    }
     let (ring, wrapped) = Keyring::create(&master)?;
-    server_key(&meta, &master, &layout)?;
+    server_key(meta.as_ref(), &master, &layout)?;
     meta.put_keyring(&KeyringRecord {
         id: *ring.id(),
         keks: vec![wrapped],
@@ -335,7 +383,7 @@ impl Layout {
 /// `reseal` gives a reason to start a new one.
 fn open_audit(
     layout: &Layout,
-    meta: &Arc<RedbMeta>,
+    meta: &Arc<dyn MetaStore>,
     key: &SecretKey,
     reseal: Option<&str>,
 ) -> Result<AuditLog> {
@@ -466,10 +514,7 @@ impl Vault {
         check_tree_private(dir)?;
         let sealed = fs::read(layout.sealed_master())?;
         let master = unseal.unseal(&sealed)?;
-        let meta = Arc::new(
-            RedbMeta::open(&layout.meta())
-                .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?,
-        );
+        let meta = open_meta(&layout, &config.metadata, true)?;
         let rec = meta
             .keyring()?
             .context("metadata has no key ring: the vault was not fully initialized")?;

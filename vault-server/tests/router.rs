@@ -23,7 +23,7 @@ fn api() -> Api {
         unseal_identity: Some(dir.path().join("unseal.identity")),
         passphrase_env: None,
     };
-    let admin = vault::init(&data, &unseal).unwrap();
+    let admin = vault::init(&data, &unseal, &Default::default()).unwrap();
     let v = Vault::open(
         &data,
         &unseal,

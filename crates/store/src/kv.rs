@@ -94,9 +94,9 @@ pub trait Tx {
 /// `f` computes everything from what it reads.
 pub trait Kv: Send + Sync + 'static {
     /// Run `f` in a read transaction (a consistent snapshot).
-    fn read<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R>;
+    fn read<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
     /// Run `f` in a write transaction.
-    fn write<R>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R>;
+    fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
     /// Compact storage after deletions, where the engine allows it.
     fn reclaim(&self) -> Result<()> {
         Ok(())
@@ -257,15 +257,15 @@ impl<K: Kv> Meta<K> {
         Ok(Self { kv })
     }
 
-    fn read_one<T: DeserializeOwned>(&self, t: Table, key: &str) -> Result<Option<T>> {
+    fn read_one<T: DeserializeOwned + Send>(&self, t: Table, key: &str) -> Result<Option<T>> {
         self.kv.read(|tx| get(tx, t, key))
     }
 
-    fn read_all<T: DeserializeOwned>(&self, t: Table) -> Result<Vec<T>> {
+    fn read_all<T: DeserializeOwned + Send>(&self, t: Table) -> Result<Vec<T>> {
         self.kv.read(|tx| all(tx, t))
     }
 
-    fn update_token(&self, id: &str, f: impl Fn(&mut TokenRecord)) -> Result<bool> {
+    fn update_token(&self, id: &str, f: impl Fn(&mut TokenRecord) + Sync) -> Result<bool> {
         self.kv.write(|tx| {
             for (k, v) in tx.range(Table::Tokens, "", None)? {
                 let mut rec: TokenRecord = dec(Table::Tokens, &v)?;

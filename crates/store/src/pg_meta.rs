@@ -38,9 +38,17 @@ CREATE TABLE IF NOT EXISTS mlvault_kv (
 );
 ";
 
+/// Key of the advisory lock a server holds while it is the only one
+/// allowed to use the database (see [`Meta::claim_sole_server`]).
+const SOLE_SERVER_LOCK: i64 = 0x6d6c_7661_756c_7402;
+
+type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
 /// A pool of connections to one database.
 pub struct PgKv {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// The connection that holds the sole-server lock, once claimed.
+    sole: std::sync::Mutex<Option<Pooled>>,
 }
 
 impl std::fmt::Debug for PgKv {
@@ -104,14 +112,41 @@ impl Meta<PgKv> {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(pool_error)?;
-        let kv = PgKv { pool };
-        kv.migrate()?;
+        let kv = PgKv {
+            pool,
+            sole: std::sync::Mutex::new(None),
+        };
+        off_runtime(|| kv.migrate())?;
         Meta::over(kv)
+    }
+
+    /// Claim the database for this process alone, for as long as this
+    /// store lives (a session advisory lock on a connection kept for it):
+    /// false when another process holds it. The metadata itself is safe to
+    /// share, but a server's audit chain and its anchor are not yet, so a
+    /// server claims the database before it serves.
+    pub fn claim_sole_server(&self) -> Result<bool> {
+        let mut sole = self.kv.sole.lock().unwrap_or_else(|p| p.into_inner());
+        if sole.is_some() {
+            return Ok(true);
+        }
+        let mut c = self.kv.client()?;
+        let got: bool = off_runtime(|| {
+            Ok(
+                c.query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_SERVER_LOCK])
+                    .map_err(pg)?
+                    .get(0),
+            )
+        })?;
+        if got {
+            *sole = Some(c);
+        }
+        Ok(got)
     }
 }
 
 impl PgKv {
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn client(&self) -> Result<Pooled> {
         self.pool.get().map_err(pool_error)
     }
 
@@ -218,8 +253,34 @@ impl Tx for PgTx<'_> {
     }
 }
 
+/// Run `work` where the blocking PostgreSQL client may run: the client
+/// drives its connection on a runtime of its own, which cannot start on a
+/// thread that already runs one (a server's async workers, even its
+/// blocking pool), so from such a thread the work moves to a thread of its
+/// own for its duration.
+fn off_runtime<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|s| {
+        s.spawn(work)
+            .join()
+            .unwrap_or_else(|_| Err(Error::Meta("a metadata transaction panicked".into())))
+    })
+}
+
 impl Kv for PgKv {
-    fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn read<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        off_runtime(|| self.read_here(f))
+    }
+
+    fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        off_runtime(|| self.write_here(f))
+    }
+}
+
+impl PgKv {
+    fn read_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut c = self.client()?;
         let tx = c
             .build_transaction()
@@ -236,7 +297,7 @@ impl Kv for PgKv {
         Ok(r)
     }
 
-    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn write_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut c = self.client()?;
         let mut attempt = 0;
         loop {

@@ -175,13 +175,13 @@ impl Tx for WriteTx<'_> {
 }
 
 impl Kv for RedbKv {
-    fn read<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn read<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         let db = self.db();
         let mut tx = ReadTx(db.begin_read()?);
         f(&mut tx)
     }
 
-    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         let db = self.db();
         let tx = db.begin_write()?;
         let r = f(&mut WriteTx(&tx))?;

@@ -15,6 +15,7 @@ mod jobs;
 mod keys;
 mod memory;
 mod observe;
+mod postgres;
 mod reliability;
 mod s3;
 mod signing;

@@ -20,7 +20,7 @@ pub fn run(a: DevArgs) -> Result<()> {
     let token_file = a.data_dir.join("dev-admin.token");
     let trainer_file = a.data_dir.join("dev-trainer.token");
     if !layout.marker().exists() {
-        let token = vault::init(&a.data_dir, &unseal)?;
+        let token = vault::init(&a.data_dir, &unseal, &Default::default())?;
         vault::write_secret_file(&token_file, format!("{token}\n").as_bytes())?;
         eprintln!("initialized a new dev vault in `{}`", a.data_dir.display());
     } else if vault::check_tree_private(&a.data_dir).is_err() {

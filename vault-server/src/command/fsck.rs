@@ -4,7 +4,6 @@ use std::collections::HashSet;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use vault_store::{MetaStore, RedbMeta};
 
 use crate::cli::FsckArgs;
 use crate::config::ServerConfig;
@@ -41,10 +40,10 @@ pub fn run(a: FsckArgs) -> Result<()> {
         ));
     }
     let config = ServerConfig::load(a.config.as_deref())?;
-    let meta = RedbMeta::open(&layout.meta()).map_err(|e| {
+    let meta = crate::vault::open_meta(&layout, &config.metadata, false).map_err(|e| {
         fail(
             ExitStatus::Failure,
-            format!("cannot open the metadata (is the server still running?): {e}"),
+            format!("cannot open the metadata (is the server still running?): {e:#}"),
         )
     })?;
     let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;

@@ -6,7 +6,8 @@ use crate::cli::InitArgs;
 use crate::vault::{self, write_secret_file};
 
 pub fn run(a: InitArgs) -> Result<()> {
-    let token = vault::init(&a.data_dir, &a.unseal)?;
+    let config = crate::config::ServerConfig::load(a.config.as_deref())?;
+    let token = vault::init(&a.data_dir, &a.unseal, &config.metadata)?;
     match &a.admin_token_file {
         Some(path) => {
             write_secret_file(path, format!("{token}\n").as_bytes())?;
