@@ -85,6 +85,7 @@ fn contexts_headers_and_encryptors_report_what_they_were_given() {
     assert_eq!(v2.declared_digest(), Some(sha));
     let (h2, _) = Header::parse(v2.header()).unwrap();
     assert_eq!((h2.version(), h2.kek_version()), (FORMAT_V2, 3));
+    assert_eq!(h2.keyring_id(), ring.id().as_bytes());
     assert!(!h2.is_empty());
 
     let v1 = BlobEncryptor::new(&dek, ring.id(), 2, ctx, 64).unwrap();
