@@ -42,8 +42,8 @@ def render(path):
         f"### `{path.name}`",
         "",
         f"{doc['date']}, {m['cores']} cores, {m['memory_kib'] // 1048576} GiB, kernel "
-        f"`{m['kernel']}`; median of {s['reps']} runs; Garage fsync {s['garage_fsync']}, "
-        f"refill {s['refill']}, hot_read_secs {s['hot_read_secs']}.",
+        f"`{m['kernel']}`; median of {s['reps']} runs; Garage fsync {json.dumps(s['garage_fsync'])}, "
+        f"refill {json.dumps(s['refill'])}, hot_read_secs {s['hot_read_secs']}.",
         "",
         "| size | op | MiB/s (median) | runs, MiB/s | baseline, same runs | × baseline | × cp |",
         "|---|---|---|---|---|---|---|",
