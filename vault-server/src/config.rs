@@ -74,6 +74,12 @@ pub struct MetadataConfig {
     /// Connections in the pool (default 16).
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// The CA (PEM) the database's certificate is verified against. Given,
+    /// every connection uses TLS; without it, a database on this machine is
+    /// reached in clear and any other over TLS verified by the system's
+    /// roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_connections() -> u32 {
@@ -87,6 +93,7 @@ impl std::fmt::Debug for MetadataConfig {
             .field("backend", &self.backend)
             .field("url", &self.url.as_ref().map(|_| "(set)"))
             .field("connections", &self.connections)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -262,15 +262,21 @@ pub fn open_meta(
                     "[metadata] backend = \"postgres\" needs `url` or MLVAULT_METADATA_URL",
                 )
             })?;
-            let m = vault_store::PgMeta::connect(&url, config.connections)
-                .map_err(|e| fail(ExitStatus::Unavailable, format!("metadata database: {e}")))?;
+            let m =
+                vault_store::PgMeta::connect(&url, config.connections, config.ca_file.as_deref())
+                    .map_err(|e| fail(ExitStatus::Unavailable, format!("metadata database: {e}")))?;
             if serving && !m.claim_sole_server()? {
                 return Err(fail(
                     ExitStatus::Usage,
                     "another vault-server is using this metadata database; several replicas on one database need the shared audit chain, which is not built yet",
                 ));
             }
-            tracing::info!(connections = config.connections, "metadata in PostgreSQL");
+            let tls = m.connection_encrypted()?;
+            tracing::info!(
+                connections = config.connections,
+                tls,
+                "metadata in PostgreSQL"
+            );
             Ok(Arc::new(m))
         }
     }

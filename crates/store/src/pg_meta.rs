@@ -5,13 +5,20 @@
 //! PostgreSQL reports a conflict with a concurrent one, so every rule the
 //! conformance suite checks holds across replicas as it does in one
 //! process. The schema is created at open under an advisory lock, so
-//! replicas may start together.
+//! replicas may start together. A database elsewhere is reached over TLS
+//! (rustls, ring), verified, never in clear.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::{IsolationLevel, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::kv::{Kv, Meta, Table, Tx};
 use crate::{Error, Result};
@@ -42,11 +49,40 @@ CREATE TABLE IF NOT EXISTS mlvault_kv (
 /// allowed to use the database (see [`Meta::claim_sole_server`]).
 const SOLE_SERVER_LOCK: i64 = 0x6d6c_7661_756c_7402;
 
-type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+/// Connections in clear (loopback only) or over TLS.
+enum Pool {
+    Plain(r2d2::Pool<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+/// A pooled connection of either kind.
+enum Pooled {
+    Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        match self {
+            Pooled::Plain(c) => c,
+            Pooled::Tls(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        match self {
+            Pooled::Plain(c) => c,
+            Pooled::Tls(c) => c,
+        }
+    }
+}
 
 /// A pool of connections to one database.
 pub struct PgKv {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: Pool,
     /// The connection that holds the sole-server lock, once claimed.
     sole: std::sync::Mutex<Option<Pooled>>,
 }
@@ -81,43 +117,124 @@ fn is_conflict(e: &postgres::Error) -> bool {
     )
 }
 
-impl Meta<PgKv> {
-    /// Connect to the database `url` names (`postgres://user@host:port/db`)
-    /// with at most `connections` connections, and create or upgrade the
-    /// schema. Only a loopback host or a Unix socket is accepted: TLS to
-    /// the database is not supported yet, and credentials and metadata
-    /// must not cross a network in clear.
-    pub fn connect(url: &str, connections: u32) -> Result<Self> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|_| Error::Meta("the PostgreSQL URL cannot be parsed".into()))?;
-        for host in config.get_hosts() {
-            let local = match host {
-                postgres::config::Host::Tcp(h) => {
-                    h == "localhost"
-                        || h.parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                }
-                postgres::config::Host::Unix(_) => true,
-            };
-            if !local {
+/// The roots a TLS connection to the database is verified against: the
+/// certificates of `ca_file` (PEM), else the system's.
+fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Error::Meta(format!(
+                        "cannot read the database CA `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
+            if certs.is_empty() {
+                return Err(Error::Meta(format!(
+                    "the database CA `{}` holds no certificate",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| {
+                    Error::Meta(format!("a database CA certificate is refused: {e}"))
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
                 return Err(Error::Meta(
-                    "the PostgreSQL host is not on this machine: TLS to the database is not supported yet, so only a loopback address or a Unix socket is accepted".into(),
+                    "no system root certificates to verify the database with; give its CA (`ca_file`)".into(),
                 ));
             }
         }
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(connections.max(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(manager)
-            .map_err(pool_error)?;
+    }
+    Ok(roots)
+}
+
+/// A pool over `manager`, after one connection made directly so that a
+/// refusal (a certificate, a password, a missing database) is reported as
+/// PostgreSQL or TLS gave it, not as the pool's timeout.
+fn pool_of<M>(manager: M, connections: u32) -> Result<r2d2::Pool<M>>
+where
+    M: r2d2::ManageConnection<Error = postgres::Error>,
+{
+    let first = off_runtime(|| {
+        manager
+            .connect()
+            .map(drop)
+            .map_err(|e| Error::Backend(format!("cannot connect to PostgreSQL: {e}")))
+    });
+    first?;
+    r2d2::Pool::builder()
+        .max_size(connections.max(1))
+        .connection_timeout(Duration::from_secs(10))
+        .build(manager)
+        .map_err(pool_error)
+}
+
+fn is_local(host: &postgres::config::Host) -> bool {
+    match host {
+        postgres::config::Host::Tcp(h) => {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        postgres::config::Host::Unix(_) => true,
+    }
+}
+
+impl Meta<PgKv> {
+    /// Connect to the database `url` names (`postgres://user@host:port/db`)
+    /// with at most `connections` connections, and create or upgrade the
+    /// schema. Connections use TLS, required (never downgraded) and
+    /// verified against `ca_file` (PEM) or else the system's roots,
+    /// whenever `ca_file` is given or the host is not this machine: only a
+    /// loopback address or a Unix socket is used in clear.
+    pub fn connect(url: &str, connections: u32, ca_file: Option<&Path>) -> Result<Self> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|_| Error::Meta("the PostgreSQL URL cannot be parsed".into()))?;
+        let tls = ca_file.is_some() || !config.get_hosts().iter().all(is_local);
+        let pool = if tls {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let client = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Meta(format!("TLS setup: {e}")))?
+                .with_root_certificates(roots(ca_file)?)
+                .with_no_client_auth();
+            config.ssl_mode(SslMode::Require);
+            let manager = PostgresConnectionManager::new(config, MakeRustlsConnect::new(client));
+            Pool::Tls(pool_of(manager, connections)?)
+        } else {
+            config.ssl_mode(SslMode::Disable);
+            let manager = PostgresConnectionManager::new(config, NoTls);
+            Pool::Plain(pool_of(manager, connections)?)
+        };
         let kv = PgKv {
             pool,
             sole: std::sync::Mutex::new(None),
         };
         off_runtime(|| kv.migrate())?;
         Meta::over(kv)
+    }
+
+    /// Whether this store's connections to the database are encrypted
+    /// (as PostgreSQL itself reports for one of them).
+    pub fn connection_encrypted(&self) -> Result<bool> {
+        let mut c = self.kv.client()?;
+        off_runtime(|| {
+            Ok(c.query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .map_err(pg)?
+            .get(0))
+        })
     }
 
     /// Claim the database for this process alone, for as long as this
@@ -147,7 +264,11 @@ impl Meta<PgKv> {
 
 impl PgKv {
     fn client(&self) -> Result<Pooled> {
-        self.pool.get().map_err(pool_error)
+        match &self.pool {
+            Pool::Plain(p) => p.get().map(Pooled::Plain),
+            Pool::Tls(p) => p.get().map(Pooled::Tls),
+        }
+        .map_err(pool_error)
     }
 
     /// Create the schema, or check it is one this build knows, holding an

@@ -32,7 +32,9 @@ struct Databases {
 impl Databases {
     fn fresh(&self) -> String {
         let mut made = self.made.lock().unwrap();
-        let name = format!("mlvault_test_{}_{}", std::process::id(), made.len());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("mlvault_test_{}_{n}", std::process::id());
         let mut c =
             postgres::Client::connect(&self.admin, postgres::NoTls).expect("connect as admin");
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -76,26 +78,70 @@ fn postgres_keeps_the_metastore_contract_and_replicas_share_it() {
         made: Mutex::new(Vec::new()),
     };
     let fresh = || -> Arc<dyn MetaStore> {
-        Arc::new(PgMeta::connect(&dbs.fresh(), 8).expect("connect to PostgreSQL"))
+        Arc::new(PgMeta::connect(&dbs.fresh(), 8, None).expect("connect to PostgreSQL"))
     };
     meta_conformance::run_all(&fresh);
     // Two replicas: two pools on one database, each its own connections.
     let pair = || -> (Arc<dyn MetaStore>, Arc<dyn MetaStore>) {
         let url = dbs.fresh();
-        let a = PgMeta::connect(&url, 4).expect("replica a");
-        let b = PgMeta::connect(&url, 4).expect("replica b");
+        let a = PgMeta::connect(&url, 4, None).expect("replica a");
+        let b = PgMeta::connect(&url, 4, None).expect("replica b");
         (Arc::new(a), Arc::new(b))
     };
     meta_conformance::run_shared(&pair);
 }
 
 #[test]
-fn a_database_elsewhere_is_refused_without_tls() {
-    for url in [
-        "postgres://u@db.example.com:5432/vault",
-        "postgres://u@10.0.0.5/vault",
-    ] {
-        let e = PgMeta::connect(url, 1).err().expect("refused");
-        assert!(e.to_string().contains("TLS"), "{e}");
-    }
+fn tls_to_the_database_is_required_and_verified_when_asked() {
+    let Some(admin) = admin_url() else { return };
+    let ca = std::env::var("MLVAULT_PG_CA").expect("MLVAULT_PG_CA (scripts/postgres.sh sets it)");
+    let dbs = Databases {
+        admin,
+        made: Mutex::new(Vec::new()),
+    };
+    let url = dbs.fresh();
+    // In clear on loopback without a CA; over TLS with one.
+    let plain = PgMeta::connect(&url, 1, None).expect("connect in clear");
+    assert!(!plain.connection_encrypted().unwrap());
+    let tls = PgMeta::connect(&url, 2, Some(std::path::Path::new(&ca))).expect("connect over TLS");
+    assert!(
+        tls.connection_encrypted().unwrap(),
+        "PostgreSQL reports the connection encrypted"
+    );
+    tls.put_config("k", b"over tls").unwrap();
+    assert_eq!(
+        plain.config("k").unwrap().as_deref(),
+        Some(&b"over tls"[..])
+    );
+    // Another CA's certificate is refused, and nothing falls back to clear.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let e = PgMeta::connect(&url, 1, Some(&other))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    // A CA file that holds no certificate is refused before connecting.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = PgMeta::connect(&url, 1, Some(&empty))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("no certificate"), "{e}");
 }

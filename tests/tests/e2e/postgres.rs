@@ -1,5 +1,5 @@
 //! A vault whose metadata lives in PostgreSQL: the real server on a real
-//! database (scripts/test.sh starts one and sets MLVAULT_PG_URL; without
+//! database, over TLS (scripts/test.sh starts one and sets MLVAULT_PG_URL; without
 //! it these tests say so and pass, unless MLVAULT_REQUIRE_PG is set).
 
 use super::*;
@@ -38,9 +38,13 @@ fn a_vault_on_postgres_serves_survives_a_restart_and_has_one_server() {
     };
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("server.toml");
+    // Over TLS to the database, verified against the test cluster's CA.
+    let ca = std::env::var("MLVAULT_PG_CA").expect("MLVAULT_PG_CA (scripts/postgres.sh sets it)");
     fs::write(
         &cfg,
-        format!("[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\n"),
+        format!(
+            "[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\nca_file = \"{ca}\"\n"
+        ),
     )
     .unwrap();
     let cfg_arg = cfg.to_str().unwrap();
