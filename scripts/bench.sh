@@ -102,16 +102,8 @@ server_pid=$started_pid
 export MLVAULT_ADDR; MLVAULT_ADDR=$(cat "$work/vault.addr")
 export MLVAULT_TOKEN; MLVAULT_TOKEN=$(MLVAULT_TOKEN=$(cat "$work/vault.admin") "$BIN/vault-cli" token create --principal bench --role trainer --namespace bench)
 # A second vault served over TLS (rustls, a private CA), as production runs it.
-tls="$work/tls"; mkdir -p "$tls"
-(
-  cd "$tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj '/CN=bench CA' \
-    -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=127.0.0.1' \
-    -keyout server.key -out server.csr 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null
-)
+tls="$work/tls"
+scripts/test-ca.sh "$tls" bench
 start_vault vault-tls "${server_config[@]}" --tls-cert "$tls/server.pem" --tls-key "$tls/server.key"
 tls_pid=$started_pid
 TLS_ADDR=$(cat "$work/vault-tls.addr")

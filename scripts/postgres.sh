@@ -45,18 +45,8 @@ start)
   as_pg "$bin/initdb" -D "$cluster/data" -U postgres --auth=trust --no-locale -E UTF8 >"$cluster/initdb.log" 2>&1 || {
     echo "postgres: initdb failed:" >&2; tail -20 "$cluster/initdb.log" >&2; exit 1; }
   # A CA and a server certificate, for the TLS tests.
-  (
-    cd "$cluster"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj '/CN=mlvault test PostgreSQL CA' \
-      -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=127.0.0.1' \
-      -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out server.pem -extfile ext.cnf 2>/dev/null
-    chmod 600 server.key
-    chmod 644 ca.pem
-    if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.pem; fi
-  )
+  "$(dirname "$0")/test-ca.sh" "$cluster" "mlvault test PostgreSQL"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$cluster/server.key" "$cluster/server.pem"; fi
   if ! as_pg "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/log" -w -t 30 \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $cluster -c fsync=${PG_FSYNC:-off} -c max_connections=200 -c ssl=on -c ssl_cert_file=$cluster/server.pem -c ssl_key_file=$cluster/server.key" start >/dev/null; then
     echo "postgres: the server did not start on port $port; its log:" >&2
