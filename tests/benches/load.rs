@@ -5,6 +5,8 @@
 //!    keep-alive connections, for a fixed time: requests/s and latency
 //!    percentiles, beside `GET /healthz` (no auth, no policy, no metadata)
 //!    over the same connections as the baseline.
+//!    With MLVAULT_PG_URL (and MLVAULT_PG_CA) set, the same requests then
+//!    run against a second server whose metadata is in PostgreSQL.
 //! 2. 32 concurrent `vault-cli pull --no-cache` of one 256 MiB artifact, each
 //!    verified, beside one pull alone.
 //!
@@ -117,6 +119,58 @@ fn pull(s: &Server, dest: &Path) -> Command {
     c
 }
 
+/// A small model behind an alias (what deployers may resolve) on `s`, and
+/// `conns` keep-alive clients over a fleet of deployer tokens (the default
+/// rate limit is per token: 60,000 requests a minute).
+fn resolving_fleet(s: &Server, conns: usize, fleet: usize) -> Vec<Client> {
+    let small = s.tmp.path().join("small");
+    random_file(&small.join("config.json"), 600, 1);
+    random_file(&small.join("weights.bin"), 4096, 2);
+    ok(s.cli().args(["push", "t/small"]).arg(&small));
+    ok(s.cli().args(["alias", "t/small:1", "production"]));
+    let tokens: Vec<String> = (0..fleet)
+        .map(|i| s.create_token(&format!("deploy-{i}"), "deployer", &["t"], None))
+        .collect();
+    (0..conns)
+        .map(|i| {
+            Client::new(
+                &s.addr,
+                Some(tokens[i % fleet].clone()),
+                Some(&test_tls().0),
+            )
+            .expect("client")
+            .with_retries(0)
+        })
+        .collect()
+}
+
+/// A server on a fresh PostgreSQL database, if MLVAULT_PG_URL names a
+/// server (scripts/postgres.sh starts one).
+fn postgres_server() -> Option<Server> {
+    let admin = std::env::var("MLVAULT_PG_URL").ok()?;
+    let name = format!("mlvault_load_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        ok(Command::new("psql").arg(&admin).args(["-q", "-c", &sql]));
+    }
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let dir = std::env::temp_dir().join(format!("mlvault-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config folder");
+    let cfg = dir.join("server.toml");
+    let ca = std::env::var("MLVAULT_PG_CA")
+        .map(|ca| format!("ca_file = \"{ca}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &cfg,
+        format!("[metadata]\nbackend = \"postgres\"\nurl = \"{base}/{name}\"\n{ca}"),
+    )
+    .expect("write the config");
+    let c = cfg.to_str().expect("a UTF-8 path");
+    Some(Server::start_init_with(&["--config", c], &["--config", c]))
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs = arg("--secs", 10);
@@ -131,30 +185,8 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         s.pid()
     );
-
-    // A small model behind an alias (what deployers may resolve), and a
-    // fleet of deployer tokens (the default
-    // rate limit is per token: 60,000 requests a minute).
-    let small = s.tmp.path().join("small");
-    random_file(&small.join("config.json"), 600, 1);
-    random_file(&small.join("weights.bin"), 4096, 2);
-    ok(s.cli().args(["push", "t/small"]).arg(&small));
-    ok(s.cli().args(["alias", "t/small:1", "production"]));
-    let tokens: Vec<String> = (0..fleet)
-        .map(|i| s.create_token(&format!("deploy-{i}"), "deployer", &["t"], None))
-        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let clients: Vec<Client> = (0..conns)
-        .map(|i| {
-            Client::new(
-                &s.addr,
-                Some(tokens[i % fleet].clone()),
-                Some(&test_tls().0),
-            )
-            .expect("client")
-            .with_retries(0)
-        })
-        .collect();
+    let clients = resolving_fleet(&s, conns, fleet);
     let r = Arc::new(
         "t/small:production"
             .parse::<Reference>()
@@ -184,6 +216,20 @@ fn main() {
         }
     );
     println!("server peak RSS so far: {} KiB", peak_rss_kib(s.pid()));
+    // The same requests against a server whose metadata is in PostgreSQL
+    // (MLVAULT_PG_URL, over TLS with MLVAULT_PG_CA), from the same run.
+    if let Some(pg) = postgres_server() {
+        let pg_clients = resolving_fleet(&pg, conns, fleet);
+        rt.block_on(hammer(&pg_clients, 1, "resolve", r.clone()));
+        let round = rt.block_on(hammer(&pg_clients, secs, "resolve", r.clone()));
+        print_round("GET /v1/resolve (PostgreSQL)", &round);
+        println!(
+            "PostgreSQL metadata: {:.2}x the requests/s of redb in this run",
+            (round.ok as f64 / round.secs) / rate
+        );
+    } else {
+        println!("(PostgreSQL round skipped: MLVAULT_PG_URL is not set)");
+    }
 
     // 2. Concurrent pulls of one large artifact.
     let big = s.tmp.path().join("big");
