@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use postgres::config::SslMode;
 use postgres::error::SqlState;
+use postgres::types::Type;
 use postgres::{IsolationLevel, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 use rustls::pki_types::pem::PemObject;
@@ -170,8 +171,12 @@ where
             .map_err(|e| Error::Backend(format!("cannot connect to PostgreSQL: {e}")))
     });
     first?;
+    // A checkout is not tested with a query of its own (a round trip per
+    // transaction): a connection that broke fails its transaction, and
+    // the pool drops it.
     r2d2::Pool::builder()
         .max_size(connections.max(1))
+        .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(10))
         .build(manager)
         .map_err(pool_error)
@@ -325,22 +330,26 @@ impl PgTx<'_> {
 
 impl Tx for PgTx<'_> {
     fn get(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.tx.query_opt(
+        let r = self.tx.query_typed_opt(
             "SELECT v FROM mlvault_kv WHERE tbl = $1 AND k = $2",
-            &[&t.name(), &key.as_bytes()],
+            &[(&t.name(), Type::TEXT), (&key.as_bytes(), Type::BYTEA)],
         );
         Ok(self.check(r)?.map(|row| row.get(0)))
     }
 
     fn range(&mut self, t: Table, lo: &str, hi: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
         let r = match hi {
-            Some(hi) => self.tx.query(
+            Some(hi) => self.tx.query_typed(
                 "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 AND k < $3 ORDER BY k",
-                &[&t.name(), &lo.as_bytes(), &hi.as_bytes()],
+                &[
+                    (&t.name(), Type::TEXT),
+                    (&lo.as_bytes(), Type::BYTEA),
+                    (&hi.as_bytes(), Type::BYTEA),
+                ],
             ),
-            None => self.tx.query(
+            None => self.tx.query_typed(
                 "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 ORDER BY k",
-                &[&t.name(), &lo.as_bytes()],
+                &[(&t.name(), Type::TEXT), (&lo.as_bytes(), Type::BYTEA)],
             ),
         };
         self.check(r)?
@@ -357,18 +366,22 @@ impl Tx for PgTx<'_> {
     }
 
     fn put(&mut self, t: Table, key: &str, value: &[u8]) -> Result<()> {
-        let r = self.tx.execute(
+        let r = self.tx.execute_typed(
             "INSERT INTO mlvault_kv (tbl, k, v) VALUES ($1, $2, $3)
              ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
-            &[&t.name(), &key.as_bytes(), &value],
+            &[
+                (&t.name(), Type::TEXT),
+                (&key.as_bytes(), Type::BYTEA),
+                (&value, Type::BYTEA),
+            ],
         );
         self.check(r).map(|_| ())
     }
 
     fn remove(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.tx.query_opt(
+        let r = self.tx.query_typed_opt(
             "DELETE FROM mlvault_kv WHERE tbl = $1 AND k = $2 RETURNING v",
-            &[&t.name(), &key.as_bytes()],
+            &[(&t.name(), Type::TEXT), (&key.as_bytes(), Type::BYTEA)],
         );
         Ok(self.check(r)?.map(|row| row.get(0)))
     }
