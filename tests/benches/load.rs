@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use vault_api::Reference;
 use vault_client::Client;
-use vault_tests::{ok, peak_rss_kib, random_file, sha256_file, test_tls, Server};
+use vault_tests::{
+    ok, peak_rss_kib, pg_database, random_file, sha256_file, test_tls, write_postgres_config,
+    Server,
+};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -147,26 +150,12 @@ fn resolving_fleet(s: &Server, conns: usize, fleet: usize) -> Vec<Client> {
 /// A server on a fresh PostgreSQL database, if MLVAULT_PG_URL names a
 /// server (scripts/postgres.sh starts one).
 fn postgres_server() -> Option<Server> {
-    let admin = std::env::var("MLVAULT_PG_URL").ok()?;
-    let name = format!("mlvault_load_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        ok(Command::new("psql").arg(&admin).args(["-q", "-c", &sql]));
-    }
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    std::env::var_os("MLVAULT_PG_URL")?;
+    let url = pg_database("load")?;
     let dir = std::env::temp_dir().join(format!("mlvault-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("config folder");
     let cfg = dir.join("server.toml");
-    let ca = std::env::var("MLVAULT_PG_CA")
-        .map(|ca| format!("ca_file = \"{ca}\"\n"))
-        .unwrap_or_default();
-    std::fs::write(
-        &cfg,
-        format!("[metadata]\nbackend = \"postgres\"\nurl = \"{base}/{name}\"\n{ca}"),
-    )
-    .expect("write the config");
+    write_postgres_config(&cfg, &url);
     let c = cfg.to_str().expect("a UTF-8 path");
     Some(Server::start_init_with(&["--config", c], &["--config", c]))
 }

@@ -769,3 +769,44 @@ pub fn cannot_check(why: &str, switch: &str) {
     }
     panic!("cannot run this check here: {why}. Set {switch}=1 to skip it on purpose.");
 }
+
+/// A fresh, empty database on the test PostgreSQL server, as a URL; `None`
+/// (and a line saying the test is skipped) when MLVAULT_PG_URL names no
+/// server, which fails instead when MLVAULT_REQUIRE_PG is set.
+/// scripts/test.sh starts a server and sets both.
+pub fn pg_database(test: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("MLVAULT_PG_URL") else {
+        assert!(
+            std::env::var_os("MLVAULT_REQUIRE_PG").is_none(),
+            "MLVAULT_REQUIRE_PG is set but MLVAULT_PG_URL is not"
+        );
+        eprintln!("SKIPPED: {test} (MLVAULT_PG_URL is not set; scripts/test.sh starts PostgreSQL)");
+        return None;
+    };
+    let name = format!(
+        "mlvault_{}_{}",
+        test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id()
+    );
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        ok(Command::new("psql").arg(&admin).args(["-q", "-c", &sql]));
+    }
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
+/// Write a server config at `path` whose metadata is the database `url`,
+/// reached over TLS verified against MLVAULT_PG_CA when that is set.
+pub fn write_postgres_config(path: &Path, url: &str) {
+    let ca = std::env::var("MLVAULT_PG_CA")
+        .map(|ca| format!("ca_file = \"{ca}\"\n"))
+        .unwrap_or_default();
+    fs::write(
+        path,
+        format!("[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\n{ca}"),
+    )
+    .expect("write the server config");
+}

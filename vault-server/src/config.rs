@@ -500,6 +500,23 @@ impl ServerConfig {
         if h.header_timeout_secs == 0 || h.body_timeout_secs == 0 {
             return bad("timeouts must be at least 1 second");
         }
+        // Settings of the other backend would be ignored: refuse them, so a
+        // typo in `backend` never leaves the metadata somewhere unintended.
+        let m = &c.metadata;
+        let wrong = |what: &str| {
+            Err(fail(
+                ExitStatus::Usage,
+                format!("config `{}`: [metadata] {what}", path.display()),
+            ))
+        };
+        if m.backend == MetaBackend::Redb && (m.url.is_some() || m.ca_file.is_some()) {
+            return wrong(
+                "url and ca_file are for backend = \"postgres\"; the default backend is redb",
+            );
+        }
+        if m.connections == 0 {
+            return wrong("connections must be at least 1");
+        }
         Ok(c)
     }
 }

@@ -1,52 +1,24 @@
 //! A vault whose metadata lives in PostgreSQL: the real server on a real
-//! database, over TLS (scripts/test.sh starts one and sets MLVAULT_PG_URL; without
-//! it these tests say so and pass, unless MLVAULT_REQUIRE_PG is set).
+//! database, over TLS (scripts/test.sh starts one and sets MLVAULT_PG_URL;
+//! without it these tests say so and pass, unless MLVAULT_REQUIRE_PG is
+//! set), and the config rules that keep metadata where it is meant to be.
 
 use super::*;
 use std::process::Command;
 
-/// A fresh database on the test server, as a URL; `None` (the test is
-/// skipped, and says so) when there is no server.
-fn fresh_database(test: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("MLVAULT_PG_URL") else {
-        assert!(
-            std::env::var_os("MLVAULT_REQUIRE_PG").is_none(),
-            "MLVAULT_REQUIRE_PG is set but MLVAULT_PG_URL is not"
-        );
-        eprintln!("SKIPPED: {test} (MLVAULT_PG_URL is not set; scripts/test.sh starts PostgreSQL)");
-        return None;
-    };
-    let name = format!(
-        "mlvault_e2e_{}_{}",
-        std::process::id(),
-        test.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    );
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        ok(Command::new("psql").arg(&admin).args(["-q", "-c", &sql]));
-    }
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
-}
-
 #[test]
 fn a_vault_on_postgres_serves_survives_a_restart_and_has_one_server() {
-    let Some(url) = fresh_database("postgres serve") else {
+    let Some(url) = pg_database("e2e serve") else {
         return;
     };
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("server.toml");
     // Over TLS to the database, verified against the test cluster's CA.
-    let ca = std::env::var("MLVAULT_PG_CA").expect("MLVAULT_PG_CA (scripts/postgres.sh sets it)");
-    fs::write(
-        &cfg,
-        format!(
-            "[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\nca_file = \"{ca}\"\n"
-        ),
-    )
-    .unwrap();
+    assert!(
+        std::env::var_os("MLVAULT_PG_CA").is_some(),
+        "MLVAULT_PG_CA (scripts/postgres.sh sets it)"
+    );
+    write_postgres_config(&cfg, &url);
     let cfg_arg = cfg.to_str().unwrap();
     let mut s = Server::start_init_with(&["--config", cfg_arg], &["--config", cfg_arg]);
     assert!(
@@ -109,4 +81,37 @@ fn a_vault_on_postgres_serves_survives_a_restart_and_has_one_server() {
         3 * MIB as usize + 5
     );
     ok(s.cli().arg("verify").arg(&dest2));
+}
+
+#[test]
+fn a_metadata_section_that_contradicts_itself_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("server.toml");
+    for (text, says) in [
+        // A database named, but the backend left at its default (redb):
+        // the metadata would silently stay in the data directory.
+        (
+            "[metadata]\nurl = \"postgres://u@127.0.0.1/v\"\n",
+            "for backend = \"postgres\"",
+        ),
+        ("[metadata]\nbackend = \"postgress\"\n", "unknown variant"),
+        (
+            "[metadata]\nbackend = \"postgres\"\nconnections = 0\n",
+            "connections must be at least 1",
+        ),
+    ] {
+        fs::write(&cfg, text).unwrap();
+        let data = dir.path().join("data");
+        let out = run(Command::new(bin("vault-server"))
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .arg("--unseal-identity")
+            .arg(dir.path().join("id"))
+            .arg("--config")
+            .arg(&cfg));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+        assert!(!data.exists(), "a refused init creates nothing");
+    }
 }
