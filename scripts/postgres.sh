@@ -32,6 +32,10 @@ as_pg() {
 case "${1:-}" in
 install)
   bindir >/dev/null && exit 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "postgres: PostgreSQL is not installed; as root: apt-get install postgresql (or run scripts/postgres.sh install as root)" >&2
+    exit 1
+  fi
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   bindir >/dev/null || { echo "postgres: initdb not found after installing postgresql" >&2; exit 1; }
   ;;

@@ -11,6 +11,8 @@ for tool in curl openssl ssh-keygen python3; do
   command -v "$tool" >/dev/null || { echo "tests need \`$tool\` (apt-get install $tool)" >&2; exit 1; }
 done
 scripts/garage.sh install >/dev/null
+# PostgreSQL from the distribution's packages (apt-get, as root), once.
+scripts/postgres.sh install
 # securesystemslib, an independent DSSE implementation, for the interop test
 # (crates/manifest/tests/interop.rs); installed once into a cached venv.
 pyenv="$HOME/.cache/mlvault/pyenv"

@@ -156,7 +156,8 @@ fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
         vec![entry(5000, &sha, "w.bin"), entry(1, &sha, "extra.bin")],
         vec![entry(5000, &sha, "other.bin")],
     ];
-    for files in bad {
+    // Commit an unsigned manifest of `files` as `version`: the status and body.
+    let commit = |version: u64, files: Vec<vault_api::FileEntry>| {
         let m = vault_manifest::Manifest::new(
             name.clone(),
             vault_api::Kind::Model,
@@ -167,50 +168,23 @@ fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
         )
         .unwrap();
         let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
-        let (code, text) = skeleton::curl(
+        skeleton::curl(
             s,
             "POST",
             &format!("/v1/uploads/{id}/commit"),
             Some(body.as_bytes()),
-        );
+        )
+    };
+    for files in bad {
+        let (code, text) = commit(version, files);
         assert_eq!(code, 422, "{text}");
     }
     // Wrong version number in the manifest.
-    let m = vault_manifest::Manifest::new(
-        name.clone(),
-        vault_api::Kind::Model,
-        version + 1,
-        0,
-        vec![entry(5000, &sha, "w.bin")],
-        vec![],
-    )
-    .unwrap();
-    let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
-    let (code, _) = skeleton::curl(
-        s,
-        "POST",
-        &format!("/v1/uploads/{id}/commit"),
-        Some(body.as_bytes()),
-    );
+    let (code, _) = commit(version + 1, vec![entry(5000, &sha, "w.bin")]);
     assert_eq!(code, 422);
     fails_with(s.cli().args(["show", art]), 4);
     // The honest manifest commits.
-    let m = vault_manifest::Manifest::new(
-        name,
-        vault_api::Kind::Model,
-        version,
-        0,
-        vec![entry(5000, &sha, "w.bin")],
-        vec![],
-    )
-    .unwrap();
-    let body = serde_json::json!({"envelope": m.to_envelope().to_json()}).to_string();
-    let (code, text) = skeleton::curl(
-        s,
-        "POST",
-        &format!("/v1/uploads/{id}/commit"),
-        Some(body.as_bytes()),
-    );
+    let (code, text) = commit(version, vec![entry(5000, &sha, "w.bin")]);
     assert_eq!(code, 200, "{text}");
 }
 
