@@ -60,7 +60,7 @@ pub struct ServerConfig {
 }
 
 /// `[metadata]`: the embedded redb file (default) or a PostgreSQL database.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataConfig {
     /// `redb` (DATA_DIR/meta.redb) or `postgres`.
@@ -84,6 +84,17 @@ pub struct MetadataConfig {
 
 fn default_connections() -> u32 {
     16
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            backend: MetaBackend::default(),
+            url: None,
+            connections: default_connections(),
+            ca_file: None,
+        }
+    }
 }
 
 /// The URL may hold a password: it is never printed.
