@@ -162,6 +162,42 @@ impl Server {
         s
     }
 
+    /// Another replica of this vault, whose metadata is in PostgreSQL and
+    /// blobs in a store both reach: `init --join` makes its data directory
+    /// from the database with its own copy of the unseal identity;
+    /// `init_args` (the same `--config`) go to `init`, `args` to `run`.
+    /// It serves with the same tokens.
+    pub fn replica(&self, init_args: &[&str], args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let identity = tmp.path().join("unseal.identity");
+        fs::copy(&self.identity, &identity).expect("copy the unseal identity");
+        let out = Command::new(bin("vault-server"))
+            .args(["init", "--join", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--unseal-identity")
+            .arg(&identity)
+            .args(init_args)
+            .output()
+            .expect("run vault-server init --join");
+        assert!(out.status.success(), "init --join failed: {out:?}");
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            token: self.token.clone(),
+            admin_token: self.admin_token.clone(),
+            data_dir,
+            identity,
+            log: tmp.path().join("server.log"),
+            extra: args.iter().map(|s| s.to_string()).collect(),
+            tls: self.tls,
+            nofile: None,
+            tmp,
+        };
+        s.spawn();
+        s
+    }
+
     /// Create a token with the admin token; returns the secret.
     pub fn create_token(
         &self,
@@ -801,12 +837,14 @@ pub fn pg_database(test: &str) -> Option<String> {
 /// Write a server config at `path` whose metadata is the database `url`,
 /// reached over TLS verified against MLVAULT_PG_CA when that is set.
 pub fn write_postgres_config(path: &Path, url: &str) {
+    fs::write(path, postgres_config(url)).expect("write the server config");
+}
+
+/// The `[metadata]` section of a server config for the database `url`,
+/// over TLS verified against MLVAULT_PG_CA when that is set.
+pub fn postgres_config(url: &str) -> String {
     let ca = std::env::var("MLVAULT_PG_CA")
         .map(|ca| format!("ca_file = \"{ca}\"\n"))
         .unwrap_or_default();
-    fs::write(
-        path,
-        format!("[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\n{ca}"),
-    )
-    .expect("write the server config");
+    format!("[metadata]\nbackend = \"postgres\"\nurl = \"{url}\"\nconnections = 4\n{ca}")
 }

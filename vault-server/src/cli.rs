@@ -29,6 +29,11 @@ pub enum Command {
     /// Check metadata against the blob store (run while the server is
     /// stopped): orphaned objects, dangling references, stale uploads.
     Fsck(FsckArgs),
+    /// Copy a single-node vault (its metadata, audit log and sealed keys)
+    /// into a PostgreSQL database for replicas, and verify the copy: every
+    /// version resolves, every signature and the audit chain verify. Run
+    /// it with the server stopped; the source is left as it was.
+    Migrate(MigrateArgs),
     /// Work with a copy of the audit log, without a running server.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -65,8 +70,12 @@ pub struct AuditVerifyArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// The log file (default: DIR/audit/audit.log).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub log: Option<PathBuf>,
+    /// Server configuration file: when its `[metadata]` is PostgreSQL, the
+    /// chain the replicas share is read from that database instead of a file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The server's public signing key (default: DIR/server-signing.pub).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -105,6 +114,12 @@ pub struct InitArgs {
     /// metadata goes (default: DATA_DIR/meta.redb). Give `run` the same.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Add a replica to the vault already in the PostgreSQL database that
+    /// --config names: DIR gets its sealed master key (which must open with
+    /// this replica's copy of the unseal identity or passphrase) and the
+    /// server's public key; no new vault and no admin token are made.
+    #[arg(long, requires = "config", conflicts_with = "admin_token_file")]
+    pub join: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -164,6 +179,27 @@ pub struct RunArgs {
     /// this flag such a log stops the server (exit 2).
     #[arg(long, value_name = "REASON")]
     pub reseal_audit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Data directory of the vault to copy (its server stopped).
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into (`postgres://USER@HOST:PORT/DB`),
+    /// which must hold no vault. Default: MLVAULT_METADATA_URL (keeps a
+    /// password out of the process list).
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// PEM CA certificate(s) to verify the database's TLS certificate with;
+    /// TLS is required with it, and for any host not on this machine.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub unseal: UnsealArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

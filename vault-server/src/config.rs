@@ -57,6 +57,31 @@ pub struct ServerConfig {
     /// Where the metadata lives.
     #[serde(default)]
     pub metadata: MetadataConfig,
+    /// Anonymization jobs across replicas.
+    #[serde(default)]
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: how long a server's claim on a job holds. A server renews
+/// its claims every third of this; a job whose server stopped renewing
+/// (it died) is taken over by another replica after it runs out.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+}
+
+fn default_lease() -> u64 {
+    30
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: default_lease(),
+        }
+    }
 }
 
 /// `[metadata]`: the embedded redb file (default) or a PostgreSQL database.
@@ -494,6 +519,15 @@ impl ServerConfig {
                     ),
                 ));
             }
+        }
+        if !(3..=3600).contains(&c.jobs.lease_secs) {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!(
+                    "config `{}`: [jobs] lease_secs must be 3 to 3600",
+                    path.display()
+                ),
+            ));
         }
         let h = &c.http;
         let bad = |what: &str| {

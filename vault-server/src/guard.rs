@@ -4,8 +4,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use vault_store::PgMeta;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -44,11 +46,88 @@ impl RoleLimiter {
 pub struct RateLimits {
     default: RoleLimiter,
     roles: HashMap<String, RoleLimiter>,
+    limits: Limits,
     clock: DefaultClock,
+    /// Among replicas: the minute's counts every replica adds to.
+    shared: Option<SharedUsage>,
+}
+
+/// Requests and bytes per token and minute, counted by every replica in
+/// the metadata database: each replica adds what it let through since its
+/// last sync and learns the totals (every quarter second), and refuses a
+/// token whose minute's total reached its role's budget. So one token's
+/// limits hold across replicas, overshot at most by what the replicas let
+/// through between two syncs.
+pub struct SharedUsage {
+    pg: Arc<PgMeta>,
+    counts: Mutex<Usage>,
+}
+
+#[derive(Default)]
+struct Usage {
+    /// The minute (Unix time / 60) the totals are for.
+    minute: u64,
+    /// Totals of the minute, every replica's, as of the last sync.
+    totals: HashMap<String, u64>,
+    /// What this replica let through since the last sync.
+    pending: HashMap<String, u64>,
+}
+
+fn minute_now() -> (u64, u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (now / 60, 60 - now % 60)
+}
+
+impl SharedUsage {
+    pub fn new(pg: Arc<PgMeta>) -> Self {
+        Self {
+            pg,
+            counts: Mutex::new(Usage::default()),
+        }
+    }
+
+    /// Take `n` of `budget` for `key` this minute: `Err(seconds)` until the
+    /// next minute when the replicas together spent it.
+    fn take(&self, key: String, n: u64, budget: u64) -> Result<(), u64> {
+        let (minute, left) = minute_now();
+        let mut u = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if u.minute != minute {
+            u.minute = minute;
+            u.totals.clear();
+        }
+        let spent =
+            u.totals.get(&key).copied().unwrap_or(0) + u.pending.get(&key).copied().unwrap_or(0);
+        if spent.saturating_add(n) > budget {
+            return Err(left.max(1));
+        }
+        *u.pending.entry(key).or_insert(0) += n;
+        Ok(())
+    }
+
+    /// Add what this replica let through to the shared counts and learn
+    /// the totals. Blocking: one round trip to the database.
+    pub fn sync(&self) -> vault_store::Result<()> {
+        let (minute, pending) = {
+            let mut u = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            (u.minute, std::mem::take(&mut u.pending))
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let adds: Vec<(String, u64)> = pending.into_iter().collect();
+        let totals = self.pg.usage_add(minute, &adds)?;
+        let mut u = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if u.minute == minute {
+            u.totals.extend(totals);
+        }
+        Ok(())
+    }
 }
 
 impl RateLimits {
-    pub fn new(l: &Limits) -> Self {
+    pub fn new(l: &Limits, shared: Option<Arc<PgMeta>>) -> Self {
         Self {
             default: RoleLimiter::new(&l.default),
             roles: l
@@ -56,7 +135,9 @@ impl RateLimits {
                 .iter()
                 .map(|(r, l)| (r.clone(), RoleLimiter::new(l)))
                 .collect(),
+            limits: l.clone(),
             clock: DefaultClock::default(),
+            shared: shared.map(SharedUsage::new),
         }
     }
 
@@ -64,12 +145,29 @@ impl RateLimits {
         self.roles.get(role).unwrap_or(&self.default)
     }
 
-    /// One request by `token` of `role`; `Err(seconds)` to wait.
+    fn limit_of(&self, role: &str) -> &Limit {
+        self.limits.roles.get(role).unwrap_or(&self.limits.default)
+    }
+
+    /// The counts shared with other replicas, if there are any.
+    pub fn shared(&self) -> Option<&SharedUsage> {
+        self.shared.as_ref()
+    }
+
+    /// One request by `token` of `role`; `Err(seconds)` to wait. Among
+    /// replicas the minute's budget (requests per minute and the burst)
+    /// holds for all of them together.
     pub fn request(&self, role: &str, token: &str) -> Result<(), u64> {
         self.of(role)
             .requests
             .check_key(&token.to_owned())
-            .map_err(|n| n.wait_time_from(self.clock.now()).as_secs().max(1))
+            .map_err(|n| n.wait_time_from(self.clock.now()).as_secs().max(1))?;
+        if let Some(s) = &self.shared {
+            let l = self.limit_of(role);
+            let budget = u64::from(l.requests_per_minute) + u64::from(l.burst);
+            s.take(format!("r:{token}"), 1, budget)?;
+        }
+        Ok(())
     }
 
     /// Charge `bytes` moved by `token` to its role's bytes-per-minute
@@ -83,10 +181,16 @@ impl RateLimits {
         };
         let cells = nz(bytes.div_ceil(1024)).min(*cap);
         match lim.check_key_n(&token.to_owned(), cells) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(n)) => Err(n.wait_time_from(self.clock.now())),
-            Err(_) => Err(Duration::from_secs(1)),
+            Ok(Ok(())) => {}
+            Ok(Err(n)) => return Err(n.wait_time_from(self.clock.now())),
+            Err(_) => return Err(Duration::from_secs(1)),
         }
+        if let Some(s) = &self.shared {
+            let budget = self.limit_of(role).bytes_per_minute / 1024;
+            s.take(format!("b:{token}"), u64::from(cells.get()), budget)
+                .map_err(Duration::from_secs)?;
+        }
+        Ok(())
     }
 
     /// The most bytes one [`RateLimits::take_bytes`] can charge for `role`.
@@ -101,17 +205,20 @@ impl RateLimits {
 /// One principal's recent pulls: (when, bytes, artifact).
 type Window = VecDeque<(Instant, u64, String)>;
 
-/// Per-principal sliding windows of pulls.
+/// Per-principal sliding windows of pulls: in memory, or among replicas
+/// in the metadata database (every replica's pulls in one window).
 pub struct ExfilDetector {
     cfg: Exfiltration,
     windows: Mutex<HashMap<String, Window>>,
+    shared: Option<Arc<PgMeta>>,
 }
 
 impl ExfilDetector {
-    pub fn new(cfg: &Exfiltration) -> Self {
+    pub fn new(cfg: &Exfiltration, shared: Option<Arc<PgMeta>>) -> Self {
         Self {
             cfg: cfg.clone(),
             windows: Mutex::new(HashMap::new()),
+            shared,
         }
     }
 
@@ -120,10 +227,29 @@ impl ExfilDetector {
     }
 
     /// Record a pull; returns an alert text when a threshold is crossed.
-    pub fn observe(&self, principal: &str, bytes: u64, artifact: &str) -> Option<String> {
+    /// Blocking among replicas (one round trip to the database); an error
+    /// when the shared window cannot be read.
+    pub fn observe(
+        &self,
+        principal: &str,
+        bytes: u64,
+        artifact: &str,
+    ) -> vault_store::Result<Option<String>> {
         if self.cfg.max_bytes == 0 && self.cfg.max_artifacts == 0 {
-            return None;
+            return Ok(None);
         }
+        let Some(pg) = &self.shared else {
+            return Ok(self.observe_here(principal, bytes, artifact));
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let since = now_ms.saturating_sub(self.cfg.window_secs.saturating_mul(1000));
+        let (total, distinct) = pg.observe_pull(principal, now_ms, since, bytes, artifact)?;
+        Ok(self.judge(total, distinct))
+    }
+
+    fn observe_here(&self, principal: &str, bytes: u64, artifact: &str) -> Option<String> {
         let now = Instant::now();
         let window = Duration::from_secs(self.cfg.window_secs);
         let mut all = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,6 +267,11 @@ impl ExfilDetector {
             .map(|(_, _, a)| a.as_str())
             .collect::<HashSet<_>>()
             .len() as u64;
+        self.judge(total, distinct)
+    }
+
+    /// The alert for a window holding `total` bytes of `distinct` artifacts.
+    fn judge(&self, total: u64, distinct: u64) -> Option<String> {
         if self.cfg.max_bytes > 0 && total > self.cfg.max_bytes {
             return Some(format!(
                 "{total} bytes pulled in {}s (threshold {})",

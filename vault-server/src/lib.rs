@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit_chain;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -147,7 +147,7 @@ fn passphrase(var: &str) -> Result<String> {
 
 /// The unsealer `args` name, creating the identity file if `create` and it
 /// does not exist yet.
-fn unsealer(layout: &Layout, args: &UnsealArgs, create: bool) -> Result<Unsealer> {
+pub(crate) fn unsealer(layout: &Layout, args: &UnsealArgs, create: bool) -> Result<Unsealer> {
     if let Some(var) = &args.passphrase_env {
         return Ok(Unsealer::passphrase(passphrase(var)?));
     }
@@ -198,7 +198,19 @@ pub struct Vault {
     pub http: crate::config::HttpLimits,
     /// Token administration rules (`[tokens]`).
     pub tokens: crate::config::TokenPolicy,
+    /// This server process among the replicas: claims jobs by this name.
+    pub instance: String,
+    /// Whether other servers may share the metadata (PostgreSQL): jobs
+    /// are then claimed for a lease and taken over when it runs out.
+    pub shared: bool,
+    /// `[jobs]` of the config.
+    pub jobs: crate::config::JobsConfig,
+    /// The last policy reload among replicas this server followed.
+    policy_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// Config key counting policy reloads among replicas.
+const POLICY_EPOCH: &str = "policy_epoch";
 
 /// Where `run` loads policies from: `--policies DIR`, else `DATA_DIR/policies`
 /// when present, else the defaults compiled in.
@@ -224,7 +236,11 @@ const SERVER_KEY_LABEL: &str = "server signing key";
 
 /// The server signing key, created (and its public half written to the data
 /// directory) on first use.
-fn server_key(meta: &dyn MetaStore, master: &MasterKey, layout: &Layout) -> Result<SecretKey> {
+pub(crate) fn server_key(
+    meta: &dyn MetaStore,
+    master: &MasterKey,
+    layout: &Layout,
+) -> Result<SecretKey> {
     if let Some(raw) = meta.config(SERVER_KEY_CONFIG)? {
         let w: WrappedSecret = serde_json::from_slice(&raw).context("corrupt server key record")?;
         let bytes = master
@@ -239,21 +255,25 @@ fn server_key(meta: &dyn MetaStore, master: &MasterKey, layout: &Layout) -> Resu
     Ok(key)
 }
 
+/// The metadata a vault opened: a store, and the PostgreSQL database
+/// behind it when replicas share one (which holds their audit chain too).
+pub struct Metadata {
+    pub store: Arc<dyn MetaStore>,
+    pub shared: Option<Arc<vault_store::PgMeta>>,
+}
+
 /// Open the metadata `config` names: DATA_DIR/meta.redb, or a PostgreSQL
-/// database. A server (`serving`) claims a PostgreSQL database for itself:
-/// until replicas share one audit chain, a second server on the same
-/// database is refused.
-pub fn open_meta(
-    layout: &Layout,
-    config: &crate::config::MetadataConfig,
-    serving: bool,
-) -> Result<Arc<dyn MetaStore>> {
+/// database that any number of replicas share.
+pub fn open_meta(layout: &Layout, config: &crate::config::MetadataConfig) -> Result<Metadata> {
     use crate::config::MetaBackend;
     match config.backend {
         MetaBackend::Redb => {
             let m = RedbMeta::open(&layout.meta())
                 .with_context(|| format!("cannot open metadata `{}`", layout.meta().display()))?;
-            Ok(Arc::new(m))
+            Ok(Metadata {
+                store: Arc::new(m),
+                shared: None,
+            })
         }
         MetaBackend::Postgres => {
             let url = config.postgres_url().ok_or_else(|| {
@@ -265,31 +285,27 @@ pub fn open_meta(
             let m =
                 vault_store::PgMeta::connect(&url, config.connections, config.ca_file.as_deref())
                     .map_err(|e| fail(ExitStatus::Unavailable, format!("metadata database: {e}")))?;
-            if serving && !m.claim_sole_server()? {
-                return Err(fail(
-                    ExitStatus::Usage,
-                    "another vault-server is using this metadata database; several replicas on one database need the shared audit chain, which is not built yet",
-                ));
-            }
             let tls = m.connection_encrypted()?;
             tracing::info!(
                 connections = config.connections,
                 tls,
                 "metadata in PostgreSQL"
             );
-            Ok(Arc::new(m))
+            let m = Arc::new(m);
+            Ok(Metadata {
+                store: m.clone(),
+                shared: Some(m),
+            })
         }
     }
 }
 
-/// Create a vault in `dir`, its metadata where `config` says; returns the
-/// admin token secret.
-pub fn init(
-    dir: &Path,
-    args: &UnsealArgs,
-    config: &crate::config::MetadataConfig,
-) -> Result<String> {
-    let layout = Layout::new(dir);
+/// Config key of the sealed master key, kept in a shared database so that
+/// replicas can join (it opens only with the unseal identity).
+pub(crate) const SEALED_MASTER: &str = "sealed_master_key";
+
+/// Refuse a data directory that holds anything; create it private.
+fn new_data_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         let non_empty = fs::read_dir(dir)
             .with_context(|| format!("cannot read `{}`", dir.display()))?
@@ -307,16 +323,83 @@ pub fn init(
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Write the files a data directory holds beside the sealed key.
+fn finish_data_dir(layout: &Layout, dir: &Path) -> Result<()> {
+    fs::create_dir_all(layout.blobs())?;
+    let marker = serde_json::json!({"mlvault": 1, "created": vault_store::now()});
+    fs::write(layout.marker(), marker.to_string())?;
+    // Private whatever the process umask (a library caller's may be 022).
+    close_to_others(dir)
+}
+
+/// Make `dir` the data directory of another replica of the vault in the
+/// PostgreSQL database `config` names: its sealed master key (which must
+/// open with `args`), the server's public key, the marker.
+pub fn join(dir: &Path, args: &UnsealArgs, config: &crate::config::MetadataConfig) -> Result<()> {
+    let layout = Layout::new(dir);
+    if config.backend != crate::config::MetaBackend::Postgres {
+        return Err(fail(
+            ExitStatus::Usage,
+            "--join adds a replica to a vault in PostgreSQL; the config's [metadata] backend is not \"postgres\"",
+        ));
+    }
+    let meta = open_meta(&layout, config)?.store;
+    let rec = meta.keyring()?.ok_or_else(|| {
+        fail(
+            ExitStatus::Usage,
+            "the metadata database holds no vault yet; run `vault-server init` without --join first",
+        )
+    })?;
+    let sealed = meta.config(SEALED_MASTER)?.ok_or_else(|| {
+        fail(
+            ExitStatus::Usage,
+            "the metadata database holds no sealed master key; copy master.key.age from another replica's data directory instead",
+        )
+    })?;
+    new_data_dir(dir)?;
+    let unseal = unsealer(&layout, args, false)?;
+    let master = unseal.unseal(&sealed).map_err(|e| {
+        fail(
+            ExitStatus::Usage,
+            format!(
+                "the vault's master key does not open with this unseal identity or passphrase: {e}"
+            ),
+        )
+    })?;
+    Keyring::open(&master, rec.id, &rec.keks, rec.min_decryption_version)
+        .context("the key ring does not open with this master key")?;
+    let key = server_key(meta.as_ref(), &master, &layout)?;
+    write_secret_file(&layout.sealed_master(), &sealed)?;
+    fs::write(layout.server_pub(), key.public().to_file_text())?;
+    finish_data_dir(&layout, dir)
+}
+
+/// Create a vault in `dir`, its metadata where `config` says; returns the
+/// admin token secret.
+pub fn init(
+    dir: &Path,
+    args: &UnsealArgs,
+    config: &crate::config::MetadataConfig,
+) -> Result<String> {
+    let layout = Layout::new(dir);
+    new_data_dir(dir)?;
     let unseal = unsealer(&layout, args, true)?;
     let master = MasterKey::generate()?;
     let sealed = Sealer::for_unsealer(&unseal).seal(&master)?;
     write_secret_file(&layout.sealed_master(), &sealed)?;
-    let meta = open_meta(&layout, config, false)?;
+    let opened = open_meta(&layout, config)?;
+    let meta = opened.store;
     if meta.keyring()?.is_some() {
         return Err(fail(
             ExitStatus::Usage,
-            "the metadata database already holds a vault; init only creates new vaults",
+            "the metadata database already holds a vault; init only creates new vaults (add a replica with `init --join`)",
         ));
+    }
+    if opened.shared.is_some() {
+        meta.put_config(SEALED_MASTER, &sealed)?;
     }
     let (ring, wrapped) = Keyring::create(&master)?;
     server_key(meta.as_ref(), &master, &layout)?;
@@ -342,11 +425,7 @@ pub fn init(
             approved_by: String::new(),
         },
     )?;
-    fs::create_dir_all(layout.blobs())?;
-    let marker = serde_json::json!({"mlvault": 1, "created": vault_store::now()});
-    fs::write(layout.marker(), marker.to_string())?;
-    // Private whatever the process umask (a library caller's may be 022).
-    close_to_others(dir)?;
+    finish_data_dir(&layout, dir)?;
     Ok(secret)
 }
 
@@ -389,10 +468,14 @@ impl Layout {
 /// `reseal` gives a reason to start a new one.
 fn open_audit(
     layout: &Layout,
-    meta: &Arc<dyn MetaStore>,
+    meta: &Metadata,
     key: &SecretKey,
     reseal: Option<&str>,
 ) -> Result<AuditLog> {
+    if let Some(pg) = &meta.shared {
+        return open_shared_audit(layout, pg, key, reseal);
+    }
+    let meta = &meta.store;
     let public = key.public();
     let anchor = match meta.config(AUDIT_ANCHOR)? {
         Some(b) => {
@@ -414,11 +497,7 @@ fn open_audit(
             if let Err(e) = meta.put_config(AUDIT_ANCHOR, note.as_bytes()) {
                 tracing::error!(error = %e, "cannot anchor the audit checkpoint in the metadata");
             }
-            let tmp = file.with_extension("tmp");
-            let written = fs::write(&tmp, note).and_then(|()| fs::rename(&tmp, &file));
-            if let Err(e) = written {
-                tracing::error!(error = %e, "cannot export the audit checkpoint");
-            }
+            export_checkpoint(&file, note);
         })
     };
     let open = |anchor: Option<&vault_audit::Checkpoint>| {
@@ -478,6 +557,84 @@ fn open_audit(
     Ok(log)
 }
 
+/// Export a checkpoint note to `audit/checkpoint` (replaced whole).
+fn export_checkpoint(file: &Path, note: &str) {
+    let tmp = file.with_extension("tmp");
+    let written = fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))
+        .and_then(|()| fs::write(&tmp, note))
+        .and_then(|()| fs::rename(&tmp, file));
+    if let Err(e) = written {
+        tracing::error!(error = %e, "cannot export the audit checkpoint");
+    }
+}
+
+/// Open the audit chain the replicas on `pg` share, verified whole and
+/// against the head the database records (which plays the anchor's part:
+/// it moves in the same transaction as the entries). Checkpoint notes are
+/// exported to this replica's `audit/checkpoint`.
+fn open_shared_audit(
+    layout: &Layout,
+    pg: &Arc<vault_store::PgMeta>,
+    key: &SecretKey,
+    reseal: Option<&str>,
+) -> Result<AuditLog> {
+    let chain = Arc::new(crate::audit_chain::PgChain::new(pg.clone()));
+    let hook = || -> vault_audit::OnCheckpoint {
+        let file = layout.audit_checkpoint();
+        Box::new(move |note: &str| export_checkpoint(&file, note))
+    };
+    let open = || {
+        AuditLog::open_shared(
+            chain.clone(),
+            SecretKey::from_bytes(&key.to_bytes()),
+            256,
+            None,
+            Some(hook()),
+        )
+    };
+    let (log, opened) = match open() {
+        Ok(x) => x,
+        Err(vault_audit::Error::Tampered(why)) => {
+            let Some(reason) = reseal else {
+                return Err(fail(ExitStatus::Usage,
+                    format!(
+                        "the shared audit chain in the metadata database does not verify: {why}. Refusing to serve. Once the loss is understood, `vault-server run ... --reseal-audit REASON` moves it aside and starts a new chain"
+                    ),
+                ));
+            };
+            let aside = pg
+                .log_move_aside(vault_store::now())
+                .context("cannot move the broken audit chain aside")?;
+            tracing::warn!(%why, %aside, "shared audit chain resealed");
+            let (log, _) = open().context("cannot start a new audit chain")?;
+            let mut ev = vault_audit::Event::new("vault-server", "audit_reseal", "audit", "alert");
+            ev.detail = format!(
+                "reason: {reason}; the previous chain did not verify ({why}); kept as table {aside}"
+            );
+            log.record(ev).map_err(|e| anyhow::anyhow!(e))?;
+            log.checkpoint().map_err(|e| anyhow::anyhow!(e))?;
+            return Ok(log);
+        }
+        Err(e) => return Err(e).context("cannot open the shared audit chain"),
+    };
+    tracing::info!(entries = opened.entries, "shared audit chain verified");
+    Ok(log)
+}
+
+/// A name for this server process, unique among replicas: the host name
+/// and a random part (a restarted server is another instance).
+fn instance_name() -> Result<String> {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let rand = hex::encode(vault_crypto::random_bytes::<6>()?);
+    Ok(if host.is_empty() {
+        rand
+    } else {
+        format!("{host}-{rand}")
+    })
+}
+
 impl Vault {
     /// Unseal and open the vault in `dir`.
     #[allow(clippy::too_many_arguments)]
@@ -520,7 +677,8 @@ impl Vault {
         check_tree_private(dir)?;
         let sealed = fs::read(layout.sealed_master())?;
         let master = unseal.unseal(&sealed)?;
-        let meta = open_meta(&layout, &config.metadata, true)?;
+        let opened = open_meta(&layout, &config.metadata)?;
+        let meta = opened.store.clone();
         let rec = meta
             .keyring()?
             .context("metadata has no key ring: the vault was not fully initialized")?;
@@ -529,7 +687,7 @@ impl Vault {
         let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;
         tracing::info!(backend = ?config.storage.backend, "blob store ready");
         let signing_key = server_key(meta.as_ref(), &master, &layout)?;
-        let audit = open_audit(&layout, &meta, &signing_key, reseal_audit)?;
+        let audit = open_audit(&layout, &opened, &signing_key, reseal_audit)?;
         Ok(Self {
             meta,
             blobs,
@@ -542,12 +700,16 @@ impl Vault {
             policy: RwLock::new(Arc::new(policy)),
             policy_source,
             audit,
-            limits: RateLimits::new(&config.limits),
-            exfil: ExfilDetector::new(&config.exfiltration),
+            limits: RateLimits::new(&config.limits, opened.shared.clone()),
+            exfil: ExfilDetector::new(&config.exfiltration, opened.shared.clone()),
             floods: crate::guard::Floods::new(&config.http),
             damaged: Default::default(),
             http: config.http.clone(),
             tokens: config.tokens.clone(),
+            instance: instance_name()?,
+            shared: opened.shared.is_some(),
+            jobs: config.jobs.clone(),
+            policy_epoch: Default::default(),
         })
     }
 
@@ -588,8 +750,69 @@ impl Vault {
     }
 
     /// Reload policies from their source; an invalid set is refused and the
-    /// running one stays.
+    /// running one stays. Among replicas, the others are told to reload
+    /// theirs (see [`Vault::follow_policy_reloads`]).
     pub fn reload_policy(&self) -> Result<usize, vault_policy::Error> {
+        let n = self.reload_policy_here()?;
+        if self.shared {
+            let next = self.policy_epoch_stored().map_or(1, |e| e + 1);
+            self.policy_epoch
+                .store(next, std::sync::atomic::Ordering::SeqCst);
+            if let Err(e) = self
+                .meta
+                .put_config(POLICY_EPOCH, next.to_string().as_bytes())
+            {
+                tracing::error!(error = %e, "cannot tell the other replicas to reload their policies");
+            }
+        }
+        Ok(n)
+    }
+
+    fn policy_epoch_stored(&self) -> Option<u64> {
+        let raw = self.meta.config(POLICY_EPOCH).ok()??;
+        std::str::from_utf8(&raw).ok()?.parse().ok()
+    }
+
+    /// Among replicas: reload this server's policies when another replica
+    /// reloaded its own (checked twice a second, so a reload reaches every
+    /// replica within a second). Runs until the process ends.
+    pub async fn follow_policy_reloads(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let v = self.clone();
+        let first = tokio::task::spawn_blocking(move || v.policy_epoch_stored())
+            .await
+            .ok()
+            .flatten();
+        self.policy_epoch
+            .store(first.unwrap_or(0), Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let v = self.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let stored = v.policy_epoch_stored()?;
+                if stored == v.policy_epoch.swap(stored, Ordering::SeqCst) {
+                    return None;
+                }
+                Some(v.reload_policy_here())
+            })
+            .await;
+            match done {
+                Ok(Some(Ok(n))) => {
+                    tracing::info!(
+                        policies = n,
+                        "policies reloaded: another replica reloaded its own"
+                    )
+                }
+                Ok(Some(Err(e))) => tracing::error!(
+                    error = %e,
+                    "another replica reloaded its policies, but this replica's set is refused; the running set stays in force"
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    fn reload_policy_here(&self) -> Result<usize, vault_policy::Error> {
         let engine = load_policy(self.policy_source.as_deref())?;
         let n = engine.len();
         let mut g = match self.policy.write() {

@@ -19,15 +19,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chain;
 mod checkpoint;
 mod entry;
 mod log;
 mod verify;
 
+pub use chain::{Build, Chain, FileChain};
 pub use checkpoint::{origin, Checkpoint};
 pub use entry::{Entry, Event, GENESIS};
 pub use log::{AuditLog, OnCheckpoint, Opened};
-pub use verify::{verify, verify_with, Report};
+pub use verify::{verify, verify_chain, verify_with, Report};
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]

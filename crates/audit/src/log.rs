@@ -1,9 +1,8 @@
 //! The writer: a dedicated thread appends batches of entries and fsyncs once
 //! per batch (group commit); every caller waits until its entry is durable.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -12,7 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use vault_manifest::SecretKey;
 
-use crate::entry::{Entry, Event, GENESIS};
+use crate::chain::{Chain, FileChain};
+use crate::entry::{Entry, Event};
 use crate::{Error, Result};
 
 enum Msg {
@@ -27,11 +27,12 @@ struct Shared {
     checkpoint: Mutex<Option<String>>,
 }
 
-/// An append-only, hash-chained audit log file.
+/// An append-only, hash-chained audit log: a file, or a [`Chain`] that
+/// several servers share.
 pub struct AuditLog {
     tx: Mutex<Sender<Msg>>,
     shared: Arc<Shared>,
-    path: PathBuf,
+    chain: Arc<dyn Chain>,
 }
 
 fn now_ms() -> u64 {
@@ -45,21 +46,34 @@ fn now_ms() -> u64 {
 pub type OnCheckpoint = Box<dyn Fn(&str) + Send>;
 
 struct Writer {
-    path: PathBuf,
+    chain: Arc<dyn Chain>,
     key: SecretKey,
     every: u64,
-    seq: u64,
-    head: String,
     since_checkpoint: u64,
-    /// Length of the file up to the last durable, sealed write.
-    good_len: u64,
     shared: Arc<Shared>,
     on_checkpoint: Option<OnCheckpoint>,
 }
 
-impl Writer {
-    /// Chain one entry onto `batch`.
-    fn append(&mut self, kind: &str, event: Event, batch: &mut Vec<Entry>) {
+/// What one message asks the writer to chain.
+enum Item {
+    Event(Box<Event>),
+    Checkpoint,
+}
+
+/// Chains entries onto a head: the part of a write that [`Chain::append`]
+/// may run again when its store retries.
+struct Builder<'a> {
+    key: &'a SecretKey,
+    every: u64,
+    seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    batch: Vec<Entry>,
+}
+
+impl Builder<'_> {
+    /// Chain one entry onto the batch.
+    fn append(&mut self, kind: &str, event: Event) {
         self.seq += 1;
         let mut e = Entry {
             seq: self.seq,
@@ -73,54 +87,86 @@ impl Writer {
         };
         e.hash = e.compute_hash();
         if kind == "checkpoint" {
-            self.seal(&mut e);
+            seal(self.key, &mut e);
             self.since_checkpoint = 0;
         } else {
             self.since_checkpoint += 1;
         }
         self.head = e.hash.clone();
-        batch.push(e);
+        self.batch.push(e);
     }
 
-    fn append_checkpoint(&mut self, batch: &mut Vec<Entry>) {
+    fn append_checkpoint(&mut self) {
         self.append(
             "checkpoint",
             Event::new("vault-server", "checkpoint", "audit", "ok"),
-            batch,
         );
     }
 
-    /// Sign the entry's hash: nobody without the server key can add to,
-    /// or rewrite, the log after a sealed entry.
-    fn seal(&self, e: &mut Entry) {
-        e.sig = STANDARD.encode(self.key.sign_bytes(&e.checkpoint_message()));
-        e.keyid = self.key.public().keyid();
-    }
-
-    fn write_batch(&mut self, msgs: Vec<Msg>) {
-        let saved = (self.seq, self.head.clone(), self.since_checkpoint);
-        let mut batch = Vec::new();
-        let mut replies = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            match m {
-                Msg::Event(ev, reply) => {
-                    self.append("event", *ev, &mut batch);
+    fn build(mut self, items: &[Item]) -> (Vec<Entry>, u64) {
+        for item in items {
+            match item {
+                Item::Event(ev) => {
+                    self.append("event", (**ev).clone());
                     if self.since_checkpoint >= self.every {
-                        self.append_checkpoint(&mut batch);
+                        self.append_checkpoint();
                     }
-                    replies.push(reply);
                 }
-                Msg::Checkpoint(reply) => {
+                Item::Checkpoint => {
                     if self.since_checkpoint > 0 {
-                        self.append_checkpoint(&mut batch);
+                        self.append_checkpoint();
                     }
-                    replies.push(reply);
                 }
             }
         }
         // Every write ends with a sealed entry.
-        if let Some(last) = batch.last_mut().filter(|e| e.sig.is_empty()) {
-            self.seal(last);
+        if let Some(last) = self.batch.last_mut().filter(|e| e.sig.is_empty()) {
+            seal(self.key, last);
+        }
+        (self.batch, self.since_checkpoint)
+    }
+}
+
+/// Sign the entry's hash: nobody without the server key can add to, or
+/// rewrite, the log after a sealed entry.
+fn seal(key: &SecretKey, e: &mut Entry) {
+    e.sig = STANDARD.encode(key.sign_bytes(&e.checkpoint_message()));
+    e.keyid = key.public().keyid();
+}
+
+impl Writer {
+    fn write_batch(&mut self, msgs: Vec<Msg>) {
+        let mut items = Vec::with_capacity(msgs.len());
+        let mut replies = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            match m {
+                Msg::Event(ev, reply) => {
+                    items.push(Item::Event(ev));
+                    replies.push(reply);
+                }
+                Msg::Checkpoint(reply) => {
+                    items.push(Item::Checkpoint);
+                    replies.push(reply);
+                }
+            }
+        }
+        let mut made = (Vec::new(), self.since_checkpoint);
+        let res = self.chain.append(&mut |seq, head| {
+            let b = Builder {
+                key: &self.key,
+                every: self.every,
+                seq,
+                head: head.to_owned(),
+                since_checkpoint: self.since_checkpoint,
+                batch: Vec::with_capacity(items.len() + 1),
+            };
+            made = b.build(&items);
+            made.0.clone()
+        });
+        let (batch, since_checkpoint) = made;
+        if res.is_ok() {
+            // What a failed write chained is dropped with it.
+            self.since_checkpoint = since_checkpoint;
         }
         let checkpoint = batch
             .iter()
@@ -130,30 +176,6 @@ impl Writer {
                 size: e.seq,
                 hash: e.hash.clone(),
             });
-        let res: std::io::Result<()> = (|| {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let mut lines = String::new();
-            for e in &batch {
-                lines.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
-                lines.push('\n');
-            }
-            // Reopened for every batch: a log file replaced or made
-            // unwritable under us fails here, loudly.
-            let mut f: File = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            // What a failed earlier write left is cut first.
-            if f.metadata()?.len() != self.good_len {
-                f.set_len(self.good_len)?;
-            }
-            f.write_all(lines.as_bytes())?;
-            f.sync_data()?;
-            self.good_len += lines.len() as u64;
-            Ok(())
-        })();
         if let (Ok(()), Some(cp)) = (&res, checkpoint) {
             match cp.sign(&self.key) {
                 Ok(note) => {
@@ -176,11 +198,7 @@ impl Writer {
                 self.shared.failed.store(false, Ordering::SeqCst);
                 Ok(())
             }
-            Err(e) => {
-                // What this batch chained is dropped: a partly written
-                // batch ends unsealed and is cut when the log is opened.
-                (self.seq, self.head, self.since_checkpoint) = saved;
-                let msg = format!("audit log `{}` cannot be written: {e}", self.path.display());
+            Err(msg) => {
                 self.shared.failed.store(true, Ordering::SeqCst);
                 if let Ok(mut g) = self.shared.last_error.lock() {
                     *g = Some(msg.clone());
@@ -281,10 +299,47 @@ impl AuditLog {
             opened.cut_unsealed = 0;
         }
         let (seq, head) = if report.sealed_seq == 0 {
-            (0, GENESIS.to_owned())
+            crate::chain::genesis()
         } else {
             (report.sealed_seq, report.sealed_hash.clone())
         };
+        let chain = Arc::new(FileChain::new(path, seq, head, report.sealed_bytes));
+        let log = Self::start(chain, key, checkpoint_every, anchor, on_checkpoint)?;
+        Ok((log, opened))
+    }
+
+    /// Open a chain that other servers append to as well, after verifying
+    /// all of it with the key's public half, against `anchor` and against
+    /// the head the store records. Appends there are atomic, so nothing is
+    /// ever left unsealed by a crash: a chain that does not verify, an
+    /// unsealed tail included, is refused ([`Error::Tampered`]).
+    pub fn open_shared(
+        chain: Arc<dyn Chain>,
+        key: SecretKey,
+        checkpoint_every: u64,
+        anchor: Option<&crate::Checkpoint>,
+        on_checkpoint: Option<OnCheckpoint>,
+    ) -> Result<(Self, Opened)> {
+        let report =
+            crate::verify_chain(chain.as_ref(), &key.public(), anchor.cloned().as_slice())?;
+        if let Some(problem) = report.problem() {
+            return Err(Error::Tampered(problem));
+        }
+        let opened = Opened {
+            cut_unsealed: 0,
+            entries: report.entries,
+        };
+        let log = Self::start(chain, key, checkpoint_every, anchor, on_checkpoint)?;
+        Ok((log, opened))
+    }
+
+    fn start(
+        chain: Arc<dyn Chain>,
+        key: SecretKey,
+        checkpoint_every: u64,
+        anchor: Option<&crate::Checkpoint>,
+        on_checkpoint: Option<OnCheckpoint>,
+    ) -> Result<Self> {
         let latest = anchor.and_then(|a| a.sign(&key).ok());
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
@@ -293,28 +348,25 @@ impl AuditLog {
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
-            path: path.clone(),
+            chain: chain.clone(),
             key,
             every: checkpoint_every.max(1),
-            seq,
-            head,
             since_checkpoint: 0,
-            good_len: report.sealed_bytes,
             shared: shared.clone(),
             on_checkpoint,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(io)?;
-        Ok((
-            Self {
-                tx: Mutex::new(tx),
-                shared,
-                path,
-            },
-            opened,
-        ))
+            .map_err(|cause| Error::Io {
+                path: chain.describe(),
+                cause,
+            })?;
+        Ok(Self {
+            tx: Mutex::new(tx),
+            shared,
+            chain,
+        })
     }
 
     /// The latest signed checkpoint note (C2SP signed-note format).
@@ -334,8 +386,8 @@ impl AuditLog {
         rrx.recv().map_err(|_| Error::Stopped.to_string())?
     }
 
-    /// Append an event; returns once it is on disk. An error means the entry
-    /// is not recorded: callers fail closed.
+    /// Append an event; returns once it is durable. An error means the
+    /// entry is not recorded: callers fail closed.
     pub fn record(&self, event: Event) -> Result<(), String> {
         self.send(|r| Msg::Event(Box::new(event), r))
     }
@@ -354,33 +406,18 @@ impl AuditLog {
         }
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the log is, for messages.
+    pub fn describe(&self) -> String {
+        self.chain.describe()
     }
 
     /// The last `n` entries.
     pub fn tail(&self, n: usize) -> Result<Vec<Entry>> {
-        let f = File::open(&self.path).map_err(|cause| Error::Io {
-            path: self.path.display().to_string(),
-            cause,
-        })?;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        // Read the end of the file: enough for n entries of a few hundred bytes.
-        let want = (n as u64).saturating_mul(2048).min(len);
-        let mut f = f;
-        f.seek(SeekFrom::Start(len - want))
-            .map_err(|cause| Error::Io {
-                path: self.path.display().to_string(),
-                cause,
-            })?;
-        let mut lines: Vec<Entry> = BufReader::new(f)
-            .lines()
-            .skip(usize::from(want < len))
-            .map_while(|l| l.ok())
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect();
-        let skip = lines.len().saturating_sub(n);
-        Ok(lines.split_off(skip))
+        self.chain.tail(n)
+    }
+
+    /// Walk the whole log as [`crate::verify_chain`] does.
+    pub fn verify(&self, key: &vault_manifest::PublicKey) -> Result<crate::Report> {
+        crate::verify_chain(self.chain.as_ref(), key, &[])
     }
 }

@@ -1,7 +1,5 @@
 //! Walking a log: every hash, link, sequence number and checkpoint signature.
 
-use std::io::{BufRead, BufReader};
-
 use crate::checkpoint::Checkpoint;
 use std::path::Path;
 
@@ -11,7 +9,7 @@ use serde::Serialize;
 use vault_manifest::PublicKey;
 
 use crate::entry::{Entry, GENESIS};
-use crate::{Error, Result};
+use crate::Result;
 
 /// What [`verify`] found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -67,40 +65,51 @@ pub fn verify(path: &Path, key: &PublicKey) -> Result<Report> {
 /// `checkpoints` kept elsewhere: the log must reach each one's size and
 /// have its hash there (else it was cut, deleted or forked since).
 pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> Result<Report> {
-    let f = std::fs::File::open(path).map_err(|cause| Error::Io {
-        path: path.display().to_string(),
-        cause,
-    })?;
+    verify_lines(
+        |visit| crate::chain::scan_file(path, visit),
+        key,
+        checkpoints,
+    )
+}
+
+/// Verify the entries of `chain` as [`verify_with`] does a file, and
+/// against the head the chain records apart from its entries.
+pub fn verify_chain(
+    chain: &dyn crate::Chain,
+    key: &PublicKey,
+    checkpoints: &[Checkpoint],
+) -> Result<Report> {
+    let mut all = checkpoints.to_vec();
+    all.extend(chain.head()?);
+    verify_lines(|visit| chain.scan(visit), key, &all)
+}
+
+/// Visits lines for [`verify_lines`].
+type Scan<'a> = dyn FnMut(&[u8]) -> bool + Send + 'a;
+
+fn verify_lines(
+    scan: impl FnOnce(&mut Scan<'_>) -> Result<()>,
+    key: &PublicKey,
+    checkpoints: &[Checkpoint],
+) -> Result<Report> {
     let mut r = Report::default();
     let mut prev = GENESIS.to_owned();
     let mut offset = 0u64;
-    let mut reader = BufReader::new(f);
-    let mut raw = Vec::new();
     let mut lineno = 0u64;
-    loop {
-        raw.clear();
-        let n = reader
-            .read_until(b'\n', &mut raw)
-            .map_err(|cause| Error::Io {
-                path: path.display().to_string(),
-                cause,
-            })?;
-        if n == 0 {
-            break;
-        }
-        offset += n as u64;
+    scan(&mut |raw: &[u8]| {
+        offset += raw.len() as u64;
         lineno += 1;
         // Sequence numbers start at 1 and have no gaps: they equal line numbers.
         let expected_seq = lineno;
         let bad = |why: String, seq: u64| Some((lineno, seq, why));
-        let e: Entry = match std::str::from_utf8(&raw)
+        let e: Entry = match std::str::from_utf8(raw)
             .map_err(|e| e.to_string())
             .and_then(|l| serde_json::from_str(l.trim_end_matches('\n')).map_err(|e| e.to_string()))
         {
             Ok(e) => e,
             Err(err) => {
                 r.first_bad = bad(format!("line does not parse: {err}"), expected_seq);
-                break;
+                return false;
             }
         };
         r.entries += 1;
@@ -109,28 +118,28 @@ pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> 
                 format!("sequence {} where {expected_seq} was expected (entries deleted, reordered or inserted)", e.seq),
                 e.seq,
             );
-            break;
+            return false;
         }
         if e.prev != prev {
             r.first_bad = bad("does not link to the entry before it".into(), e.seq);
-            break;
+            return false;
         }
         if e.compute_hash() != e.hash {
             r.first_bad = bad(
                 "content does not match its hash (entry edited)".into(),
                 e.seq,
             );
-            break;
+            return false;
         }
         if e.kind != "checkpoint" && e.kind != "event" {
             r.first_bad = bad(format!("unknown entry kind `{}`", e.kind), e.seq);
-            break;
+            return false;
         }
         if e.kind == "checkpoint" || !e.sig.is_empty() {
             let sig = STANDARD.decode(&e.sig).unwrap_or_default();
             if e.keyid != key.keyid() || !key.verify_bytes(&e.checkpoint_message(), &sig) {
                 r.first_bad = bad("seal does not verify with the server key".into(), e.seq);
-                break;
+                return false;
             }
             if e.kind == "checkpoint" {
                 r.checkpoints += 1;
@@ -149,11 +158,12 @@ pub fn verify_with(path: &Path, key: &PublicKey, checkpoints: &[Checkpoint]) -> 
                     format!("differs from the checkpoint for {} entries (the log was forked or rewritten)", cp.size),
                     e.seq,
                 );
-                break;
+                return false;
             }
         }
         prev = e.hash.clone();
-    }
+        true
+    })?;
     if r.first_bad.is_none() {
         if let Some(cp) = checkpoints
             .iter()

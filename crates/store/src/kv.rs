@@ -250,7 +250,66 @@ fn label_content(tx: &mut dyn Tx) -> Result<()> {
     tx.put(Table::Config, LABELLED_CONTENT, b"1")
 }
 
+/// Rows copied per transaction by [`Meta::copy_into`].
+const COPY_BATCH: usize = 1000;
+
 impl<K: Kv> Meta<K> {
+    /// Copy every row of every table into `dst`, which must hold no vault
+    /// (a backend migration: the rows are the same bytes in either).
+    /// Returns the rows copied per table.
+    pub fn copy_into<D: Kv>(&self, dst: &Meta<D>) -> Result<Vec<(&'static str, usize)>> {
+        let mut copied = Vec::new();
+        if dst
+            .kv
+            .read(|tx| tx.get(Table::Config, KEYRING_KEY))?
+            .is_some()
+        {
+            return Err(Error::Conflict(
+                "the target already holds a vault; a migration needs an empty one".into(),
+            ));
+        }
+        // Settings a fresh store writes for itself (see `over`) are
+        // replaced by the source's; every other table must be empty.
+        for t in Table::ALL.into_iter().filter(|t| *t != Table::Config) {
+            if !dst.kv.read(|tx| tx.range(t, "", None))?.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "the target already holds rows in `{}`; a migration needs an empty one",
+                    t.name()
+                )));
+            }
+        }
+        for t in Table::ALL {
+            let rows = self.kv.read(|tx| tx.range(t, "", None))?;
+            for chunk in rows.chunks(COPY_BATCH) {
+                dst.kv.write(|tx| {
+                    for (k, v) in chunk {
+                        tx.put(t, k, v)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            copied.push((t.name(), rows.len()));
+        }
+        Ok(copied)
+    }
+
+    /// Whether every table of `other` holds exactly the rows of this one.
+    pub fn same_rows<D: Kv>(&self, other: &Meta<D>) -> Result<Option<String>> {
+        for t in Table::ALL {
+            let mine = self.kv.read(|tx| tx.range(t, "", None))?;
+            let theirs = other.kv.read(|tx| tx.range(t, "", None))?;
+            if mine != theirs {
+                return Ok(Some(format!(
+                    "table `{}`: {} rows here, {} there, or their content differs",
+                    t.name(),
+                    mine.len(),
+                    theirs.len()
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// Metadata over `kv`, brought up to date (see `label_content`).
     pub fn over(kv: K) -> Result<Self> {
         kv.write(label_content)?;
@@ -299,6 +358,52 @@ impl<K: Kv> MetaStore for Meta<K> {
 
     fn list_jobs(&self) -> Result<Vec<JobRecord>> {
         self.read_all(Table::Jobs)
+    }
+
+    fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now: u64,
+        until: u64,
+        force: bool,
+    ) -> Result<Option<JobRecord>> {
+        self.kv.write(|tx| {
+            let Some(mut job) = get::<JobRecord>(tx, Table::Jobs, id)? else {
+                return Ok(None);
+            };
+            let free = job.owner.is_empty() || job.owner == owner || job.lease_until < now;
+            if !job.is_unfinished() || !(free || force) {
+                return Ok(None);
+            }
+            job.owner = owner.to_owned();
+            job.lease_until = until;
+            put(tx, Table::Jobs, id, &job)?;
+            Ok(Some(job))
+        })
+    }
+
+    fn put_owned_job(&self, job: &JobRecord) -> Result<bool> {
+        self.kv
+            .write(|tx| match get::<JobRecord>(tx, Table::Jobs, &job.id)? {
+                Some(cur) if cur.owner == job.owner && cur.is_unfinished() => {
+                    put(tx, Table::Jobs, &job.id, job)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+    }
+
+    fn commit_job(&self, session: &str, version: &VersionRecord, job: &JobRecord) -> Result<bool> {
+        self.kv.write(|tx| {
+            match get::<JobRecord>(tx, Table::Jobs, &job.id)? {
+                Some(cur) if cur.owner == job.owner && cur.state == "running" => {}
+                _ => return Ok(false),
+            }
+            commit_in(tx, session, version)?;
+            put(tx, Table::Jobs, &job.id, job)?;
+            Ok(true)
+        })
     }
 
     fn put_publisher(&self, rec: &PublisherRecord) -> Result<()> {
@@ -587,37 +692,7 @@ impl<K: Kv> MetaStore for Meta<K> {
     }
 
     fn commit(&self, session: &str, version: &VersionRecord) -> Result<()> {
-        self.kv.write(|tx| {
-            if tx.remove(Table::Sessions, session)?.is_none() {
-                return Err(Error::NotFound(format!("upload session `{session}`")));
-            }
-            let key = vkey(&version.name, version.version);
-            if tx.get(Table::Versions, &key)?.is_some() {
-                return Err(Error::Conflict(format!(
-                    "version {} of `{}` exists",
-                    version.version, version.name
-                )));
-            }
-            put(tx, Table::Versions, &key, version)?;
-            tx.put(Table::Digests, &version.digest, key.as_bytes())?;
-            let label = get::<ArtifactRecord>(tx, Table::Artifacts, &version.name)?
-                .map(|a| a.sensitivity)
-                .unwrap_or_default();
-            for f in &version.files {
-                let mut b: BlobRecord = get(tx, Table::Blobs, &f.blob)?
-                    .ok_or_else(|| Error::NotFound(format!("blob of `{}`", f.entry.path)))?;
-                if b.refs == 0 {
-                    b.sensitivity = label.clone();
-                    b.kind = version.kind.as_str().to_owned();
-                    b.artifact = version.name.clone();
-                }
-                b.refs += 1;
-                b.pending_session = None;
-                put(tx, Table::Blobs, &b.id, &b)?;
-                tx.put(Table::Content, &blob_ckey(&b), b.id.as_bytes())?;
-            }
-            Ok(())
-        })
+        self.kv.write(|tx| commit_in(tx, session, version))
     }
 
     fn abandon_session(&self, id: &str) -> Result<Vec<BlobRecord>> {
@@ -767,6 +842,40 @@ impl<K: Kv> MetaStore for Meta<K> {
             get(tx, Table::Blobs, &id)
         })
     }
+}
+
+/// Record `version` from upload `session`: the version, its digest, and a
+/// reference to each blob, which becomes content others may dedup against.
+fn commit_in(tx: &mut dyn Tx, session: &str, version: &VersionRecord) -> Result<()> {
+    if tx.remove(Table::Sessions, session)?.is_none() {
+        return Err(Error::NotFound(format!("upload session `{session}`")));
+    }
+    let key = vkey(&version.name, version.version);
+    if tx.get(Table::Versions, &key)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "version {} of `{}` exists",
+            version.version, version.name
+        )));
+    }
+    put(tx, Table::Versions, &key, version)?;
+    tx.put(Table::Digests, &version.digest, key.as_bytes())?;
+    let label = get::<ArtifactRecord>(tx, Table::Artifacts, &version.name)?
+        .map(|a| a.sensitivity)
+        .unwrap_or_default();
+    for f in &version.files {
+        let mut b: BlobRecord = get(tx, Table::Blobs, &f.blob)?
+            .ok_or_else(|| Error::NotFound(format!("blob of `{}`", f.entry.path)))?;
+        if b.refs == 0 {
+            b.sensitivity = label.clone();
+            b.kind = version.kind.as_str().to_owned();
+            b.artifact = version.name.clone();
+        }
+        b.refs += 1;
+        b.pending_session = None;
+        put(tx, Table::Blobs, &b.id, &b)?;
+        tx.put(Table::Content, &blob_ckey(&b), b.id.as_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

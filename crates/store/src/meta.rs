@@ -161,6 +161,28 @@ pub trait MetaStore: Send + Sync + 'static {
     fn job(&self, id: &str) -> Result<Option<JobRecord>>;
     /// Every job.
     fn list_jobs(&self) -> Result<Vec<JobRecord>>;
+    /// Claim unfinished job `id` for `owner` until `until` (Unix seconds):
+    /// granted when nobody holds it, `owner` already does, its holder's
+    /// claim ran out before `now`, or `force` (one server alone on its
+    /// store, restarting). The job as claimed, or `None`: it is finished,
+    /// gone, or another server holds it.
+    fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now: u64,
+        until: u64,
+        force: bool,
+    ) -> Result<Option<JobRecord>>;
+    /// Store `job` if its `owner` still holds it (else false: another
+    /// server took it over, and this one must stop).
+    fn put_owned_job(&self, job: &JobRecord) -> Result<bool>;
+    /// Commit a job's output version as [`MetaStore::commit`] does and
+    /// store the finished `job`, in one transaction, only if `job.owner`
+    /// still holds the job and it is running: a job commits its output
+    /// once, however many servers ran it. False when it did not hold it
+    /// (nothing is changed).
+    fn commit_job(&self, session: &str, version: &VersionRecord, job: &JobRecord) -> Result<bool>;
 
     /// Compact storage after deletions so freed records (destroyed wrapped
     /// DEKs) do not linger where the engine allows it. Default: nothing.

@@ -40,6 +40,7 @@ pub fn run_all(fresh: Factory<'_>) {
     aliases_are_compare_and_set_under_concurrent_writers(fresh);
     a_deleted_alias_keeps_its_sequence(fresh);
     config_publishers_and_jobs(fresh);
+    jobs_are_claimed_leased_and_committed_once(fresh);
 }
 
 /// Makes two handles on one fresh, empty store: two replicas of a server
@@ -53,6 +54,92 @@ pub fn run_shared(pair: Pair<'_>) {
     replicas_moving_one_alias_give_one_winner_per_sequence(pair);
     replicas_pushing_one_artifact_get_distinct_versions(pair);
     what_one_replica_writes_the_other_reads(pair);
+    replicas_claiming_one_job_get_one_owner_and_one_output(pair);
+}
+
+fn queued_job(id: &str) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        state: "queued".into(),
+        source: "t/d:1".into(),
+        source_digest: "sha256:00".into(),
+        target: "t/o".into(),
+        spec: String::new(),
+        spec_digest: String::new(),
+        principal: "dpo".into(),
+        created: 1,
+        updated: 1,
+        rows: 0,
+        session: None,
+        output: None,
+        report: None,
+        error: None,
+        attempts: 0,
+        review: None,
+        owner: String::new(),
+        lease_until: 0,
+    }
+}
+
+/// A job's output session with one uploaded blob; the version to commit.
+fn job_output(m: &dyn MetaStore, prefix: &str) -> (SessionRecord, VersionRecord) {
+    let s = m
+        .open_session(session(
+            &format!("s-{prefix}"),
+            "t/o",
+            Kind::Dataset,
+            1,
+            None,
+        ))
+        .expect("open_session");
+    let id = format!("{prefix}-0");
+    m.attach_blob(&s.id, 0, &blob(&id, "t", &s.id, 0))
+        .expect("attach_blob");
+    let v = version_of(&s, &[id.as_str()]);
+    (s, v)
+}
+
+fn replicas_claiming_one_job_get_one_owner_and_one_output(pair: Pair<'_>) {
+    let (a, b) = pair();
+    a.put_job(&queued_job("job_s")).unwrap();
+    let owners = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (r, m) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            let owners = &owners;
+            scope.spawn(move || {
+                let me = format!("replica-{r}");
+                if let Some(j) = m.claim_job("job_s", &me, 100, 200, false).unwrap() {
+                    owners.lock().unwrap().push(j.owner);
+                }
+            });
+        }
+    });
+    let owners = owners.into_inner().unwrap();
+    assert_eq!(owners.len(), 1, "one claim wins: {owners:?}");
+    let winner = owners[0].clone();
+    // Both run it; only the holder's output is committed.
+    let mut committed = 0;
+    for (r, m) in [a.clone(), b.clone()].into_iter().enumerate() {
+        for who in [winner.clone(), format!("not-{winner}")] {
+            let mut job = m.job("job_s").unwrap().unwrap();
+            if job.state == "queued" && job.owner == who {
+                job.state = "running".into();
+                assert!(m.put_owned_job(&job).unwrap());
+            }
+            let (_, v) = job_output(m.as_ref(), &format!("o{r}-{}", who.len()));
+            job.owner = who;
+            job.state = "succeeded".into();
+            job.output = Some(format!("{}:{}", v.name, v.version));
+            let s = format!("s-o{r}-{}", job.owner.len());
+            committed += usize::from(m.commit_job(&s, &v, &job).unwrap());
+        }
+    }
+    assert_eq!(committed, 1, "a job's output is committed once");
+    assert_eq!(a.list("t/o").unwrap()[0].1.len(), 1);
+    assert_eq!(b.job("job_s").unwrap().unwrap().state, "succeeded");
 }
 
 fn replicas_moving_one_alias_give_one_winner_per_sequence(pair: Pair<'_>) {
@@ -756,25 +843,7 @@ fn config_publishers_and_jobs(fresh: Factory<'_>) {
     assert_eq!(m.publishers("").unwrap().len(), 2);
     assert!(m.remove_publisher("t", "k1").unwrap());
     assert!(!m.remove_publisher("t", "k1").unwrap());
-    let job = JobRecord {
-        id: "job_1".into(),
-        state: "queued".into(),
-        source: "t/d:1".into(),
-        source_digest: "sha256:00".into(),
-        target: "t/o".into(),
-        spec: String::new(),
-        spec_digest: String::new(),
-        principal: "dpo".into(),
-        created: 1,
-        updated: 1,
-        rows: 0,
-        session: None,
-        output: None,
-        report: None,
-        error: None,
-        attempts: 0,
-        review: None,
-    };
+    let job = queued_job("job_1");
     m.put_job(&job).unwrap();
     let mut done = job.clone();
     done.state = "succeeded".into();
@@ -782,4 +851,69 @@ fn config_publishers_and_jobs(fresh: Factory<'_>) {
     assert_eq!(m.job("job_1").unwrap().unwrap().state, "succeeded");
     assert_eq!(m.list_jobs().unwrap().len(), 1);
     assert!(m.job("job_2").unwrap().is_none());
+}
+
+fn jobs_are_claimed_leased_and_committed_once(fresh: Factory<'_>) {
+    let m = fresh();
+    assert!(m
+        .claim_job("job_none", "a", 100, 130, false)
+        .unwrap()
+        .is_none());
+    m.put_job(&queued_job("job_1")).unwrap();
+    let j = m.claim_job("job_1", "a", 100, 130, false).unwrap().unwrap();
+    assert_eq!((j.owner.as_str(), j.lease_until), ("a", 130));
+    assert!(
+        m.claim_job("job_1", "b", 110, 140, false)
+            .unwrap()
+            .is_none(),
+        "held by another until its lease runs out"
+    );
+    let j = m.claim_job("job_1", "a", 110, 140, false).unwrap().unwrap();
+    assert_eq!(j.lease_until, 140, "its holder renews");
+    let j = m.claim_job("job_1", "b", 141, 170, false).unwrap().unwrap();
+    assert_eq!(j.owner, "b", "taken over once the lease ran out");
+
+    // The server that lost it can change nothing more.
+    let mut stale = j.clone();
+    stale.owner = "a".into();
+    stale.state = "running".into();
+    assert!(!m.put_owned_job(&stale).unwrap());
+    let mut running = j.clone();
+    running.state = "running".into();
+    assert!(m.put_owned_job(&running).unwrap());
+
+    let (sa, va) = job_output(m.as_ref(), "job-a");
+    let mut done = running.clone();
+    done.owner = "a".into();
+    done.state = "succeeded".into();
+    assert!(!m.commit_job(&sa.id, &va, &done).unwrap(), "a lost the job");
+    assert!(m.version("t/o", va.version).unwrap().is_none());
+    assert!(m.session(&sa.id).unwrap().is_some(), "nothing changed");
+
+    let (sb, vb) = job_output(m.as_ref(), "job-b");
+    done.owner = "b".into();
+    done.output = Some(format!("t/o:{}", vb.version));
+    assert!(m.commit_job(&sb.id, &vb, &done).unwrap());
+    assert!(m.version("t/o", vb.version).unwrap().is_some());
+    assert_eq!(m.job("job_1").unwrap().unwrap().state, "succeeded");
+    assert!(
+        !m.commit_job(&sb.id, &vb, &done).unwrap(),
+        "a finished job commits nothing more"
+    );
+    assert!(m.claim_job("job_1", "b", 200, 230, true).unwrap().is_none());
+
+    // One server alone on its store takes its own jobs back at once.
+    m.put_job(&queued_job("job_2")).unwrap();
+    m.claim_job("job_2", "old", 100, 1000, false)
+        .unwrap()
+        .unwrap();
+    assert!(m
+        .claim_job("job_2", "new", 101, 131, false)
+        .unwrap()
+        .is_none());
+    let j = m
+        .claim_job("job_2", "new", 101, 131, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.owner, "new");
 }

@@ -28,7 +28,7 @@ use crate::{Error, Result};
 pub type PgMeta = Meta<PgKv>;
 
 /// The schema's version, recorded in `mlvault_schema`.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock held while the schema is created or upgraded.
 const MIGRATION_LOCK: i64 = 0x6d6c_7661_756c_7401;
@@ -44,11 +44,32 @@ CREATE TABLE IF NOT EXISTS mlvault_kv (
     v bytea NOT NULL,
     PRIMARY KEY (tbl, k)
 );
+CREATE TABLE IF NOT EXISTS mlvault_audit (seq bigint PRIMARY KEY, line text NOT NULL);
+CREATE TABLE IF NOT EXISTS mlvault_audit_head (
+    id integer PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL,
+    hash text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mlvault_usage (
+    k text NOT NULL,
+    win bigint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (k, win)
+);
+CREATE TABLE IF NOT EXISTS mlvault_pulls (
+    principal text NOT NULL,
+    at_ms bigint NOT NULL,
+    bytes bigint NOT NULL,
+    artifact text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mlvault_pulls_by_principal ON mlvault_pulls (principal, at_ms);
+INSERT INTO mlvault_audit_head (id, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT (id) DO NOTHING;
 ";
 
-/// Key of the advisory lock a server holds while it is the only one
-/// allowed to use the database (see [`Meta::claim_sole_server`]).
-const SOLE_SERVER_LOCK: i64 = 0x6d6c_7661_756c_7402;
+/// Entries read per query when a whole log is walked.
+const LOG_PAGE: i64 = 5000;
 
 /// Connections in clear (loopback only) or over TLS.
 enum Pool {
@@ -84,8 +105,6 @@ impl std::ops::DerefMut for Pooled {
 /// A pool of connections to one database.
 pub struct PgKv {
     pool: Pool,
-    /// The connection that holds the sole-server lock, once claimed.
-    sole: std::sync::Mutex<Option<Pooled>>,
 }
 
 impl std::fmt::Debug for PgKv {
@@ -220,10 +239,7 @@ impl Meta<PgKv> {
             let manager = PostgresConnectionManager::new(config, NoTls);
             Pool::Plain(pool_of(manager, connections)?)
         };
-        let kv = PgKv {
-            pool,
-            sole: std::sync::Mutex::new(None),
-        };
+        let kv = PgKv { pool };
         off_runtime(|| kv.migrate())?;
         Meta::over(kv)
     }
@@ -241,29 +257,225 @@ impl Meta<PgKv> {
             .get(0))
         })
     }
+}
 
-    /// Claim the database for this process alone, for as long as this
-    /// store lives (a session advisory lock on a connection kept for it):
-    /// false when another process holds it. The metadata itself is safe to
-    /// share, but a server's audit chain and its anchor are not yet, so a
-    /// server claims the database before it serves.
-    pub fn claim_sole_server(&self) -> Result<bool> {
-        let mut sole = self.kv.sole.lock().unwrap_or_else(|p| p.into_inner());
-        if sole.is_some() {
-            return Ok(true);
-        }
-        let mut c = self.kv.client()?;
-        let got: bool = off_runtime(|| {
-            Ok(
-                c.query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_SERVER_LOCK])
-                    .map_err(pg)?
-                    .get(0),
+/// One entry of the shared log, as [`Meta::log_append`] stores it.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    /// Its sequence number: 1 after the head's.
+    pub seq: u64,
+    /// Its hash, the next head.
+    pub hash: String,
+    /// The entry, one line of text.
+    pub line: String,
+}
+
+fn seq_i64(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| Error::Meta("a log sequence number out of range".into()))
+}
+
+/// The shared log: the audit chain of every server on this database, one
+/// row per entry, and its head (last sequence number and hash) in a row of
+/// its own that an append holds locked until it commits, so appends from
+/// several servers form one chain.
+impl Meta<PgKv> {
+    /// Append the rows `build` makes on top of the head (sequence number
+    /// and hash of the last entry), in one transaction that holds the head
+    /// locked: appends from every server on this database are ordered.
+    pub fn log_append(
+        &self,
+        build: &mut (dyn FnMut(u64, &str) -> Vec<LogRow> + Send),
+    ) -> Result<()> {
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let mut tx = c.transaction().map_err(pg)?;
+            let row = tx
+                .query_one(
+                    "SELECT seq, hash FROM mlvault_audit_head WHERE id = 1 FOR UPDATE",
+                    &[],
+                )
+                .map_err(pg)?;
+            let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+            let seq = u64::try_from(seq)
+                .map_err(|_| Error::Meta("the audit head's sequence number is negative".into()))?;
+            let rows = build(seq, &hash);
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            let seqs = rows
+                .iter()
+                .map(|r| seq_i64(r.seq))
+                .collect::<Result<Vec<i64>>>()?;
+            let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
+            tx.execute(
+                "INSERT INTO mlvault_audit (seq, line) SELECT * FROM unnest($1::bigint[], $2::text[])",
+                &[&seqs, &lines],
             )
-        })?;
-        if got {
-            *sole = Some(c);
-        }
-        Ok(got)
+            .map_err(pg)?;
+            tx.execute(
+                "UPDATE mlvault_audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                &[&seq_i64(last.seq)?, &last.hash],
+            )
+            .map_err(pg)?;
+            tx.commit().map_err(pg)
+        })
+    }
+
+    /// The head: sequence number and hash of the last entry appended.
+    pub fn log_head(&self) -> Result<(u64, String)> {
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let row = c
+                .query_one("SELECT seq, hash FROM mlvault_audit_head WHERE id = 1", &[])
+                .map_err(pg)?;
+            let seq: i64 = row.get(0);
+            Ok((u64::try_from(seq).unwrap_or(0), row.get(1)))
+        })
+    }
+
+    /// Every entry's line in order of sequence number, until `visit`
+    /// returns false.
+    pub fn log_scan(&self, visit: &mut (dyn FnMut(&[u8]) -> bool + Send)) -> Result<()> {
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let mut after = -1i64;
+            loop {
+                let rows = c
+                    .query(
+                        "SELECT seq, line FROM mlvault_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        &[&after, &LOG_PAGE],
+                    )
+                    .map_err(pg)?;
+                for row in &rows {
+                    after = row.get(0);
+                    let line: &str = row.get(1);
+                    if !visit(line.as_bytes()) {
+                        return Ok(());
+                    }
+                }
+                if (rows.len() as i64) < LOG_PAGE {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    /// The last `n` entries' lines, oldest first.
+    pub fn log_tail(&self, n: usize) -> Result<Vec<String>> {
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            let rows = c
+                .query(
+                    "SELECT line FROM mlvault_audit ORDER BY seq DESC LIMIT $1",
+                    &[&n],
+                )
+                .map_err(pg)?;
+            Ok(rows.iter().rev().map(|r| r.get(0)).collect())
+        })
+    }
+
+    /// Move the whole log aside, as table `mlvault_audit_broken_SUFFIX`
+    /// (returned), and start an empty one, holding the head locked.
+    pub fn log_move_aside(&self, suffix: u64) -> Result<String> {
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let mut tx = c.transaction().map_err(pg)?;
+            tx.query_one(
+                "SELECT seq FROM mlvault_audit_head WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .map_err(pg)?;
+            let aside = format!("mlvault_audit_broken_{suffix}");
+            tx.batch_execute(&format!(
+                "ALTER TABLE mlvault_audit RENAME TO {aside};
+                 ALTER TABLE {aside} RENAME CONSTRAINT mlvault_audit_pkey TO {aside}_pkey;
+                 CREATE TABLE mlvault_audit (seq bigint PRIMARY KEY, line text NOT NULL);
+                 UPDATE mlvault_audit_head SET seq = 0, hash = '{}' WHERE id = 1;",
+                "0".repeat(64)
+            ))
+            .map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            Ok(aside)
+        })
+    }
+}
+
+/// What the replicas count together: rate-limit windows and pulls.
+impl Meta<PgKv> {
+    /// Add `adds` (key, amount) to the counters of window `win`, and drop
+    /// counters older than the window before the last; the totals of
+    /// those keys in `win`, counting every replica's additions.
+    pub fn usage_add(&self, win: u64, adds: &[(String, u64)]) -> Result<Vec<(String, u64)>> {
+        let win = seq_i64(win)?;
+        let keys: Vec<&str> = adds.iter().map(|(k, _)| k.as_str()).collect();
+        let amounts: Vec<i64> = adds
+            .iter()
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect();
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            c.execute("DELETE FROM mlvault_usage WHERE win < $1", &[&(win - 1)])
+                .map_err(pg)?;
+            let rows = c
+                .query(
+                    "INSERT INTO mlvault_usage (k, win, n)
+                     SELECT k, $1, n FROM unnest($2::text[], $3::bigint[]) AS t(k, n)
+                     ON CONFLICT (k, win) DO UPDATE SET n = mlvault_usage.n + EXCLUDED.n
+                     RETURNING k, n",
+                    &[&win, &keys, &amounts],
+                )
+                .map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let n: i64 = r.get(1);
+                    (r.get(0), u64::try_from(n).unwrap_or(0))
+                })
+                .collect())
+        })
+    }
+
+    /// Record a pull of `bytes` of `artifact` by `principal` at `now_ms`,
+    /// forget that principal's pulls before `since_ms`, and return the
+    /// bytes and distinct artifacts it pulled since then, on every replica.
+    pub fn observe_pull(
+        &self,
+        principal: &str,
+        now_ms: u64,
+        since_ms: u64,
+        bytes: u64,
+        artifact: &str,
+    ) -> Result<(u64, u64)> {
+        let (now_ms, since_ms) = (seq_i64(now_ms)?, seq_i64(since_ms)?);
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        off_runtime(|| {
+            let mut c = self.kv.client()?;
+            let mut tx = c.transaction().map_err(pg)?;
+            tx.execute(
+                "DELETE FROM mlvault_pulls WHERE principal = $1 AND at_ms < $2",
+                &[&principal, &since_ms],
+            )
+            .map_err(pg)?;
+            tx.execute(
+                "INSERT INTO mlvault_pulls (principal, at_ms, bytes, artifact) VALUES ($1, $2, $3, $4)",
+                &[&principal, &now_ms, &bytes, &artifact],
+            )
+            .map_err(pg)?;
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(sum(bytes), 0)::bigint, count(DISTINCT artifact)
+                     FROM mlvault_pulls WHERE principal = $1",
+                    &[&principal],
+                )
+                .map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            let (total, distinct): (i64, i64) = (row.get(0), row.get(1));
+            Ok((
+                u64::try_from(total).unwrap_or(0),
+                u64::try_from(distinct).unwrap_or(0),
+            ))
+        })
     }
 }
 
@@ -300,6 +512,10 @@ impl PgKv {
                     return Err(Error::Meta(format!(
                         "the database's schema is version {v}, newer than this server's ({SCHEMA_VERSION}); upgrade the server"
                     )))
+                }
+                Some(v) if v < SCHEMA_VERSION => {
+                    c.execute("UPDATE mlvault_schema SET version = $1", &[&SCHEMA_VERSION])
+                        .map_err(pg)?;
                 }
                 Some(_) => {}
             }

@@ -341,4 +341,22 @@ pub struct JobRecord {
     /// The release review of the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// The server process running it (empty while nobody has claimed it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Until when (Unix seconds) its owner's claim holds unless renewed;
+    /// after that another server may take the job over.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_until: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl JobRecord {
+    /// Whether it still has to run (queued, or running when its server stopped).
+    pub fn is_unfinished(&self) -> bool {
+        self.state == "queued" || self.state == "running"
+    }
 }

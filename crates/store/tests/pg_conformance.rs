@@ -145,3 +145,68 @@ fn tls_to_the_database_is_required_and_verified_when_asked() {
         .expect("refused");
     assert!(e.to_string().contains("no certificate"), "{e}");
 }
+
+/// Appends to the shared log from two replicas, many writers each, form
+/// one chain: every row builds on the one before it, no sequence number
+/// is missing or taken twice, and the head is the last row.
+#[test]
+fn appends_from_two_replicas_form_one_chain() {
+    let Some(admin) = admin_url() else { return };
+    let dbs = Databases {
+        admin,
+        made: Mutex::new(Vec::new()),
+    };
+    let url = dbs.fresh();
+    let a = Arc::new(PgMeta::connect(&url, 4, None).expect("replica a"));
+    let b = Arc::new(PgMeta::connect(&url, 4, None).expect("replica b"));
+    const EACH: u64 = 25;
+    std::thread::scope(|scope| {
+        for m in [a.clone(), b.clone(), a.clone(), b.clone()] {
+            scope.spawn(move || {
+                for _ in 0..EACH {
+                    m.log_append(&mut |seq, head| {
+                        vec![
+                            vault_store::LogRow {
+                                seq: seq + 1,
+                                hash: format!("h{}", seq + 1),
+                                line: format!("{} {head}", seq + 1),
+                            },
+                            vault_store::LogRow {
+                                seq: seq + 2,
+                                hash: format!("h{}", seq + 2),
+                                line: format!("{} h{}", seq + 2, seq + 1),
+                            },
+                        ]
+                    })
+                    .expect("append");
+                }
+            });
+        }
+    });
+    let mut lines = Vec::new();
+    b.log_scan(&mut |l: &[u8]| {
+        lines.push(String::from_utf8(l.to_vec()).unwrap());
+        true
+    })
+    .unwrap();
+    assert_eq!(lines.len() as u64, 4 * EACH * 2);
+    for (i, l) in lines.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let prev = if seq == 1 {
+            "0".repeat(64)
+        } else {
+            format!("h{}", seq - 1)
+        };
+        assert_eq!(
+            l,
+            &format!("{seq} {prev}"),
+            "row {seq} builds on row {}",
+            seq - 1
+        );
+    }
+    assert_eq!(
+        a.log_head().unwrap(),
+        (4 * EACH * 2, format!("h{}", 4 * EACH * 2))
+    );
+    assert_eq!(a.log_tail(2).unwrap(), lines[lines.len() - 2..].to_vec());
+}

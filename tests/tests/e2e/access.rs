@@ -188,7 +188,7 @@ fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
     assert!(err.contains("revoked"), "{err}");
 }
 
-fn copy_policies(to: &Path) {
+pub(super) fn copy_policies(to: &Path) {
     let repo = Path::new("../policies");
     fs::create_dir_all(to).unwrap();
     for f in ["schema.cedarschema", "roles.cedar", "guards.cedar"] {

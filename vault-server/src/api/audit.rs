@@ -62,12 +62,9 @@ pub async fn verify(State(v): State<AppState>, p: Principal) -> Result<Json<Repo
     authorize(&v, &p, Action::AuditRead, Resource::Service("audit"), false)?;
     let v2 = v.clone();
     let report = blocking(move || {
-        // Seal what has been written so far, then walk the file.
+        // Seal what has been written so far, then walk the chain.
         let _ = v2.audit.checkpoint();
-        Ok(vault_audit::verify(
-            v2.audit.path(),
-            &v2.signing_key.public(),
-        )?)
+        Ok(v2.audit.verify(&v2.signing_key.public())?)
     })
     .await?;
     Ok(Json(report))

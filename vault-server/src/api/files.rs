@@ -114,10 +114,10 @@ pub async fn download(
     v.limits
         .take_bytes(&p.role, &p.token_id, 1)
         .map_err(|wait| ApiError::rate_limited(wait.as_secs().max(1), "bytes per minute"))?;
-    if let Some(alert) = v
-        .exfil
-        .observe(&p.name, size.saturating_sub(offset), &rec.name)
-    {
+    let (v2, who, what) = (v.clone(), p.name.clone(), rec.name.clone());
+    let seen = size.saturating_sub(offset);
+    let alert = blocking(move || Ok(v2.exfil.observe(&who, seen, &what)?)).await?;
+    if let Some(alert) = alert {
         metrics::counter!("mlvault_exfiltration_alerts_total").increment(1);
         tracing::warn!(principal = %p.name, token = %p.token_id, %alert, "exfiltration alert");
         let mut ev = p.event("exfiltration_alert", &rec.name, "alert");

@@ -42,6 +42,19 @@ pub fn verify(a: AuditVerifyArgs) -> Result<()> {
         })?;
         checkpoints.push(cp);
     }
+    let shared = match &a.config {
+        Some(path) => {
+            let config = crate::config::ServerConfig::load(Some(path))?;
+            crate::vault::open_meta(&layout, &config.metadata)?.shared
+        }
+        None => None,
+    };
+    if let Some(pg) = shared {
+        let chain = crate::audit_chain::PgChain::new(pg);
+        let r = vault_audit::verify_chain(&chain, &key, &checkpoints)
+            .context("cannot read the shared audit chain")?;
+        return report(&a, "the shared audit chain", &r, checkpoints.len());
+    }
     let log = a.log.clone().unwrap_or_else(|| layout.audit_log());
     if !log.exists() {
         let covered = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
@@ -60,20 +73,25 @@ pub fn verify(a: AuditVerifyArgs) -> Result<()> {
     }
     let r = vault_audit::verify_with(&log, &key, &checkpoints)
         .with_context(|| format!("cannot read `{}`", log.display()))?;
+    report(&a, &log.display().to_string(), &r, checkpoints.len())
+}
+
+/// Print what verification found; exit 5 unless intact.
+fn report(a: &AuditVerifyArgs, what: &str, r: &vault_audit::Report, given: usize) -> Result<()> {
     if a.json {
-        let mut v = serde_json::to_value(&r)?;
+        let mut v = serde_json::to_value(r)?;
         v["intact"] = r.intact().into();
-        v["checkpoints_given"] = checkpoints.len().into();
+        v["checkpoints_given"] = given.into();
         v["problem"] = r.problem().into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{}: {} entries, {} signed checkpoints, last sealed entry {}; checked against {} checkpoint(s) kept elsewhere",
-            log.display(),
+            what,
             r.entries,
             r.checkpoints,
             r.sealed_seq,
-            checkpoints.len()
+            given
         );
     }
     match r.problem() {

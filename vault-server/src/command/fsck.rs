@@ -40,12 +40,14 @@ pub fn run(a: FsckArgs) -> Result<()> {
         ));
     }
     let config = ServerConfig::load(a.config.as_deref())?;
-    let meta = crate::vault::open_meta(&layout, &config.metadata, false).map_err(|e| {
-        fail(
-            ExitStatus::Failure,
-            format!("cannot open the metadata (is the server still running?): {e:#}"),
-        )
-    })?;
+    let meta = crate::vault::open_meta(&layout, &config.metadata)
+        .map_err(|e| {
+            fail(
+                ExitStatus::Failure,
+                format!("cannot open the metadata (is the server still running?): {e:#}"),
+            )
+        })?
+        .store;
     let blobs = crate::storage::blob_store(&config.storage, &layout.blobs())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,6 +7,14 @@ use crate::vault::{self, write_secret_file};
 
 pub fn run(a: InitArgs) -> Result<()> {
     let config = crate::config::ServerConfig::load(a.config.as_deref())?;
+    if a.join {
+        vault::join(&a.data_dir, &a.unseal, &config.metadata)?;
+        println!(
+            "joined the vault in the metadata database: replica data directory `{}`",
+            a.data_dir.display()
+        );
+        return Ok(());
+    }
     let token = vault::init(&a.data_dir, &a.unseal, &config.metadata)?;
     match &a.admin_token_file {
         Some(path) => {

@@ -4,6 +4,7 @@ mod audit;
 mod dev;
 mod fsck;
 mod init;
+mod migrate;
 mod policy;
 mod run;
 
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Dev(a) => dev::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Migrate(a) => migrate::run(a),
         Command::Audit(crate::cli::AuditCommand::Verify(a)) => audit::verify(a),
         Command::Policy(crate::cli::PolicyCommand::Check { dir, json }) => {
             policy::check(&dir, json)

@@ -134,6 +134,29 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted anonymization jobs"),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "could not resume jobs"),
     }
+    let take_over = vault
+        .shared
+        .then(|| tokio::spawn(crate::domain::anonymize::take_over(vault.clone())));
+    let policies = vault
+        .shared
+        .then(|| tokio::spawn(vault.clone().follow_policy_reloads()));
+    let usage = vault.limits.shared().is_some().then(|| {
+        let v = vault.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let v2 = v.clone();
+                let synced = tokio::task::spawn_blocking(move || {
+                    v2.limits.shared().map_or(Ok(()), |s| s.sync())
+                })
+                .await;
+                if let Ok(Err(e)) = synced {
+                    tracing::warn!(error = %e, "cannot share rate-limit counts with the other replicas");
+                }
+            }
+        })
+    });
     let handle = axum_server::Handle::new();
     {
         let h = handle.clone();
@@ -183,6 +206,9 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     sweeper.abort();
     hup.abort();
     checkpointer.abort();
+    for t in [take_over, policies, usage].into_iter().flatten() {
+        t.abort();
+    }
     if let Err(e) = api::flush_floods(&vault) {
         tracing::warn!(error = %e, "cannot write flood summaries to the audit log");
     }

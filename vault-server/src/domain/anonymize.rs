@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -151,58 +152,114 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
-/// Run job `id` to its end (or until the process dies).
-pub async fn run(v: Arc<Vault>, id: String) {
-    metrics::counter!("mlvault_jobs_total", "state" => "started").increment(1);
+/// Jobs this process is running, so that a job is not started twice here.
+fn local() -> &'static Mutex<std::collections::HashSet<String>> {
+    static L: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+/// Removes a job from [`local`] when its run ends, however it ends.
+struct LocalRun(String);
+
+impl Drop for LocalRun {
+    fn drop(&mut self) {
+        local()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// Claim job `id` for this server until a lease from now: `None` when
+/// another server holds it, or it is finished.
+async fn claim(v: &Arc<Vault>, id: &str, force: bool) -> anyhow::Result<Option<JobRecord>> {
+    let (v2, jid) = (v.clone(), id.to_owned());
+    blocking(move || {
+        let now = vault_store::now();
+        Ok(v2
+            .meta
+            .claim_job(&jid, &v2.instance, now, now + v2.jobs.lease_secs, force)?)
+    })
+    .await
+}
+
+/// Run job `id` to its end (or until the process dies), if this server
+/// gets the claim on it: `force` takes it from whoever held it (one
+/// server alone on its metadata, restarting). While it runs the claim is
+/// renewed; a server that loses it (it stalled past its lease and another
+/// took the job over) stops, and its output can no longer be committed.
+pub async fn run(v: Arc<Vault>, id: String, force: bool) {
+    if !local()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone())
+    {
+        return;
+    }
+    let _local = LocalRun(id.clone());
     let _slot = slots().acquire().await;
+    match claim(&v, &id, force).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(job = %id, error = %format!("{e:#}"), "cannot claim a job");
+            return;
+        }
+    }
+    metrics::counter!("mlvault_jobs_total", "state" => "started").increment(1);
+    let renewer = {
+        let (v, id) = (v.clone(), id.clone());
+        tokio::spawn(async move {
+            let every = Duration::from_secs((v.jobs.lease_secs / 3).max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                match claim(&v, &id, false).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %format!("{e:#}"), "cannot renew a job's claim")
+                    }
+                }
+            }
+        })
+    };
     let counter = Arc::new(AtomicU64::new(0));
     if let Ok(mut p) = progress().lock() {
         p.insert(id.clone(), counter.clone());
     }
-    let outcome = execute(&v, &id, counter.clone()).await;
+    let mut mine = None;
+    let outcome = execute(&v, &id, counter.clone(), &mut mine).await;
+    renewer.abort();
     if let Ok(mut p) = progress().lock() {
         p.remove(&id);
     }
-    // A failed attempt's partial output is thrown away.
-    let partial = match &outcome {
-        Err(_) => {
-            let (meta, jid) = (v.meta.clone(), id.clone());
-            blocking(move || Ok(meta.job(&jid)?.and_then(|j| j.session)))
-                .await
-                .ok()
-                .flatten()
-        }
-        Ok(_) => None,
+    let Err(e) = outcome else {
+        metrics::counter!("mlvault_jobs_total", "state" => "succeeded").increment(1);
+        return;
     };
-    if let Some(sid) = partial {
+    // A failed attempt's partial output is thrown away.
+    if let Some(sid) = mine {
         if let Err(e) = ingest::abandon(&v, sid).await {
             tracing::warn!(error = %e, "could not drop a failed job's partial output");
         }
     }
     let v2 = v.clone();
     let res = blocking(move || {
-        let mut job = v2.meta.job(&id)?.ok_or_else(|| anyhow::anyhow!("job vanished"))?;
+        let Some(mut job) = v2.meta.job(&id)? else {
+            return Ok(());
+        };
+        if job.owner != v2.instance {
+            tracing::warn!(job = %job.id, owner = %job.owner, error = %format!("{e:#}"), "another server took this job over; this attempt stopped");
+            return Ok(());
+        }
+        metrics::counter!("mlvault_jobs_total", "state" => "failed").increment(1);
         job.updated = vault_store::now();
         job.rows = counter.load(Ordering::Relaxed);
-        match outcome {
-            Ok((output, report)) => {
-                metrics::counter!("mlvault_jobs_total", "state" => "succeeded").increment(1);
-                job.state = "succeeded".into();
-                job.output = Some(output);
-                job.review = Some(pending_review());
-                job.report = serde_json::to_value(report).ok();
-                job.session = None;
-                tracing::info!(job = %job.id, output = ?job.output, "anonymization job succeeded");
-            }
-            Err(e) => {
-                job.session = None;
-                metrics::counter!("mlvault_jobs_total", "state" => "failed").increment(1);
-                job.state = "failed".into();
-                job.error = Some(format!("{e:#}"));
-                tracing::warn!(job = %job.id, error = %format!("{e:#}"), "anonymization job failed");
-            }
-        }
-        v2.meta.put_job(&job)?;
+        job.session = None;
+        job.state = "failed".into();
+        job.error = Some(format!("{e:#}"));
+        tracing::warn!(job = %job.id, error = %format!("{e:#}"), "anonymization job failed");
+        v2.meta.put_owned_job(&job)?;
         Ok(())
     })
     .await;
@@ -211,11 +268,24 @@ pub async fn run(v: Arc<Vault>, id: String) {
     }
 }
 
+/// Store `job` while this server holds it; an error once another took it.
+fn put_owned(v: &Vault, job: &JobRecord) -> anyhow::Result<()> {
+    if v.meta.put_owned_job(job)? {
+        Ok(())
+    } else {
+        anyhow::bail!("another server took this job over")
+    }
+}
+
+/// One attempt at job `id`; `mine` gets the output session it opens, for
+/// the caller to drop if the attempt fails. On success the output and the
+/// finished job are committed in one transaction.
 async fn execute(
     v: &Arc<Vault>,
     id: &str,
     counter: Arc<AtomicU64>,
-) -> anyhow::Result<(String, Report)> {
+    mine: &mut Option<String>,
+) -> anyhow::Result<()> {
     let (meta, jid) = (v.meta.clone(), id.to_owned());
     let mut job: JobRecord = blocking(move || {
         meta.job(&jid)?
@@ -231,7 +301,7 @@ async fn execute(
         job.state = "running".into();
         job.attempts += 1;
         job.updated = vault_store::now();
-        v2.meta.put_job(&job)?;
+        put_owned(&v2, &job)?;
         Ok(job)
     })
     .await?;
@@ -256,10 +326,14 @@ async fn execute(
     let session = blocking(move || {
         let s = ingest::open_for_job(&v2, &t2, placeholder, &j2.id)?;
         j2.session = Some(s.id.clone());
-        v2.meta.put_job(&j2)?;
+        if let Err(e) = put_owned(&v2, &j2) {
+            let _ = v2.meta.abandon_session(&s.id);
+            return Err(e);
+        }
         Ok(s)
     })
     .await?;
+    *mine = Some(session.id.clone());
     job.session = Some(session.id.clone());
 
     // Pass 1, over every file: parse and check the whole input, count the
@@ -395,9 +469,20 @@ async fn execute(
         review: Some(pending_review()),
     };
     let output = format!("{}:{}", record.name, record.version);
+    job.updated = vault_store::now();
+    job.rows = counter.load(Ordering::Relaxed);
+    job.state = "succeeded".into();
+    job.output = Some(output);
+    job.review = Some(pending_review());
+    job.report = serde_json::to_value(&total).ok();
+    job.session = None;
     let (v2, sid) = (v.clone(), session.id.clone());
-    blocking(move || Ok(ingest::commit_built(&v2, &sid, &record)?)).await?;
-    Ok((output, total))
+    let committed = blocking(move || Ok(v2.meta.commit_job(&sid, &record, &job)?)).await?;
+    if !committed {
+        anyhow::bail!("another server took this job over before its output was committed");
+    }
+    tracing::info!(job = %id, "anonymization job succeeded");
+    Ok(())
 }
 
 /// The review of a job output that was just committed.
@@ -411,19 +496,53 @@ pub fn pending_review() -> Review {
 }
 
 /// At start-up: jobs that were queued or running when the server stopped
-/// run again from the start.
+/// run again from the start. A server alone on its metadata takes them
+/// back at once; among replicas, a job is taken only once its holder's
+/// claim ran out ([`take_over`] keeps looking).
 pub fn resume(v: &Arc<Vault>) -> anyhow::Result<usize> {
     let pending: Vec<JobRecord> = v
         .meta
         .list_jobs()?
         .into_iter()
-        .filter(|j| j.state == "queued" || j.state == "running")
+        .filter(JobRecord::is_unfinished)
         .collect();
     for j in &pending {
         tracing::info!(job = %j.id, state = %j.state, "resuming anonymization job from the start");
-        tokio::spawn(run(v.clone(), j.id.clone()));
+        tokio::spawn(run(v.clone(), j.id.clone(), !v.shared));
     }
     Ok(pending.len())
+}
+
+/// Among replicas: every half lease, start the unfinished jobs whose
+/// holder stopped renewing its claim (it died), and queued jobs nobody
+/// claimed. Runs until the process ends.
+pub async fn take_over(v: Arc<Vault>) {
+    let every = Duration::from_secs((v.jobs.lease_secs / 2).max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let v2 = v.clone();
+        let orphans = blocking(move || {
+            let now = vault_store::now();
+            Ok(v2
+                .meta
+                .list_jobs()?
+                .into_iter()
+                .filter(|j| j.is_unfinished() && j.lease_until < now)
+                .collect::<Vec<_>>())
+        })
+        .await;
+        match orphans {
+            Ok(jobs) => {
+                for j in jobs {
+                    tracing::info!(job = %j.id, owner = %j.owner, "taking over an anonymization job whose server stopped");
+                    tokio::spawn(run(v.clone(), j.id, false));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot look for jobs to take over")
+            }
+        }
+    }
 }
 
 /// Refuse a job before it starts: files of the wrong format, or (CSV) a
@@ -511,11 +630,13 @@ pub async fn queue(v: &Arc<Vault>, plan: JobPlan) -> DomainResult<JobRecord> {
         error: None,
         attempts: 0,
         review: None,
+        owner: String::new(),
+        lease_until: 0,
     };
     let (meta, j) = (v.meta.clone(), job.clone());
     blocking_domain(move || Ok(meta.put_job(&j)?)).await?;
     tracing::info!(job = %job.id, source = %job.source, target = %job.target, principal = %job.principal, "anonymization job queued");
-    tokio::spawn(run(v.clone(), job.id.clone()));
+    tokio::spawn(run(v.clone(), job.id.clone(), false));
     Ok(job)
 }
 
