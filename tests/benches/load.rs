@@ -6,9 +6,12 @@
 //!    percentiles, beside `GET /healthz` (no auth, no policy, no metadata)
 //!    over the same connections as the baseline.
 //!    With MLVAULT_PG_URL (and MLVAULT_PG_CA) set, the same requests then
-//!    run against a second server whose metadata is in PostgreSQL.
+//!    run against two replicas whose metadata is in PostgreSQL, the
+//!    connections split between them.
 //! 2. 32 concurrent `vault-cli pull --no-cache` of one 256 MiB artifact, each
-//!    verified, beside one pull alone.
+//!    verified, beside one pull alone; with the replicas (and Garage for
+//!    their shared blobs, `scripts/garage.sh install`), the same pulls split
+//!    across the two replicas.
 //!
 //! Run with `scripts/load.sh` (builds the release binaries first). Options
 //! after `--`: `--secs N` (default 10), `--conns N` (default 32),
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use vault_api::Reference;
 use vault_client::Client;
 use vault_tests::{
-    ok, peak_rss_kib, pg_database, random_file, sha256_file, test_tls, write_postgres_config,
+    ok, peak_rss_kib, pg_database, postgres_config, random_file, sha256_file, test_tls, Garage,
     Server,
 };
 
@@ -124,8 +127,9 @@ fn pull(s: &Server, dest: &Path) -> Command {
 
 /// A small model behind an alias (what deployers may resolve) on `s`, and
 /// `conns` keep-alive clients over a fleet of deployer tokens (the default
-/// rate limit is per token: 60,000 requests a minute).
-fn resolving_fleet(s: &Server, conns: usize, fleet: usize) -> Vec<Client> {
+/// rate limit is per token: 60,000 requests a minute), spread over `s` and
+/// its `replicas`.
+fn resolving_fleet(s: &Server, replicas: &[&Server], conns: usize, fleet: usize) -> Vec<Client> {
     let small = s.tmp.path().join("small");
     random_file(&small.join("config.json"), 600, 1);
     random_file(&small.join("weights.bin"), 4096, 2);
@@ -134,10 +138,11 @@ fn resolving_fleet(s: &Server, conns: usize, fleet: usize) -> Vec<Client> {
     let tokens: Vec<String> = (0..fleet)
         .map(|i| s.create_token(&format!("deploy-{i}"), "deployer", &["t"], None))
         .collect();
+    let servers: Vec<&Server> = std::iter::once(s).chain(replicas.iter().copied()).collect();
     (0..conns)
         .map(|i| {
             Client::new(
-                &s.addr,
+                &servers[i % servers.len()].addr,
                 Some(tokens[i % fleet].clone()),
                 Some(&test_tls().0),
             )
@@ -147,17 +152,87 @@ fn resolving_fleet(s: &Server, conns: usize, fleet: usize) -> Vec<Client> {
         .collect()
 }
 
-/// A server on a fresh PostgreSQL database, if MLVAULT_PG_URL names a
-/// server (scripts/postgres.sh starts one).
-fn postgres_server() -> Option<Server> {
+/// Two replicas on a fresh PostgreSQL database, if MLVAULT_PG_URL names a
+/// server (scripts/postgres.sh starts one), with their blobs in a Garage
+/// when one is installed (else each in its own data directory: enough for
+/// metadata requests, not for pulls across them).
+struct Replicas {
+    a: Server,
+    b: Server,
+    garage: Option<Garage>,
+    _dir: tempfile::TempDir,
+}
+
+fn postgres_replicas() -> Option<Replicas> {
     std::env::var_os("MLVAULT_PG_URL")?;
     let url = pg_database("load")?;
-    let dir = std::env::temp_dir().join(format!("mlvault-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("config folder");
-    let cfg = dir.join("server.toml");
-    write_postgres_config(&cfg, &url);
+    let dir = tempfile::tempdir().expect("config folder");
+    let cfg = dir.path().join("server.toml");
+    let garage = Garage::start("load: pulls across replicas");
+    if let Some(g) = &garage {
+        g.server_config(&cfg);
+    }
+    let mut text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    text.push_str(&postgres_config(&url).replace("connections = 4", "connections = 16"));
+    std::fs::write(&cfg, text).expect("write the config");
     let c = cfg.to_str().expect("a UTF-8 path");
-    Some(Server::start_init_with(&["--config", c], &["--config", c]))
+    let a = Server::start_init_with(&["--config", c], &["--config", c]);
+    let b = a.replica(&["--config", c], &["--config", c]);
+    Some(Replicas {
+        a,
+        b,
+        garage,
+        _dir: dir,
+    })
+}
+
+/// `pulls` verified pulls at once of `t/model`, spread over `servers`:
+/// wall time, sorted per-pull times, failures.
+fn many_pulls(servers: &[&Server], pulls: usize, want: &str) -> (f64, Vec<f64>, usize) {
+    let t0 = Instant::now();
+    let children: Vec<_> = (0..pulls)
+        .map(|i| {
+            let s = servers[i % servers.len()];
+            let dest = s.tmp.path().join(format!("p{i}"));
+            (
+                dest.clone(),
+                Instant::now(),
+                pull(s, &dest).spawn().expect("spawn pull"),
+            )
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut failed = 0;
+    for (dest, started, child) in children {
+        let out = child.wait_with_output().expect("pull");
+        times.push(started.elapsed().as_secs_f64());
+        let good = out.status.success() && sha256_file(&dest.join("model.safetensors")) == want;
+        if !good {
+            failed += 1;
+            eprintln!(
+                "pull into {} failed: {}",
+                dest.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    (wall, times, failed)
+}
+
+fn print_pulls(name: &str, mib: u64, pulls: usize, (wall, times, failed): &(f64, Vec<f64>, usize)) {
+    println!(
+        "{:<34} {:>8.2} s  {:>8.0} MiB/s aggregate; per pull min {:.2} s, median {:.2} s, max {:.2} s; {} failed",
+        name,
+        wall,
+        (mib as f64 * pulls as f64) / wall,
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+        failed
+    );
 }
 
 fn main() {
@@ -175,7 +250,7 @@ fn main() {
         s.pid()
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let clients = resolving_fleet(&s, conns, fleet);
+    let clients = resolving_fleet(&s, &[], conns, fleet);
     let r = Arc::new(
         "t/small:production"
             .parse::<Reference>()
@@ -205,19 +280,30 @@ fn main() {
         }
     );
     println!("server peak RSS so far: {} KiB", peak_rss_kib(s.pid()));
-    // The same requests against a server whose metadata is in PostgreSQL
-    // (MLVAULT_PG_URL, over TLS with MLVAULT_PG_CA), from the same run.
-    if let Some(pg) = postgres_server() {
-        let pg_clients = resolving_fleet(&pg, conns, fleet);
+    // The same requests against two replicas whose metadata is in
+    // PostgreSQL (MLVAULT_PG_URL, over TLS with MLVAULT_PG_CA), from the
+    // same run, the connections split between them.
+    let replicas = postgres_replicas();
+    let mut replica_errors = 0;
+    if let Some(rs) = &replicas {
+        let pg_clients = resolving_fleet(&rs.a, &[&rs.b], conns, fleet);
         rt.block_on(hammer(&pg_clients, 1, "resolve", r.clone()));
         let round = rt.block_on(hammer(&pg_clients, secs, "resolve", r.clone()));
-        print_round("GET /v1/resolve (PostgreSQL)", &round);
+        print_round("GET /v1/resolve (2 replicas, PG)", &round);
+        let pg_rate = round.ok as f64 / round.secs;
+        let pg_p99 = pct(&round.lat_us, 0.99);
         println!(
-            "PostgreSQL metadata: {:.2}x the requests/s of redb in this run",
-            (round.ok as f64 / round.secs) / rate
+            "2 replicas on PostgreSQL: {:.2}x the requests/s of one server on redb in this run; target >= 2000 req/s with p99 < 20 ms, no errors: {}",
+            pg_rate / rate,
+            if pg_rate >= 2000.0 && pg_p99 < 20.0 && round.errors == 0 {
+                "met"
+            } else {
+                "NOT met"
+            }
         );
+        replica_errors += round.errors;
     } else {
-        println!("(PostgreSQL round skipped: MLVAULT_PG_URL is not set)");
+        println!("(replica round skipped: MLVAULT_PG_URL is not set)");
     }
 
     // 2. Concurrent pulls of one large artifact.
@@ -243,52 +329,32 @@ fn main() {
         alone,
         mib as f64 / alone
     );
-    let t0 = Instant::now();
-    let children: Vec<_> = (0..pulls)
-        .map(|i| {
-            let dest = s.tmp.path().join(format!("p{i}"));
-            (
-                dest.clone(),
-                Instant::now(),
-                pull(&s, &dest).spawn().expect("spawn pull"),
-            )
-        })
-        .collect();
-    let mut times = Vec::new();
-    let mut failed = 0;
-    for (dest, started, child) in children {
-        let out = child.wait_with_output().expect("pull");
-        times.push(started.elapsed().as_secs_f64());
-        let good = out.status.success() && sha256_file(&dest.join("model.safetensors")) == want;
-        if !good {
-            failed += 1;
-            eprintln!(
-                "pull into {} failed: {}",
-                dest.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dest);
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    times.sort_by(f64::total_cmp);
-    println!(
-        "{:<34} {:>8.2} s  {:>8.0} MiB/s aggregate; per pull min {:.2} s, median {:.2} s, max {:.2} s; {} failed",
-        format!("{pulls} pulls at once"),
-        wall,
-        (mib as f64 * pulls as f64) / wall,
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1],
-        failed
-    );
+    let together = many_pulls(&[&s], pulls, &want);
+    print_pulls(&format!("{pulls} pulls at once"), mib, pulls, &together);
+    let mut failed = together.2;
     println!("server peak RSS: {} KiB", peak_rss_kib(s.pid()));
+    if let Some(rs) = replicas.as_ref().filter(|rs| rs.garage.is_some()) {
+        let big = rs.a.tmp.path().join("big");
+        random_file(&big.join("model.safetensors"), mib << 20, 3);
+        ok(rs.a.cli().args(["push", "t/model"]).arg(&big));
+        let _ = std::fs::remove_dir_all(&big);
+        let across = many_pulls(&[&rs.a, &rs.b], pulls, &want);
+        print_pulls(
+            &format!("{pulls} pulls across 2 replicas (S3)"),
+            mib,
+            pulls,
+            &across,
+        );
+        failed += across.2;
+    } else if replicas.is_some() {
+        println!("(pulls across replicas skipped: Garage is not installed)");
+    }
     let ok_all = failed == 0;
     println!(
         "target: {pulls} concurrent pulls with no error: {}",
         if ok_all { "met" } else { "NOT met" }
     );
-    if !ok_all || meta.errors > 0 {
+    if !ok_all || meta.errors > 0 || replica_errors > 0 {
         std::process::exit(1);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod audit_chain;
+pub mod cache;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -207,7 +207,16 @@ pub struct Vault {
     pub jobs: crate::config::JobsConfig,
     /// The last policy reload among replicas this server followed.
     policy_epoch: std::sync::atomic::AtomicU64,
+    /// Tokens by hash, among replicas (see `cache`).
+    pub token_cache: crate::cache::ReadCache<vault_store::TokenRecord>,
+    /// Artifact records by name (for their kind and label), among replicas.
+    pub artifact_cache: crate::cache::ReadCache<vault_store::ArtifactRecord>,
 }
+
+/// How long a replica trusts a token it read: a revocation on another
+/// replica is refused here within this (and at once on the replica that
+/// made it).
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Config key counting policy reloads among replicas.
 const POLICY_EPOCH: &str = "policy_epoch";
@@ -710,6 +719,16 @@ impl Vault {
             shared: opened.shared.is_some(),
             jobs: config.jobs.clone(),
             policy_epoch: Default::default(),
+            token_cache: crate::cache::ReadCache::new(if opened.shared.is_some() {
+                TOKEN_CACHE_TTL
+            } else {
+                std::time::Duration::ZERO
+            }),
+            artifact_cache: crate::cache::ReadCache::new(if opened.shared.is_some() {
+                std::time::Duration::from_secs(60)
+            } else {
+                std::time::Duration::ZERO
+            }),
         })
     }
 

@@ -95,6 +95,12 @@ pub trait Tx {
 pub trait Kv: Send + Sync + 'static {
     /// Run `f` in a read transaction (a consistent snapshot).
     fn read<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
+    /// Run `f`, which makes exactly one read (one `get` or one `range`):
+    /// a single statement is consistent by itself, so a backend may skip
+    /// the transaction around it (one round trip instead of three).
+    fn read_single<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        self.read(f)
+    }
     /// Run `f` in a write transaction.
     fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
     /// Compact storage after deletions, where the engine allows it.
@@ -317,11 +323,11 @@ impl<K: Kv> Meta<K> {
     }
 
     fn read_one<T: DeserializeOwned + Send>(&self, t: Table, key: &str) -> Result<Option<T>> {
-        self.kv.read(|tx| get(tx, t, key))
+        self.kv.read_single(|tx| get(tx, t, key))
     }
 
     fn read_all<T: DeserializeOwned + Send>(&self, t: Table) -> Result<Vec<T>> {
-        self.kv.read(|tx| all(tx, t))
+        self.kv.read_single(|tx| all(tx, t))
     }
 
     fn update_token(&self, id: &str, f: impl Fn(&mut TokenRecord) + Sync) -> Result<bool> {
@@ -341,7 +347,7 @@ impl<K: Kv> Meta<K> {
 
 impl<K: Kv> MetaStore for Meta<K> {
     fn config(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.kv.read(|tx| tx.get(Table::Config, key))
+        self.kv.read_single(|tx| tx.get(Table::Config, key))
     }
 
     fn put_config(&self, key: &str, value: &[u8]) -> Result<()> {
@@ -417,7 +423,7 @@ impl<K: Kv> MetaStore for Meta<K> {
         } else {
             format!("{namespace}\0")
         };
-        self.kv.read(|tx| prefixed(tx, Table::Publishers, &prefix))
+        self.kv.read_single(|tx| prefixed(tx, Table::Publishers, &prefix))
     }
 
     fn remove_publisher(&self, namespace: &str, keyid: &str) -> Result<bool> {
@@ -744,7 +750,7 @@ impl<K: Kv> MetaStore for Meta<K> {
     }
 
     fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>> {
-        self.kv.read(|tx| Ok(versions_of(tx, name)?.pop()))
+        self.kv.read_single(|tx| Ok(versions_of(tx, name)?.pop()))
     }
 
     fn version_by_digest(&self, digest: &str) -> Result<Option<VersionRecord>> {

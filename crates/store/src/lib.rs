@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use meta::MetaStore;
 pub use new_blob::{BlobPlan, NewBlob, WrittenBlob, UNKNOWN_DIGEST};
 #[cfg(feature = "postgres")]
-pub use pg_meta::{LogRow, PgKv, PgMeta};
+pub use pg_meta::{may_block, LogRow, PgKv, PgMeta};
 pub use records::*;
 pub use redb_meta::{RedbKv, RedbMeta};
 

@@ -71,21 +71,74 @@ INSERT INTO mlvault_audit_head (id, seq, hash)
 /// Entries read per query when a whole log is walked.
 const LOG_PAGE: i64 = 5000;
 
+/// A connection and the statements prepared on it (a statement is parsed
+/// and planned once per connection, not once per query).
+struct Conn {
+    client: postgres::Client,
+    statements: Statements,
+}
+
+/// Statements prepared on one connection, by their text.
+type Statements = std::collections::HashMap<&'static str, postgres::Statement>;
+
+impl std::ops::Deref for Conn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+/// A manager of plain clients whose connections carry their statements.
+#[derive(Debug)]
+struct Prepared<M>(M);
+
+impl<M> r2d2::ManageConnection for Prepared<M>
+where
+    M: r2d2::ManageConnection<Connection = postgres::Client, Error = postgres::Error>,
+{
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        Ok(Conn {
+            client: self.0.connect()?,
+            statements: Statements::new(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut Conn) -> std::result::Result<(), postgres::Error> {
+        self.0.is_valid(&mut c.client)
+    }
+
+    fn has_broken(&self, c: &mut Conn) -> bool {
+        self.0.has_broken(&mut c.client)
+    }
+}
+
+type PlainManager = Prepared<PostgresConnectionManager<NoTls>>;
+type TlsManager = Prepared<PostgresConnectionManager<MakeRustlsConnect>>;
+
 /// Connections in clear (loopback only) or over TLS.
 enum Pool {
-    Plain(r2d2::Pool<PostgresConnectionManager<NoTls>>),
-    Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
+    Plain(r2d2::Pool<PlainManager>),
+    Tls(r2d2::Pool<TlsManager>),
 }
 
 /// A pooled connection of either kind.
 enum Pooled {
-    Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
-    Tls(r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>),
+    Plain(r2d2::PooledConnection<PlainManager>),
+    Tls(r2d2::PooledConnection<TlsManager>),
 }
 
 impl std::ops::Deref for Pooled {
-    type Target = postgres::Client;
-    fn deref(&self) -> &postgres::Client {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
         match self {
             Pooled::Plain(c) => c,
             Pooled::Tls(c) => c,
@@ -94,7 +147,7 @@ impl std::ops::Deref for Pooled {
 }
 
 impl std::ops::DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut postgres::Client {
+    fn deref_mut(&mut self) -> &mut Conn {
         match self {
             Pooled::Plain(c) => c,
             Pooled::Tls(c) => c,
@@ -104,7 +157,26 @@ impl std::ops::DerefMut for Pooled {
 
 /// A pool of connections to one database.
 pub struct PgKv {
-    pool: Pool,
+    /// Always `Some` until dropped.
+    pool: Option<Pool>,
+    /// The audit chain's head as this process last moved it: what the
+    /// next append tries first.
+    log_head: std::sync::Mutex<Option<(u64, String)>>,
+}
+
+impl Drop for PgKv {
+    /// Closing a connection blocks on the client's own runtime, which
+    /// cannot start on a thread inside another runtime (a server's, as it
+    /// shuts down and drops the last handle): the pool is closed on a
+    /// thread of its own then.
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 impl std::fmt::Debug for PgKv {
@@ -232,14 +304,20 @@ impl Meta<PgKv> {
                 .with_root_certificates(roots(ca_file)?)
                 .with_no_client_auth();
             config.ssl_mode(SslMode::Require);
-            let manager = PostgresConnectionManager::new(config, MakeRustlsConnect::new(client));
+            let manager = Prepared(PostgresConnectionManager::new(
+                config,
+                MakeRustlsConnect::new(client),
+            ));
             Pool::Tls(pool_of(manager, connections)?)
         } else {
             config.ssl_mode(SslMode::Disable);
-            let manager = PostgresConnectionManager::new(config, NoTls);
+            let manager = Prepared(PostgresConnectionManager::new(config, NoTls));
             Pool::Plain(pool_of(manager, connections)?)
         };
-        let kv = PgKv { pool };
+        let kv = PgKv {
+            pool: Some(pool),
+            log_head: std::sync::Mutex::new(None),
+        };
         off_runtime(|| kv.migrate())?;
         Meta::over(kv)
     }
@@ -270,6 +348,16 @@ pub struct LogRow {
     pub line: String,
 }
 
+fn read_log_head(c: &mut postgres::Client) -> Result<(u64, String)> {
+    let row = c
+        .query_one("SELECT seq, hash FROM mlvault_audit_head WHERE id = 1", &[])
+        .map_err(pg)?;
+    let seq: i64 = row.get(0);
+    let seq = u64::try_from(seq)
+        .map_err(|_| Error::Meta("the audit head's sequence number is negative".into()))?;
+    Ok((seq, row.get(1)))
+}
+
 fn seq_i64(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| Error::Meta("a log sequence number out of range".into()))
 }
@@ -280,57 +368,73 @@ fn seq_i64(seq: u64) -> Result<i64> {
 /// several servers form one chain.
 impl Meta<PgKv> {
     /// Append the rows `build` makes on top of the head (sequence number
-    /// and hash of the last entry), in one transaction that holds the head
-    /// locked: appends from every server on this database are ordered.
+    /// and hash of the last entry), atomically: one statement moves the
+    /// head from what `build` was given to the last row and inserts the
+    /// rows, or does nothing when another server appended first; `build`
+    /// is then called again on the new head. So appends from every server
+    /// on this database form one chain, each in one round trip while
+    /// nobody else appends (the head this process saw last is tried first).
     pub fn log_append(
         &self,
         build: &mut (dyn FnMut(u64, &str) -> Vec<LogRow> + Send),
     ) -> Result<()> {
         off_runtime(|| {
             let mut c = self.kv.client()?;
-            let mut tx = c.transaction().map_err(pg)?;
-            let row = tx
-                .query_one(
-                    "SELECT seq, hash FROM mlvault_audit_head WHERE id = 1 FOR UPDATE",
-                    &[],
-                )
-                .map_err(pg)?;
-            let (seq, hash): (i64, String) = (row.get(0), row.get(1));
-            let seq = u64::try_from(seq)
-                .map_err(|_| Error::Meta("the audit head's sequence number is negative".into()))?;
-            let rows = build(seq, &hash);
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            let seqs = rows
-                .iter()
-                .map(|r| seq_i64(r.seq))
-                .collect::<Result<Vec<i64>>>()?;
-            let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
-            tx.execute(
-                "INSERT INTO mlvault_audit (seq, line) SELECT * FROM unnest($1::bigint[], $2::text[])",
-                &[&seqs, &lines],
-            )
-            .map_err(pg)?;
-            tx.execute(
-                "UPDATE mlvault_audit_head SET seq = $1, hash = $2 WHERE id = 1",
-                &[&seq_i64(last.seq)?, &last.hash],
-            )
-            .map_err(pg)?;
-            tx.commit().map_err(pg)
+            let mut head = self
+                .kv
+                .log_head
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for _ in 0..MAX_ATTEMPTS {
+                let (seq, hash) = match head.take() {
+                    Some(h) => h,
+                    None => read_log_head(&mut c)?,
+                };
+                let rows = build(seq, &hash);
+                let Some(last) = rows.last() else {
+                    return Ok(());
+                };
+                let seqs = rows
+                    .iter()
+                    .map(|r| seq_i64(r.seq))
+                    .collect::<Result<Vec<i64>>>()?;
+                let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
+                let inserted = c
+                    .execute(
+                        "WITH head AS (
+                            UPDATE mlvault_audit_head SET seq = $3, hash = $4
+                            WHERE id = 1 AND seq = $1 AND hash = $2
+                            RETURNING 1
+                        )
+                        INSERT INTO mlvault_audit (seq, line)
+                        SELECT s, l FROM unnest($5::bigint[], $6::text[]) AS t(s, l), head",
+                        &[
+                            &seq_i64(seq)?,
+                            &hash,
+                            &seq_i64(last.seq)?,
+                            &last.hash,
+                            &seqs,
+                            &lines,
+                        ],
+                    )
+                    .map_err(pg)?;
+                if inserted as usize == rows.len() {
+                    *self.kv.log_head.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((last.seq, last.hash.clone()));
+                    return Ok(());
+                }
+                // Another server appended first: build on its head.
+            }
+            Err(Error::Conflict(format!(
+                "the audit chain moved under {MAX_ATTEMPTS} appends in a row; try again"
+            )))
         })
     }
 
     /// The head: sequence number and hash of the last entry appended.
     pub fn log_head(&self) -> Result<(u64, String)> {
-        off_runtime(|| {
-            let mut c = self.kv.client()?;
-            let row = c
-                .query_one("SELECT seq, hash FROM mlvault_audit_head WHERE id = 1", &[])
-                .map_err(pg)?;
-            let seq: i64 = row.get(0);
-            Ok((u64::try_from(seq).unwrap_or(0), row.get(1)))
-        })
+        off_runtime(|| read_log_head(&mut *self.kv.client()?))
     }
 
     /// Every entry's line in order of sequence number, until `visit`
@@ -396,6 +500,7 @@ impl Meta<PgKv> {
             ))
             .map_err(pg)?;
             tx.commit().map_err(pg)?;
+            *self.kv.log_head.lock().unwrap_or_else(|p| p.into_inner()) = None;
             Ok(aside)
         })
     }
@@ -482,8 +587,9 @@ impl Meta<PgKv> {
 impl PgKv {
     fn client(&self) -> Result<Pooled> {
         match &self.pool {
-            Pool::Plain(p) => p.get().map(Pooled::Plain),
-            Pool::Tls(p) => p.get().map(Pooled::Tls),
+            Some(Pool::Plain(p)) => p.get().map(Pooled::Plain),
+            Some(Pool::Tls(p)) => p.get().map(Pooled::Tls),
+            None => return Err(Error::Backend("the PostgreSQL pool is closed".into())),
         }
         .map_err(pool_error)
     }
@@ -528,14 +634,48 @@ impl PgKv {
     }
 }
 
-/// One transaction; remembers whether PostgreSQL failed it because of a
+/// One transaction (or, for [`Kv::read_single`], one statement on a bare
+/// connection); remembers whether PostgreSQL failed it because of a
 /// concurrent one.
-struct PgTx<'a> {
-    tx: postgres::Transaction<'a>,
+struct PgTx<'c, C> {
+    tx: &'c mut C,
+    statements: &'c mut Statements,
     conflict: bool,
+    /// Statements run; a bare connection allows one (see `check`).
+    ran: u32,
+    single: bool,
 }
 
-impl PgTx<'_> {
+impl<'c, C: postgres::GenericClient> PgTx<'c, C> {
+    fn new(tx: &'c mut C, statements: &'c mut Statements, single: bool) -> Self {
+        Self {
+            tx,
+            statements,
+            conflict: false,
+            ran: 0,
+            single,
+        }
+    }
+
+    /// The prepared statement for `sql` (prepared on first use on this
+    /// connection). Refuses a second statement outside a transaction: it
+    /// would not read the snapshot the first did.
+    fn statement(&mut self, sql: &'static str, types: &[Type]) -> Result<postgres::Statement> {
+        self.ran += 1;
+        if self.single && self.ran > 1 {
+            return Err(Error::Meta(
+                "a single-statement read made a second one (a bug)".into(),
+            ));
+        }
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let r = self.tx.prepare_typed(sql, types);
+        let st = self.check(r)?;
+        self.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+
     fn check<T>(&mut self, r: std::result::Result<T, postgres::Error>) -> Result<T> {
         r.map_err(|e| {
             self.conflict |= is_conflict(&e);
@@ -544,29 +684,33 @@ impl PgTx<'_> {
     }
 }
 
-impl Tx for PgTx<'_> {
+impl<C: postgres::GenericClient> Tx for PgTx<'_, C> {
     fn get(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.tx.query_typed_opt(
+        let st = self.statement(
             "SELECT v FROM mlvault_kv WHERE tbl = $1 AND k = $2",
-            &[(&t.name(), Type::TEXT), (&key.as_bytes(), Type::BYTEA)],
-        );
+            &[Type::TEXT, Type::BYTEA],
+        )?;
+        let r = self.tx.query_opt(&st, &[&t.name(), &key.as_bytes()]);
         Ok(self.check(r)?.map(|row| row.get(0)))
     }
 
     fn range(&mut self, t: Table, lo: &str, hi: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
         let r = match hi {
-            Some(hi) => self.tx.query_typed(
-                "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 AND k < $3 ORDER BY k",
-                &[
-                    (&t.name(), Type::TEXT),
-                    (&lo.as_bytes(), Type::BYTEA),
-                    (&hi.as_bytes(), Type::BYTEA),
-                ],
-            ),
-            None => self.tx.query_typed(
-                "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 ORDER BY k",
-                &[(&t.name(), Type::TEXT), (&lo.as_bytes(), Type::BYTEA)],
-            ),
+            Some(hi) => {
+                let st = self.statement(
+                    "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 AND k < $3 ORDER BY k",
+                    &[Type::TEXT, Type::BYTEA, Type::BYTEA],
+                )?;
+                self.tx
+                    .query(&st, &[&t.name(), &lo.as_bytes(), &hi.as_bytes()])
+            }
+            None => {
+                let st = self.statement(
+                    "SELECT k, v FROM mlvault_kv WHERE tbl = $1 AND k >= $2 ORDER BY k",
+                    &[Type::TEXT, Type::BYTEA],
+                )?;
+                self.tx.query(&st, &[&t.name(), &lo.as_bytes()])
+            }
         };
         self.check(r)?
             .into_iter()
@@ -582,25 +726,45 @@ impl Tx for PgTx<'_> {
     }
 
     fn put(&mut self, t: Table, key: &str, value: &[u8]) -> Result<()> {
-        let r = self.tx.execute_typed(
+        let st = self.statement(
             "INSERT INTO mlvault_kv (tbl, k, v) VALUES ($1, $2, $3)
              ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
-            &[
-                (&t.name(), Type::TEXT),
-                (&key.as_bytes(), Type::BYTEA),
-                (&value, Type::BYTEA),
-            ],
-        );
+            &[Type::TEXT, Type::BYTEA, Type::BYTEA],
+        )?;
+        let r = self
+            .tx
+            .execute(&st, &[&t.name(), &key.as_bytes(), &value]);
         self.check(r).map(|_| ())
     }
 
     fn remove(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.tx.query_typed_opt(
+        let st = self.statement(
             "DELETE FROM mlvault_kv WHERE tbl = $1 AND k = $2 RETURNING v",
-            &[(&t.name(), Type::TEXT), (&key.as_bytes(), Type::BYTEA)],
-        );
+            &[Type::TEXT, Type::BYTEA],
+        )?;
+        let r = self.tx.query_opt(&st, &[&t.name(), &key.as_bytes()]);
         Ok(self.check(r)?.map(|row| row.get(0)))
     }
+}
+
+thread_local! {
+    /// Set while [`may_block`] runs work on this thread.
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` on a thread of a runtime's blocking pool (`spawn_blocking`),
+/// saying so: such a thread is not inside the runtime, so the blocking
+/// PostgreSQL client runs on it directly instead of on a thread of its own
+/// per transaction. Never call it on an async worker.
+pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|m| m.set(self.0));
+        }
+    }
+    let _reset = Reset(MAY_BLOCK.with(|m| m.replace(true)));
+    f()
 }
 
 /// Run `work` where the blocking PostgreSQL client may run: the client
@@ -609,7 +773,7 @@ impl Tx for PgTx<'_> {
 /// blocking pool), so from such a thread the work moves to a thread of its
 /// own for its duration.
 fn off_runtime<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    if tokio::runtime::Handle::try_current().is_err() {
+    if tokio::runtime::Handle::try_current().is_err() || MAY_BLOCK.with(std::cell::Cell::get) {
         return work();
     }
     std::thread::scope(|s| {
@@ -624,6 +788,10 @@ impl Kv for PgKv {
         off_runtime(|| self.read_here(f))
     }
 
+    fn read_single<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        off_runtime(|| self.read_single_here(f))
+    }
+
     fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
         off_runtime(|| self.write_here(f))
     }
@@ -632,19 +800,22 @@ impl Kv for PgKv {
 impl PgKv {
     fn read_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
         let mut c = self.client()?;
-        let tx = c
+        let Conn { client, statements } = &mut *c;
+        let mut tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
             .map_err(pg)?;
-        let mut tx = PgTx {
-            tx,
-            conflict: false,
-        };
-        let r = f(&mut tx)?;
-        tx.tx.commit().map_err(pg)?;
+        let r = f(&mut PgTx::new(&mut tx, statements, false))?;
+        tx.commit().map_err(pg)?;
         Ok(r)
+    }
+
+    fn read_single_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+        let mut c = self.client()?;
+        let Conn { client, statements } = &mut *c;
+        f(&mut PgTx::new(client, statements, true))
     }
 
     fn write_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
@@ -652,23 +823,22 @@ impl PgKv {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let tx = c
+            let Conn { client, statements } = &mut *c;
+            let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::Serializable)
                 .start()
                 .map_err(pg)?;
-            let mut tx = PgTx {
-                tx,
-                conflict: false,
-            };
-            let result = f(&mut tx);
+            let mut ptx = PgTx::new(&mut tx, statements, false);
+            let result = f(&mut ptx);
+            let failed_by_conflict = ptx.conflict;
             let conflict = match result {
-                Ok(r) => match tx.tx.commit() {
+                Ok(r) => match tx.commit() {
                     Ok(()) => return Ok(r),
                     Err(e) if is_conflict(&e) => true,
                     Err(e) => return Err(pg(e)),
                 },
-                Err(e) if tx.conflict => {
+                Err(e) if failed_by_conflict => {
                     drop(e);
                     true
                 }

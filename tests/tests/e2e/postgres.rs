@@ -417,7 +417,10 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     ])));
     assert_eq!(moved["sequence"], 2, "the alias sequence goes on: {moved}");
     // The audit log goes on as the shared chain, one chain from the start.
-    assert_eq!(s.terminate(), Some(0));
+    let stopped = s.terminate();
+    let log = s.log_text();
+    let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+    assert_eq!(stopped, Some(0), "the server did not stop on SIGTERM:\n{tail}");
     let out = run(Command::new(bin("vault-server"))
         .args(["audit", "verify", "--json", "--data-dir"])
         .arg(&s.data_dir)

@@ -130,7 +130,8 @@ pub fn authorize_artifact_as(
     label_hint: Option<&str>,
     via_alias: bool,
 ) -> Result<String, ApiError> {
-    let art = v.meta.artifact(name)?;
+    // Kind and label are fixed at the first push: a cached record is right.
+    let art = v.artifact_cache.get(name, || v.meta.artifact(name))?;
     let kind = art
         .as_ref()
         .map(|a| a.kind.as_str())
@@ -169,10 +170,11 @@ pub async fn authorize_artifact(
     super::blocking(move || authorize_artifact_sync(&v, &p, action, &name, hint, via_alias)).await
 }
 
-fn lookup(meta: &dyn MetaStore, secret: &str) -> Result<Principal, ApiError> {
+fn lookup(v: &Vault, secret: &str) -> Result<Principal, ApiError> {
     let token_hash = tokens::hash(secret);
-    let rec = meta
-        .token_by_hash(&token_hash)?
+    let rec = v
+        .token_cache
+        .get(&token_hash, || v.meta.token_by_hash(&token_hash))?
         .ok_or_else(|| ApiError::unauthenticated("invalid token"))?;
     usable(&rec)?;
     Ok(Principal {
@@ -251,7 +253,7 @@ impl FromRequestParts<AppState> for Principal {
         let v = state.clone();
         let (rid, cl) = (request_id.clone(), client.clone());
         let mut p = super::blocking(move || {
-            let found = secret.and_then(|s| lookup(v.meta.as_ref(), &s));
+            let found = secret.and_then(|s| lookup(&v, &s));
             match found {
                 Ok(p) => Ok(p),
                 Err(e) => {

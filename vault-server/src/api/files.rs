@@ -129,6 +129,7 @@ pub async fn download(
                 .map_err(|e| ApiError::audit_unavailable(&e))?;
             if suspend {
                 v2.meta.suspend_token(&tid, true)?;
+                v2.token_cache.clear();
             }
             Ok(())
         })

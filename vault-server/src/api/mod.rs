@@ -85,7 +85,7 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(|| vault_store::may_block(f))
         .await
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
 }

@@ -174,6 +174,7 @@ async fn change_token(
         Ok(change(meta.as_ref(), &i)?)
     })
     .await?;
+    v.token_cache.clear();
     if !changed {
         return Err(ApiError::not_found(format!("token `{id}` not found")));
     }
@@ -242,6 +243,7 @@ pub async fn approve(
             .record(ev)
             .map_err(|e| ApiError::audit_unavailable(&e))?;
         v2.meta.approve_token(&i, &who.name)?;
+        v2.token_cache.clear();
         Ok(TokenRecord {
             pending: false,
             approved_by: who.name.clone(),

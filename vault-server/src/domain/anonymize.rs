@@ -149,7 +149,7 @@ impl Write for ChannelWriter {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await?
+    tokio::task::spawn_blocking(|| vault_store::may_block(f)).await?
 }
 
 /// Jobs this process is running, so that a job is not started twice here.

@@ -53,5 +53,5 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await?
+    tokio::task::spawn_blocking(|| vault_store::may_block(f)).await?
 }
