@@ -423,7 +423,8 @@ impl<K: Kv> MetaStore for Meta<K> {
         } else {
             format!("{namespace}\0")
         };
-        self.kv.read_single(|tx| prefixed(tx, Table::Publishers, &prefix))
+        self.kv
+            .read_single(|tx| prefixed(tx, Table::Publishers, &prefix))
     }
 
     fn remove_publisher(&self, namespace: &str, keyid: &str) -> Result<bool> {

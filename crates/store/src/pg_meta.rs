@@ -731,9 +731,7 @@ impl<C: postgres::GenericClient> Tx for PgTx<'_, C> {
              ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
             &[Type::TEXT, Type::BYTEA, Type::BYTEA],
         )?;
-        let r = self
-            .tx
-            .execute(&st, &[&t.name(), &key.as_bytes(), &value]);
+        let r = self.tx.execute(&st, &[&t.name(), &key.as_bytes(), &value]);
         self.check(r).map(|_| ())
     }
 

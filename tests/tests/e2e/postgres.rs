@@ -420,7 +420,11 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     let stopped = s.terminate();
     let log = s.log_text();
     let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
-    assert_eq!(stopped, Some(0), "the server did not stop on SIGTERM:\n{tail}");
+    assert_eq!(
+        stopped,
+        Some(0),
+        "the server did not stop on SIGTERM:\n{tail}"
+    );
     let out = run(Command::new(bin("vault-server"))
         .args(["audit", "verify", "--json", "--data-dir"])
         .arg(&s.data_dir)
