@@ -109,7 +109,10 @@ fn commands(bin: &str, args: &[&str]) -> Vec<String> {
 /// both binaries is on it.
 #[test]
 fn docs_cli_names_every_command() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md"))
+    // Where cargo runs the test from (a cached build may have been compiled
+    // in another checkout).
+    let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let doc = std::fs::read_to_string(std::path::Path::new(&here).join("../docs/cli.md"))
         .expect("docs/cli.md");
     let cli = env!("CARGO_BIN_EXE_vault-cli");
     let top = commands(cli, &[]);

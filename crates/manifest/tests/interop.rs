@@ -32,7 +32,10 @@ fn python() -> Option<PathBuf> {
 }
 
 fn tool() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/interop/dsse_tool.py")
+    // Where cargo runs the test from (a cached build may have been compiled
+    // in another checkout).
+    let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    Path::new(&here).join("../../scripts/interop/dsse_tool.py")
 }
 
 /// An in-toto statement with fields mlvault does not write (a subject's
