@@ -108,6 +108,18 @@ pub enum Command {
     Job(JobCommand),
     /// Inspect or prune the local cache of pulled files (offline).
     Cache(CacheArgs),
+    /// Judge model files offline as the vault's admission scan does: each
+    /// file's format from its bytes (an extension that disagrees fails),
+    /// then its structure. Exit 0 when every file passes (or only warns),
+    /// 5 when one fails or cannot be judged (`unsupported`, `incomplete`).
+    Scan(ScanArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Files, or directories scanned whole (symbolic links are not followed).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -141,3 +141,55 @@ fn docs_cli_names_every_command() {
         );
     }
 }
+
+/// A safetensors file holding one F32 tensor of `n` elements.
+fn safetensors(n: u64) -> Vec<u8> {
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        n * 4
+    );
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    f.extend(std::iter::repeat_n(0u8, (n * 4) as usize));
+    f
+}
+
+#[test]
+fn scan_passes_a_model_folder_and_refuses_a_renamed_pickle_and_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("model.safetensors"), safetensors(16)).unwrap();
+    std::fs::write(model.join("config.json"), br#"{"hidden_size": 4}"#).unwrap();
+    let out = cli().args(["--json", "scan"]).arg(&model).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "pass", "{v}");
+    assert_eq!(v["files"].as_array().unwrap().len(), 2, "{v}");
+
+    // A pickle (protocol 4) named as safetensors.
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::write(
+        evil.join("model.safetensors"),
+        b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00N.",
+    )
+    .unwrap();
+    let out = cli().arg("scan").arg(&evil).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("extension.mismatch") && text.contains("(pickle)"),
+        "{text}"
+    );
+    // A link is not followed.
+    std::fs::remove_file(evil.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink(
+        model.join("model.safetensors"),
+        evil.join("link.safetensors"),
+    )
+    .unwrap();
+    let out = cli().arg("scan").arg(&evil).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("symlink"));
+}

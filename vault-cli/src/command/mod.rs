@@ -14,6 +14,7 @@ mod publishers;
 mod pull;
 mod push;
 mod read;
+mod scan;
 mod tokens;
 
 use anyhow::{Context, Result};
@@ -102,6 +103,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Verify(a) => read::verify(&g, &cfg, a),
             Command::Cache(a) => read::cache(&g, a),
             Command::Keygen(a) => keygen::keygen(&g, a),
+            Command::Scan(a) => scan::scan(&g, a),
             cmd => {
                 let c = client(&g)?;
                 match cmd {
@@ -118,7 +120,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Audit(a) => audit::audit(&g, &c, a).await,
                     Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
                     Command::Job(j) => jobs::job(&g, &c, j).await,
-                    Command::Verify(_) | Command::Keygen(_) | Command::Cache(_) => {
+                    Command::Verify(_)
+                    | Command::Keygen(_)
+                    | Command::Cache(_)
+                    | Command::Scan(_) => {
                         unreachable!("handled above")
                     }
                 }

@@ -1,0 +1,153 @@
+//! `vault-scan` judges model files before the vault stores them: it
+//! detects each file's format from its bytes (an extension that says
+//! otherwise is a finding: scanner and loader must read a file the same
+//! way), validates what it can judge, and says `unsupported` for what it
+//! cannot, never `pass`.
+//!
+//! Formats judged so far: safetensors (header bounds, JSON, dtypes,
+//! shapes against offsets, contiguous data to the end of the file).
+//! Recognized but not yet judged (verdict `unsupported`): PyTorch and
+//! Keras zip archives, pickle streams, GGUF, NumPy, HDF5.
+//!
+//! ```
+//! use vault_scan::{scan_bytes, Verdict};
+//! let mut file = Vec::new();
+//! let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+//! file.extend_from_slice(&(header.len() as u64).to_le_bytes());
+//! file.extend_from_slice(header);
+//! file.extend_from_slice(&[0u8; 8]);
+//! let report = scan_bytes("model.safetensors", &file);
+//! assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod detect;
+mod safetensors;
+
+use std::io::{Read, Seek, SeekFrom};
+
+use serde::Serialize;
+
+pub use detect::{detect, Format};
+
+/// The scanner's version, recorded with every verdict.
+pub const VERSION: &str = concat!("vault-scan/", env!("CARGO_PKG_VERSION"));
+
+/// What the scan concluded about a file (or a version: the worst of its
+/// files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Judged and nothing found.
+    Pass,
+    /// Judged; findings worth a look, none that refuses it.
+    Warn,
+    /// A format the scanner cannot judge: not a pass.
+    Unsupported,
+    /// The scan could not finish (a budget ran out, the file could not be
+    /// read): not a pass.
+    Incomplete,
+    /// Judged unsafe or malformed.
+    Fail,
+}
+
+/// One thing the scan found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What it makes of the file.
+    pub severity: Verdict,
+    /// A stable code (`safetensors.offsets`, `extension.mismatch`, …).
+    pub code: &'static str,
+    /// What was found, in words.
+    pub message: String,
+}
+
+/// The scan of one file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    /// The file's path as given.
+    pub path: String,
+    /// The format its bytes show.
+    pub format: Format,
+    /// The worst finding's severity, `pass` without any.
+    pub verdict: Verdict,
+    /// What was found.
+    pub findings: Vec<Finding>,
+}
+
+impl FileReport {
+    fn new(path: &str, format: Format) -> Self {
+        Self {
+            path: path.to_owned(),
+            format,
+            verdict: Verdict::Pass,
+            findings: Vec::new(),
+        }
+    }
+
+    fn find(&mut self, severity: Verdict, code: &'static str, message: impl Into<String>) {
+        self.verdict = self.verdict.max(severity);
+        self.findings.push(Finding {
+            severity,
+            code,
+            message: message.into(),
+        });
+    }
+}
+
+/// Bytes read from the start of a file to detect its format.
+const HEAD: usize = 64;
+
+/// Scan the file `path` names, `len` bytes read from `file`. Only
+/// headers are read, never the tensor data.
+pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
+    let mut head = vec![0u8; HEAD.min(usize::try_from(len).unwrap_or(HEAD))];
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut head));
+    let format = detect(&head, len);
+    let mut report = FileReport::new(path, format);
+    if let Err(e) = read {
+        report.find(
+            Verdict::Incomplete,
+            "io",
+            format!("cannot read the file: {e}"),
+        );
+        return report;
+    }
+    detect::check_extension(path, format, &mut report);
+    match report.format {
+        Format::Safetensors => safetensors::validate(file, len, &mut report),
+        // Named as plain data and no model format: nothing a loader runs.
+        Format::Data => {}
+        Format::Unknown => report.find(
+            Verdict::Unsupported,
+            "format.unknown",
+            "the bytes are of no model format the scanner knows",
+        ),
+        other => report.find(
+            Verdict::Unsupported,
+            "format.unjudged",
+            format!("{} files are recognized but not judged yet", other.name()),
+        ),
+    }
+    report
+}
+
+/// A symbolic link where a file was expected: refused, not followed (a
+/// loader would read what it points at, which the scan never saw).
+pub fn refused_link(path: &str) -> FileReport {
+    let mut r = FileReport::new(path, Format::Unknown);
+    r.find(
+        Verdict::Fail,
+        "symlink",
+        "a symbolic link: not followed, so not judged",
+    );
+    r
+}
+
+/// [`scan`] over bytes in memory.
+pub fn scan_bytes(path: &str, bytes: &[u8]) -> FileReport {
+    scan(path, &mut std::io::Cursor::new(bytes), bytes.len() as u64)
+}

@@ -1,0 +1,114 @@
+//! `vault-cli scan`: the admission scan, offline.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use vault_scan::{FileReport, Verdict};
+
+use super::{output, Exit, ExitStatus, Global};
+use crate::cli::ScanArgs;
+
+#[derive(Serialize)]
+struct Scan {
+    scanner: &'static str,
+    verdict: Verdict,
+    files: Vec<FileReport>,
+}
+
+/// Every regular file under `path` (itself if it is one), in name order;
+/// a symbolic link is not followed but reported.
+fn files(path: &Path, out: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    if meta.file_type().is_symlink() {
+        links.push(path.to_path_buf());
+    } else if meta.is_dir() {
+        let mut entries = std::fs::read_dir(path)
+            .with_context(|| format!("cannot list `{}`", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("cannot list `{}`", path.display()))?;
+        entries.sort();
+        for e in entries {
+            files(&e, out, links)?;
+        }
+    } else if meta.is_file() {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
+    let (mut paths, mut links) = (Vec::new(), Vec::new());
+    for p in &a.paths {
+        files(p, &mut paths, &mut links)?;
+    }
+    let mut reports = Vec::with_capacity(paths.len());
+    for p in &paths {
+        let mut f =
+            std::fs::File::open(p).with_context(|| format!("cannot open `{}`", p.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("cannot read `{}`", p.display()))?
+            .len();
+        reports.push(vault_scan::scan(&p.display().to_string(), &mut f, len));
+    }
+    for l in links {
+        reports.push(vault_scan::refused_link(&l.display().to_string()));
+    }
+    let verdict = reports
+        .iter()
+        .map(|r| r.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    let result = Scan {
+        scanner: vault_scan::VERSION,
+        verdict,
+        files: reports,
+    };
+    output(g, &result, || {
+        let mut s = String::new();
+        for r in &result.files {
+            s.push_str(&format!(
+                "{}: {} ({})\n",
+                r.path,
+                word(r.verdict),
+                r.format.name()
+            ));
+            for f in &r.findings {
+                s.push_str(&format!(
+                    "  {} {}: {}\n",
+                    word(f.severity),
+                    f.code,
+                    f.message
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "{} file(s): {} ({})",
+            result.files.len(),
+            word(verdict),
+            vault_scan::VERSION
+        ));
+        s
+    })?;
+    match verdict {
+        Verdict::Pass | Verdict::Warn => Ok(()),
+        v => Err(Exit {
+            status: ExitStatus::Integrity,
+            message: format!("scan verdict: {}", word(v)),
+        }
+        .into()),
+    }
+}
+
+fn word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Warn => "warn",
+        Verdict::Unsupported => "unsupported",
+        Verdict::Incomplete => "incomplete",
+        Verdict::Fail => "fail",
+    }
+}
