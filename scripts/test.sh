@@ -13,13 +13,14 @@ done
 scripts/garage.sh install >/dev/null
 # PostgreSQL from the distribution's packages (apt-get, as root), once.
 scripts/postgres.sh install
-# securesystemslib, an independent DSSE implementation, for the interop test
-# (crates/manifest/tests/interop.rs); installed once into a cached venv.
+# securesystemslib, an independent DSSE implementation, and gguf-py,
+# llama.cpp's GGUF writer, for the interop tests (crates/manifest and
+# crates/scan tests/interop.rs); installed once into a cached venv.
 pyenv="$HOME/.cache/mlvault/pyenv"
-if ! "$pyenv/bin/python" -c 'import securesystemslib' 2>/dev/null; then
+if ! "$pyenv/bin/python" -c 'import securesystemslib, gguf' 2>/dev/null; then
   rm -rf "$pyenv"
   python3 -m venv "$pyenv"
-  "$pyenv/bin/pip" install -q 'securesystemslib[crypto]==1.6.0'
+  "$pyenv/bin/pip" install -q 'securesystemslib[crypto]==1.6.0' 'gguf==0.19.0' 'numpy==2.4.6'
 fi
 export MLVAULT_TEST_PYTHON="$pyenv/bin/python"
 work=$(mktemp -d)

@@ -5,9 +5,12 @@
 //! cannot, never `pass`.
 //!
 //! Formats judged so far: safetensors (header bounds, JSON, dtypes,
-//! shapes against offsets, contiguous data to the end of the file).
-//! Recognized but not yet judged (verdict `unsupported`): PyTorch and
-//! Keras zip archives, pickle streams, GGUF, NumPy, HDF5.
+//! shapes against offsets, contiguous data to the end of the file) and
+//! GGUF 2/3 (counts and lengths against the file, value types, tensor
+//! types, whole blocks, aligned in-bounds non-overlapping data, unique keys
+//! and names, the chat template hashed and checked for template
+//! injection). Recognized but not yet judged (verdict `unsupported`):
+//! PyTorch and Keras zip archives, pickle streams, NumPy, HDF5.
 //!
 //! ```
 //! use vault_scan::{scan_bytes, Verdict};
@@ -23,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod detect;
+mod gguf;
 mod safetensors;
 
 use std::io::{Read, Seek, SeekFrom};
@@ -74,6 +78,15 @@ pub struct FileReport {
     pub verdict: Verdict,
     /// What was found.
     pub findings: Vec<Finding>,
+    /// Facts worth recording (a GGUF chat template's SHA-256, …).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FileReport {
@@ -83,6 +96,7 @@ impl FileReport {
             format,
             verdict: Verdict::Pass,
             findings: Vec::new(),
+            details: Default::default(),
         }
     }
 
@@ -119,6 +133,7 @@ pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
     detect::check_extension(path, format, &mut report);
     match report.format {
         Format::Safetensors => safetensors::validate(file, len, &mut report),
+        Format::Gguf => gguf::validate(file, len, &mut report),
         // Named as plain data and no model format: nothing a loader runs.
         Format::Data => {}
         Format::Unknown => report.find(

@@ -334,10 +334,17 @@ fn bytes_decide_the_format_and_an_extension_that_disagrees_is_refused() {
             Format::Unknown,
             Verdict::Unsupported,
         ),
+        // A GGUF cut after its version.
         (
             "model.gguf",
             b"GGUF\x03\x00\x00\x00",
             Format::Gguf,
+            Verdict::Fail,
+        ),
+        (
+            "model.npy",
+            b"\x93NUMPY\x01\x00",
+            Format::Npy,
             Verdict::Unsupported,
         ),
     ];
