@@ -125,6 +125,17 @@ fn every_bypass_class_is_refused() {
 }
 
 #[test]
+fn a_protocol_0_pickle_named_as_one_is_judged_as_one() {
+    let r = scan_bytes("model.pkl", b"(lp0\nI1\naI2\na.");
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    let r = scan_bytes("model.pkl", b"cos\nsystem\n(S'id'\ntR.");
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    // Not a pickle at all: the judge refuses it.
+    let r = scan_bytes("model.pkl", b"hello world");
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+}
+
+#[test]
 fn a_raw_pickle_file_is_judged_by_the_scan() {
     let evil = b"\x80\x02cos\nsystem\n(S'id'\ntR.";
     let r = scan_bytes("model.pkl", evil);
