@@ -192,4 +192,15 @@ fn scan_passes_a_model_folder_and_refuses_a_renamed_pickle_and_a_link() {
     let out = cli().arg("scan").arg(&evil).output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("symlink"));
+    // Nor is a FIFO read (or skipped): it is refused.
+    std::fs::remove_file(evil.join("link.safetensors")).unwrap();
+    let fifo = evil.join("pipe.safetensors");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = cli().arg("scan").arg(&evil).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not a regular file"));
 }

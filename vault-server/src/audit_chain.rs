@@ -26,22 +26,27 @@ fn store_error(e: vault_store::Error) -> vault_audit::Error {
 
 impl Chain for PgChain {
     fn append(&self, build: &mut Build<'_>) -> Result<(), String> {
+        // An entry that cannot be written as a line appends nothing of the
+        // batch: a chain with a hole would not verify.
         let mut unserializable = None;
         let res = self.meta.log_append(&mut |seq, head| {
-            build(seq, head)
-                .into_iter()
-                .filter_map(|e| match serde_json::to_string(&e) {
-                    Ok(line) => Some(LogRow {
+            let entries = build(seq, head);
+            let mut rows = Vec::with_capacity(entries.len());
+            for e in entries {
+                match serde_json::to_string(&e) {
+                    Ok(line) => rows.push(LogRow {
                         seq: e.seq,
                         hash: e.hash,
                         line,
                     }),
                     Err(err) => {
                         unserializable = Some(err.to_string());
-                        None
+                        return Vec::new();
                     }
-                })
-                .collect()
+                }
+            }
+            unserializable = None;
+            rows
         });
         if let Some(e) = unserializable {
             return Err(format!("an audit entry cannot be written: {e}"));

@@ -577,10 +577,11 @@ fn export_checkpoint(file: &Path, note: &str) {
     }
 }
 
-/// Open the audit chain the replicas on `pg` share, verified whole and
-/// against the head the database records (which plays the anchor's part:
-/// it moves in the same transaction as the entries). Checkpoint notes are
-/// exported to this replica's `audit/checkpoint`.
+/// Open the audit chain the replicas on `pg` share, verified whole,
+/// against the head the database records, and against the last
+/// checkpoint this replica exported to its `audit/checkpoint` (outside the
+/// database: a cut or rolled-back chain does not reach it). Every new
+/// checkpoint note is exported there.
 fn open_shared_audit(
     layout: &Layout,
     pg: &Arc<vault_store::PgMeta>,
@@ -592,30 +593,73 @@ fn open_shared_audit(
         let file = layout.audit_checkpoint();
         Box::new(move |note: &str| export_checkpoint(&file, note))
     };
-    let open = || {
+    // The last checkpoint this replica exported, kept outside the
+    // database: a chain there that no longer reaches it was cut or rolled
+    // back (by someone with access to the database, or by a restore).
+    let exported = layout.audit_checkpoint();
+    let anchor = match fs::read_to_string(&exported) {
+        Ok(note) => Some(
+            vault_audit::Checkpoint::verify(&note, &key.public()).map_err(|e| {
+                fail(
+                    ExitStatus::Usage,
+                    format!(
+                        "the exported audit checkpoint `{}` does not verify: {e}",
+                        exported.display()
+                    ),
+                )
+            })?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", exported.display())),
+    };
+    let open = |anchor: Option<&vault_audit::Checkpoint>| {
         AuditLog::open_shared(
             chain.clone(),
             SecretKey::from_bytes(&key.to_bytes()),
             256,
-            None,
+            anchor,
             Some(hook()),
         )
     };
-    let (log, opened) = match open() {
+    let (log, opened) = match open(anchor.as_ref()) {
         Ok(x) => x,
         Err(vault_audit::Error::Tampered(why)) => {
+            // Whole on its own, but short of this replica's checkpoint:
+            // entries were cut or rolled back, and the chain goes on from
+            // what is left once an operator says why.
+            let rolled_back = anchor.is_some()
+                && vault_audit::verify_chain(chain.as_ref(), &key.public(), &[])
+                    .is_ok_and(|r| r.problem().is_none());
             let Some(reason) = reseal else {
-                return Err(fail(ExitStatus::Usage,
+                let what = if rolled_back {
+                    format!(
+                        "the shared audit chain in the metadata database no longer reaches this replica's checkpoint `{}`: {why}. Entries were cut or rolled back (a restore from backup, or a change made in the database). Refusing to serve. Once the loss is understood, `vault-server run ... --reseal-audit REASON` records it in the chain and goes on",
+                        exported.display()
+                    )
+                } else {
                     format!(
                         "the shared audit chain in the metadata database does not verify: {why}. Refusing to serve. Once the loss is understood, `vault-server run ... --reseal-audit REASON` moves it aside and starts a new chain"
-                    ),
-                ));
+                    )
+                };
+                return Err(fail(ExitStatus::Usage, what));
             };
+            if rolled_back {
+                let (log, _) = open(None).context("cannot open the shared audit chain")?;
+                tracing::warn!(%why, "shared audit chain accepted short of this replica's checkpoint");
+                let mut ev =
+                    vault_audit::Event::new("vault-server", "audit_rollback", "audit", "alert");
+                ev.detail = format!(
+                    "reason: {reason}; the chain does not reach this replica's last checkpoint ({why}); it goes on from what is left"
+                );
+                log.record(ev).map_err(|e| anyhow::anyhow!(e))?;
+                log.checkpoint().map_err(|e| anyhow::anyhow!(e))?;
+                return Ok(log);
+            }
             let aside = pg
                 .log_move_aside(vault_store::now())
                 .context("cannot move the broken audit chain aside")?;
             tracing::warn!(%why, %aside, "shared audit chain resealed");
-            let (log, _) = open().context("cannot start a new audit chain")?;
+            let (log, _) = open(None).context("cannot start a new audit chain")?;
             let mut ev = vault_audit::Event::new("vault-server", "audit_reseal", "audit", "alert");
             ev.detail = format!(
                 "reason: {reason}; the previous chain did not verify ({why}); kept as table {aside}"

@@ -194,12 +194,22 @@ pub fn judge_pickle(path: &str, data: &[u8], allow: &[&str]) -> FileReport {
 /// A symbolic link where a file was expected: refused, not followed (a
 /// loader would read what it points at, which the scan never saw).
 pub fn refused_link(path: &str) -> FileReport {
-    let mut r = FileReport::new(path, Format::Unknown);
-    r.find(
-        Verdict::Fail,
+    refused(
+        path,
         "symlink",
         "a symbolic link: not followed, so not judged",
-    );
+    )
+}
+
+/// Something that is neither a regular file nor a folder (a FIFO, a
+/// device, a socket): refused, never read.
+pub fn refused_special(path: &str) -> FileReport {
+    refused(path, "special", "not a regular file: not judged")
+}
+
+fn refused(path: &str, code: &'static str, message: &str) -> FileReport {
+    let mut r = FileReport::new(path, Format::Unknown);
+    r.find(Verdict::Fail, code, message);
     r
 }
 

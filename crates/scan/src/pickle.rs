@@ -57,14 +57,27 @@ pub const DEFAULT_ALLOWLIST: &[&str] = &[
 /// Opcodes run at most.
 const MAX_OPS: u64 = 50_000_000;
 /// Stack and memo entries held at most.
-const MAX_ITEMS: usize = 10_000_000;
+const MAX_ITEMS: usize = 5_000_000;
+/// Longest string kept as a possible import operand; a longer one names
+/// nothing the scan will allow (an import of it cannot be determined).
+const MAX_OPERAND: usize = 4096;
 
 #[derive(Clone, Debug)]
 enum Val {
     Mark,
-    /// A text or byte string (a possible import operand).
-    Str(String),
+    /// A short text or byte string (a possible import operand), shared
+    /// by every copy DUP and the memo make.
+    Str(std::rc::Rc<str>),
     Other,
+}
+
+/// The value a string of the stream pushes.
+fn operand(s: &str) -> Val {
+    if s.len() <= MAX_OPERAND {
+        Val::Str(s.into())
+    } else {
+        Val::Other
+    }
 }
 
 /// Why the walk stopped early.
@@ -183,7 +196,7 @@ impl<'a> Machine<'a> {
     fn string(&mut self, n: usize, what: &str) -> Result<(), Stop> {
         let b = self.take(n, what)?;
         let v = match std::str::from_utf8(b) {
-            Ok(s) => Val::Str(s.to_owned()),
+            Ok(s) => operand(s),
             Err(_) => Val::Other,
         };
         self.push(v)
@@ -257,7 +270,7 @@ impl<'a> Machine<'a> {
                     let v = if inner.contains('\\') {
                         Val::Other
                     } else {
-                        Val::Str(inner.to_owned())
+                        operand(inner)
                     };
                     self.push(v)?;
                 }
@@ -274,7 +287,7 @@ impl<'a> Machine<'a> {
                     let v = if s.contains('\\') {
                         Val::Other
                     } else {
-                        Val::Str(s.to_owned())
+                        operand(s)
                     };
                     self.push(v)?;
                 }

@@ -279,12 +279,18 @@ impl<K: Kv> Meta<K> {
         for t in Table::ALL.into_iter().filter(|t| *t != Table::Config) {
             if !dst.kv.read(|tx| tx.range(t, "", None))?.is_empty() {
                 return Err(Error::Conflict(format!(
-                    "the target already holds rows in `{}`; a migration needs an empty one",
+                    "the target already holds rows in `{}`; a migration needs an empty database (an interrupted one leaves rows behind: drop the database and create it again)",
                     t.name()
                 )));
             }
         }
-        for t in Table::ALL {
+        // Settings (the key ring among them) last: a copy cut short never
+        // looks like a vault, and a rerun names the rows it left.
+        let order = Table::ALL
+            .into_iter()
+            .filter(|t| *t != Table::Config)
+            .chain([Table::Config]);
+        for t in order {
             let rows = self.kv.read(|tx| tx.range(t, "", None))?;
             for chunk in rows.chunks(COPY_BATCH) {
                 dst.kv.write(|tx| {

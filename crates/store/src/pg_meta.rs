@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS mlvault_pulls (
     artifact text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mlvault_pulls_by_principal ON mlvault_pulls (principal, at_ms);
+CREATE INDEX IF NOT EXISTS mlvault_pulls_by_time ON mlvault_pulls (at_ms);
 INSERT INTO mlvault_audit_head (id, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
     ON CONFLICT (id) DO NOTHING;
@@ -542,7 +543,7 @@ impl Meta<PgKv> {
     }
 
     /// Record a pull of `bytes` of `artifact` by `principal` at `now_ms`,
-    /// forget that principal's pulls before `since_ms`, and return the
+    /// forget every pull before `since_ms`, and return the
     /// bytes and distinct artifacts it pulled since then, on every replica.
     pub fn observe_pull(
         &self,
@@ -557,11 +558,10 @@ impl Meta<PgKv> {
         off_runtime(|| {
             let mut c = self.kv.client()?;
             let mut tx = c.transaction().map_err(pg)?;
-            tx.execute(
-                "DELETE FROM mlvault_pulls WHERE principal = $1 AND at_ms < $2",
-                &[&principal, &since_ms],
-            )
-            .map_err(pg)?;
+            // Every principal's pulls older than the window go, so that
+            // one who stops pulling leaves nothing behind.
+            tx.execute("DELETE FROM mlvault_pulls WHERE at_ms < $1", &[&since_ms])
+                .map_err(pg)?;
             tx.execute(
                 "INSERT INTO mlvault_pulls (principal, at_ms, bytes, artifact) VALUES ($1, $2, $3, $4)",
                 &[&principal, &now_ms, &bytes, &artifact],

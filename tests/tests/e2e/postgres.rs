@@ -89,6 +89,56 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
         3 * MIB as usize + 5
     );
     ok(s.cli().arg("verify").arg(&dest2));
+
+    // Someone with access to the database cuts the audit chain back to an
+    // earlier sealed entry and moves the head with it: the chain verifies
+    // on its own, but not against the checkpoint the server exported.
+    assert_eq!(s.terminate(), Some(0));
+    ok(Command::new("psql").arg(&url).args([
+        "-q",
+        "-c",
+        "WITH cut AS (SELECT max(seq) AS seq FROM mlvault_audit WHERE line::json->>'sig' IS NOT NULL AND seq < (SELECT max(seq) - 2 FROM mlvault_audit)) \
+         DELETE FROM mlvault_audit WHERE seq > (SELECT seq FROM cut)",
+        "-c",
+        "UPDATE mlvault_audit_head SET seq = a.seq, hash = a.line::json->>'hash' \
+         FROM (SELECT seq, line FROM mlvault_audit ORDER BY seq DESC LIMIT 1) a WHERE id = 1",
+    ]));
+    let data_dir = s.data_dir.clone();
+    let verify = || {
+        run(Command::new(bin("vault-server"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--config", cfg_arg]))
+    };
+    let out = verify();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checkpoint covers"),
+        "{out:?}"
+    );
+    let (code, err) = failed_start(&[
+        "--data-dir".as_ref(),
+        s.data_dir.as_os_str(),
+        "--unseal-identity".as_ref(),
+        s.identity.as_os_str(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no longer reaches"), "{err}");
+    // Once understood, the loss is recorded in the chain, which goes on.
+    s.extra = vec![
+        "--config".into(),
+        cfg_arg.into(),
+        "--reseal-audit".into(),
+        "restored from last night's backup".into(),
+    ];
+    s.restart();
+    let tail = ok(s.admin().args(["audit", "tail", "-n", "20"]));
+    assert!(tail.contains("audit_rollback"), "{tail}");
+    assert_eq!(s.terminate(), Some(0));
+    let out = verify();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 #[test]

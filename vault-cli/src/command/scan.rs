@@ -17,12 +17,13 @@ struct Scan {
 }
 
 /// Every regular file under `path` (itself if it is one), in name order;
-/// a symbolic link is not followed but reported.
-fn files(path: &Path, out: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) -> Result<()> {
+/// a symbolic link is not followed, nor a special file read: both are
+/// reported refused.
+fn files(path: &Path, out: &mut Vec<PathBuf>, refused: &mut Vec<FileReport>) -> Result<()> {
     let meta = std::fs::symlink_metadata(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     if meta.file_type().is_symlink() {
-        links.push(path.to_path_buf());
+        refused.push(vault_scan::refused_link(&path.display().to_string()));
     } else if meta.is_dir() {
         let mut entries = std::fs::read_dir(path)
             .with_context(|| format!("cannot list `{}`", path.display()))?
@@ -31,18 +32,20 @@ fn files(path: &Path, out: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) -> Resul
             .with_context(|| format!("cannot list `{}`", path.display()))?;
         entries.sort();
         for e in entries {
-            files(&e, out, links)?;
+            files(&e, out, refused)?;
         }
     } else if meta.is_file() {
         out.push(path.to_path_buf());
+    } else {
+        refused.push(vault_scan::refused_special(&path.display().to_string()));
     }
     Ok(())
 }
 
 pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
-    let (mut paths, mut links) = (Vec::new(), Vec::new());
+    let (mut paths, mut refused) = (Vec::new(), Vec::new());
     for p in &a.paths {
-        files(p, &mut paths, &mut links)?;
+        files(p, &mut paths, &mut refused)?;
     }
     let mut reports = Vec::with_capacity(paths.len());
     for p in &paths {
@@ -54,9 +57,7 @@ pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
             .len();
         reports.push(vault_scan::scan(&p.display().to_string(), &mut f, len));
     }
-    for l in links {
-        reports.push(vault_scan::refused_link(&l.display().to_string()));
-    }
+    reports.extend(refused);
     let verdict = reports
         .iter()
         .map(|r| r.verdict)
