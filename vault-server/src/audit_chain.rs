@@ -76,4 +76,8 @@ impl Chain for PgChain {
     fn describe(&self) -> String {
         "the shared audit chain in the metadata database".into()
     }
+
+    fn kept_by_metadata(&self) -> bool {
+        true
+    }
 }

@@ -904,52 +904,74 @@ impl Vault {
         Ok(())
     }
 
-    /// Change the stored key ring with `change` by compare-and-set,
-    /// reading it afresh and trying again when another writer (a concurrent
-    /// rotation, another replica) changed it first; then use the stored
-    /// result. Within this process updates run one at a time, so the ring
-    /// in memory is never replaced by an older one.
-    fn update_keyring<T>(
+    /// Change the stored key ring with `change`, recorded by `record` (its
+    /// detail set to what `change` returns) in the same transaction; then
+    /// use the stored result. Within this process updates run one at a
+    /// time, so the ring in memory is never replaced by an older one;
+    /// among replicas the database serializes them.
+    fn update_keyring<T: Send + std::fmt::Display>(
         &self,
-        mut change: impl FnMut(&mut KeyringRecord) -> Result<T>,
+        mut change: impl FnMut(&mut KeyringRecord) -> Result<T> + Send,
+        record: vault_audit::Event,
     ) -> Result<T> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for _ in 0..32 {
-            let old = self.meta.keyring()?.context("no key ring")?;
-            let mut rec = old.clone();
-            let out = change(&mut rec)?;
-            if self.meta.swap_keyring(&old, &rec)? {
-                self.reload_keyring(&rec)?;
-                return Ok(out);
-            }
-        }
-        anyhow::bail!("the key ring kept changing under this request; try again")
+        let (out, rec) = self.change(
+            |m| {
+                let old = m
+                    .keyring()?
+                    .ok_or_else(|| vault_store::Error::NotFound("the key ring".into()))?;
+                let mut rec = old.clone();
+                let out =
+                    change(&mut rec).map_err(|e| vault_store::Error::Conflict(format!("{e:#}")))?;
+                if !m.swap_keyring(&old, &rec)? {
+                    return Err(vault_store::Error::Conflict(
+                        "the key ring changed under this request; try again".into(),
+                    ));
+                }
+                Ok((out, rec))
+            },
+            |(out, _)| {
+                let mut ev = record.clone();
+                ev.detail = out.to_string();
+                vec![ev]
+            },
+        )?;
+        self.reload_keyring(&rec)?;
+        Ok(out)
     }
 
-    /// Add a KEK version; new blobs use it from now on.
-    pub fn rotate(&self) -> Result<u32> {
-        self.update_keyring(|rec| {
-            let mut ring =
-                Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
-            let wrapped = ring.rotate(&self.master)?;
-            let v = wrapped.version;
-            rec.keks.push(wrapped);
-            Ok(v)
-        })
+    /// Add a KEK version; new blobs use it from now on. `record` is the
+    /// audit event, made with the change.
+    pub fn rotate(&self, record: vault_audit::Event) -> Result<u32> {
+        self.update_keyring(
+            |rec| {
+                let mut ring =
+                    Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+                let wrapped = ring.rotate(&self.master)?;
+                let v = wrapped.version;
+                rec.keks.push(wrapped);
+                Ok(v)
+            },
+            record,
+        )
     }
 
-    /// Refuse KEK versions below `min` from now on.
-    pub fn retire(&self, min: u32) -> Result<()> {
-        self.update_keyring(|rec| {
-            let mut ring =
-                Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
-            ring.set_min_decryption_version(min)?;
-            rec.min_decryption_version = min;
-            Ok(())
-        })
+    /// Refuse KEK versions below `min` from now on. `record` is the audit
+    /// event, made with the change.
+    pub fn retire(&self, min: u32, record: vault_audit::Event) -> Result<u32> {
+        self.update_keyring(
+            |rec| {
+                let mut ring =
+                    Keyring::open(&self.master, rec.id, &rec.keks, rec.min_decryption_version)?;
+                ring.set_min_decryption_version(min)?;
+                rec.min_decryption_version = min;
+                Ok(min)
+            },
+            record,
+        )
     }
 }
 

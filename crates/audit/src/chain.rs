@@ -34,6 +34,12 @@ pub trait Chain: Send + Sync {
     fn head(&self) -> Result<Option<Checkpoint>>;
     /// Where it is, for messages.
     fn describe(&self) -> String;
+    /// Whether the metadata store keeps this chain, so that a change and
+    /// its entries commit in one of its transactions (see
+    /// [`crate::AuditLog::journal`]).
+    fn kept_by_metadata(&self) -> bool {
+        false
+    }
 }
 
 /// The log file of one server: appended to by one writer only.

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,9 @@ enum Msg {
 }
 
 struct Shared {
+    /// Entries journaled with changes since the writer last counted them
+    /// toward the next checkpoint.
+    journaled: AtomicU64,
     failed: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// The latest signed checkpoint note.
@@ -33,6 +36,9 @@ pub struct AuditLog {
     tx: Mutex<Sender<Msg>>,
     shared: Arc<Shared>,
     chain: Arc<dyn Chain>,
+    /// Seals entries journaled with changes (see [`AuditLog::journal`]).
+    key: SecretKey,
+    every: u64,
 }
 
 fn now_ms() -> u64 {
@@ -150,6 +156,7 @@ impl Writer {
                 }
             }
         }
+        self.since_checkpoint += self.shared.journaled.swap(0, Ordering::SeqCst);
         let mut made = (Vec::new(), self.since_checkpoint);
         let res = self.chain.append(&mut |seq, head| {
             let b = Builder {
@@ -342,11 +349,13 @@ impl AuditLog {
     ) -> Result<Self> {
         let latest = anchor.and_then(|a| a.sign(&key).ok());
         let shared = Arc::new(Shared {
+            journaled: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             last_error: Mutex::new(None),
             checkpoint: Mutex::new(latest),
         });
         let (tx, rx) = mpsc::channel();
+        let own_key = SecretKey::from_bytes(&key.to_bytes());
         let writer = Writer {
             chain: chain.clone(),
             key,
@@ -366,6 +375,8 @@ impl AuditLog {
             tx: Mutex::new(tx),
             shared,
             chain,
+            key: own_key,
+            every: checkpoint_every.max(1),
         })
     }
 
@@ -390,6 +401,71 @@ impl AuditLog {
     /// entry is not recorded: callers fail closed.
     pub fn record(&self, event: Event) -> Result<(), String> {
         self.send(|r| Msg::Event(Box::new(event), r))
+    }
+
+    /// The entries recording `events`, for a metadata transaction that
+    /// makes the change they record (`MetaStore::journaled`), so that the
+    /// change is never made without them:
+    /// - given `head` (the store keeps this chain: sequence number and
+    ///   hash of its last entry, locked by the transaction), they are
+    ///   chained on it, the last one sealed, and returned for the store to
+    ///   insert before it commits;
+    /// - given none (this log is a file of this server's), they are
+    ///   appended and made durable now, while the store's transaction
+    ///   waits to commit, and none are returned.
+    ///
+    /// Call [`AuditLog::journaled`] once the transaction committed. An
+    /// error means nothing was appended: the transaction must fail.
+    pub fn journal(
+        &self,
+        events: &[Event],
+        head: Option<(u64, &str)>,
+    ) -> Result<Vec<Entry>, String> {
+        let build = |seq: u64, head: &str| {
+            let b = Builder {
+                key: &self.key,
+                // Checkpoints are the writer's: their notes are exported
+                // once durable, which a transaction not yet committed is not.
+                every: u64::MAX,
+                seq,
+                head: head.to_owned(),
+                since_checkpoint: 0,
+                batch: Vec::with_capacity(events.len()),
+            };
+            let items: Vec<Item> = events
+                .iter()
+                .map(|e| Item::Event(Box::new(e.clone())))
+                .collect();
+            b.build(&items).0
+        };
+        match (head, self.chain.kept_by_metadata()) {
+            (Some((seq, hash)), true) => Ok(build(seq, hash)),
+            (None, false) => {
+                self.chain.append(&mut |seq, head| build(seq, head))?;
+                Ok(Vec::new())
+            }
+            (Some(_), false) => Err(format!(
+                "the metadata store keeps an audit chain, but this server writes {}",
+                self.chain.describe()
+            )),
+            (None, true) => Err(format!(
+                "{} is not kept by this metadata store",
+                self.chain.describe()
+            )),
+        }
+    }
+
+    /// Count `n` entries made by [`AuditLog::journal`], whose transaction
+    /// committed, toward the next checkpoint (written by the writer when
+    /// due, without waiting for it).
+    pub fn journaled(&self, n: usize) {
+        let due = self.shared.journaled.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if due >= self.every {
+            let (rtx, _) = mpsc::sync_channel(1);
+            if let Ok(tx) = self.tx.lock() {
+                let _ = tx.send(Msg::Checkpoint(rtx));
+            }
+        }
     }
 
     /// Append a signed checkpoint if events arrived since the last one.

@@ -37,6 +37,10 @@ pub enum Error {
     /// Uploaded bytes disagree with what was declared.
     #[error("{0}")]
     Mismatch(String),
+    /// A journaled write could not append its log entries (the audit
+    /// chain): the change they record was not made either.
+    #[error("{0}")]
+    Journal(String),
     /// Reading the request body failed.
     #[error("upload interrupted: {0}")]
     Body(String),

@@ -77,7 +77,7 @@ impl Table {
 }
 
 /// One transaction over the tables.
-pub trait Tx {
+pub trait Tx: Send {
     /// The value at `key`.
     fn get(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>>;
     /// Rows with `lo <= key < hi` (to the end without `hi`), in key order.
@@ -92,7 +92,7 @@ pub trait Tx {
 /// nothing and durable when `write` returns; `write` may run `f` more than
 /// once (a database retries a transaction a concurrent one made fail), so
 /// `f` computes everything from what it reads.
-pub trait Kv: Send + Sync + 'static {
+pub trait Kv: Send + Sync {
     /// Run `f` in a read transaction (a consistent snapshot).
     fn read<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
     /// Run `f`, which makes exactly one read (one `get` or one `range`):
@@ -103,9 +103,72 @@ pub trait Kv: Send + Sync + 'static {
     }
     /// Run `f` in a write transaction.
     fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R>;
+    /// Run `f` in a write transaction, then `journal` in the same one: a
+    /// store that keeps the log (see [`LogRow`]) passes its head, locked
+    /// since the transaction began, and appends the rows `journal` returns
+    /// before it commits; a store that keeps none passes `None` (the caller
+    /// appends to its own log, and returns no rows). An error from either
+    /// changes nothing. Both may run again when the store retries.
+    fn write_journaled(
+        &self,
+        f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send),
+        journal: &mut Journal<'_>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            f(tx)?;
+            let rows = journal(None)?;
+            if rows.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Meta(
+                    "this metadata store keeps no log to append to".into(),
+                ))
+            }
+        })
+    }
     /// Compact storage after deletions, where the engine allows it.
     fn reclaim(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// One entry of a log kept in the metadata store (the audit chain that
+/// replicas share), as a journaled write appends it.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    /// Its sequence number: 1 after the head's.
+    pub seq: u64,
+    /// Its hash, the next head.
+    pub hash: String,
+    /// The entry, one line of text.
+    pub line: String,
+}
+
+/// Makes the log entries of a journaled write (see [`Kv::write_journaled`]):
+/// given the log's head (sequence number and hash of its last entry) when
+/// the store keeps the log, returns the rows to append on it.
+pub type Journal<'a> = dyn FnMut(Option<(u64, &str)>) -> Result<Vec<LogRow>> + Send + 'a;
+
+/// A [`Kv`] inside a transaction already open: nested reads and writes
+/// join it, so several [`MetaStore`] calls make one transaction.
+struct InTx<'a>(std::sync::Mutex<&'a mut dyn Tx>);
+
+impl Kv for InTx<'_> {
+    fn read<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        let mut tx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut **tx)
+    }
+
+    fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        self.read(f)
+    }
+
+    fn write_journaled(
+        &self,
+        _: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send),
+        _: &mut Journal<'_>,
+    ) -> Result<()> {
+        Err(Error::Meta("a journaled write inside another one".into()))
     }
 }
 
@@ -352,6 +415,22 @@ impl<K: Kv> Meta<K> {
 }
 
 impl<K: Kv> MetaStore for Meta<K> {
+    fn journaled(
+        &self,
+        change: &mut (dyn FnMut(&dyn MetaStore) -> Result<()> + Send),
+        journal: &mut Journal<'_>,
+    ) -> Result<()> {
+        self.kv.write_journaled(
+            &mut |tx| {
+                let inner = Meta {
+                    kv: InTx(std::sync::Mutex::new(tx)),
+                };
+                change(&inner)
+            },
+            journal,
+        )
+    }
+
     fn config(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.kv.read_single(|tx| tx.get(Table::Config, key))
     }

@@ -24,10 +24,11 @@ mod redb_meta;
 pub use blobs::{BlobStore, PlaintextStream};
 pub use direct::LocalReads;
 pub use error::{Error, Result};
+pub use kv::{Journal, LogRow};
 pub use meta::MetaStore;
 pub use new_blob::{BlobPlan, NewBlob, WrittenBlob, UNKNOWN_DIGEST};
 #[cfg(feature = "postgres")]
-pub use pg_meta::{may_block, LogRow, PgKv, PgMeta};
+pub use pg_meta::{may_block, PgKv, PgMeta};
 pub use records::*;
 pub use redb_meta::{RedbKv, RedbMeta};
 

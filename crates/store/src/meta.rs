@@ -4,6 +4,7 @@
 use vault_api::Kind;
 use vault_crypto::WrappedDek;
 
+use crate::kv::Journal;
 use crate::records::*;
 use crate::Result;
 
@@ -11,7 +12,22 @@ use crate::Result;
 /// upload sessions. [`crate::RedbMeta`] is the embedded adapter; a shared
 /// database adapter for several replicas implements the same trait and runs
 /// the same conformance tests.
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: Send + Sync {
+    /// Make `change` (calls on the store it is given) and append what
+    /// `journal` makes to the log in **one** transaction: the change is
+    /// never made without its entries, nor its entries kept without it.
+    /// A store that keeps the log (the audit chain replicas share) gives
+    /// `journal` its head, locked from the start of the transaction, and
+    /// appends the rows it returns; one that keeps none gives `None`, and
+    /// `journal` appends to the caller's own log before the store commits.
+    /// Either closure failing changes nothing; both may run again when the
+    /// store retries the transaction.
+    fn journaled(
+        &self,
+        change: &mut (dyn FnMut(&dyn MetaStore) -> Result<()> + Send),
+        journal: &mut Journal<'_>,
+    ) -> Result<()>;
+
     /// The stored key ring, if the vault is initialized.
     fn keyring(&self) -> Result<Option<KeyringRecord>>;
     /// Replace the stored key ring (init).

@@ -41,6 +41,7 @@ pub fn run_all(fresh: Factory<'_>) {
     a_deleted_alias_keeps_its_sequence(fresh);
     config_publishers_and_jobs(fresh);
     jobs_are_claimed_leased_and_committed_once(fresh);
+    journaled_changes_commit_with_their_log_entries_or_not_at_all(fresh);
 }
 
 /// Makes two handles on one fresh, empty store: two replicas of a server
@@ -916,4 +917,83 @@ fn jobs_are_claimed_leased_and_committed_once(fresh: Factory<'_>) {
         .unwrap()
         .unwrap();
     assert_eq!(j.owner, "new");
+}
+
+/// A journaled change and its log entries are one transaction: several
+/// calls inside it are made together or not at all, a journal that fails
+/// undoes the change, and a store that keeps the log hands each journal
+/// the head the last one left.
+fn journaled_changes_commit_with_their_log_entries_or_not_at_all(fresh: Factory<'_>) {
+    use crate::LogRow;
+    let m = fresh();
+    let mut heads = Vec::new();
+    let row = |seq: u64, n: u64| LogRow {
+        seq: seq + n,
+        hash: format!("h{}", seq + n),
+        line: format!("entry {}", seq + n),
+    };
+    for round in 0..2u64 {
+        m.journaled(
+            &mut |s: &dyn MetaStore| {
+                s.put_config(&format!("a{round}"), b"1")?;
+                s.put_publisher(&PublisherRecord {
+                    namespace: "t".into(),
+                    keyid: format!("k{round}"),
+                    public_key: "pk".into(),
+                    added: 1,
+                    added_by: "admin".into(),
+                })
+            },
+            &mut |head| {
+                heads.push(head.map(|(s, h)| (s, h.to_owned())));
+                Ok(match head {
+                    Some((seq, _)) => vec![row(seq, 1), row(seq, 2)],
+                    None => Vec::new(),
+                })
+            },
+        )
+        .expect("a journaled change");
+    }
+    assert!(m.config("a0").unwrap().is_some() && m.config("a1").unwrap().is_some());
+    assert_eq!(m.publishers("t").unwrap().len(), 2);
+    match heads.as_slice() {
+        [None, None] => {}
+        [Some(first), Some(second)] => assert_eq!(
+            second,
+            &(first.0 + 2, format!("h{}", first.0 + 2)),
+            "the second journal builds on the entries of the first"
+        ),
+        other => panic!("a store gives every journal its log's head, or none: {other:?}"),
+    }
+
+    // A journal that fails undoes the change.
+    let err = m
+        .journaled(
+            &mut |s: &dyn MetaStore| s.put_config("undone", b"1"),
+            &mut |_| Err(Error::Meta("the audit log cannot be written".into())),
+        )
+        .expect_err("a failing journal fails the change");
+    assert!(err.to_string().contains("audit log"), "{err}");
+    assert!(
+        m.config("undone").unwrap().is_none(),
+        "a change whose journal failed is not made"
+    );
+
+    // A change that fails half-way leaves nothing, and appends nothing.
+    let mut journal_ran = false;
+    let err = m
+        .journaled(
+            &mut |s: &dyn MetaStore| {
+                s.put_config("half", b"1")?;
+                Err(Error::Conflict("the second step failed".into()))
+            },
+            &mut |_| {
+                journal_ran = true;
+                Ok(Vec::new())
+            },
+        )
+        .expect_err("a failing change fails");
+    assert!(err.to_string().contains("second step"), "{err}");
+    assert!(m.config("half").unwrap().is_none(), "nothing of it is made");
+    assert!(!journal_ran, "no entry is made for a change that failed");
 }

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::kv::{Kv, Meta, Table, Tx};
+use crate::kv::{Journal, Kv, LogRow, Meta, Table, Tx};
 use crate::{Error, Result};
 
 /// Metadata in a PostgreSQL database.
@@ -338,17 +338,6 @@ impl Meta<PgKv> {
     }
 }
 
-/// One entry of the shared log, as [`Meta::log_append`] stores it.
-#[derive(Debug, Clone)]
-pub struct LogRow {
-    /// Its sequence number: 1 after the head's.
-    pub seq: u64,
-    /// Its hash, the next head.
-    pub hash: String,
-    /// The entry, one line of text.
-    pub line: String,
-}
-
 fn read_log_head(c: &mut postgres::Client) -> Result<(u64, String)> {
     let row = c
         .query_one("SELECT seq, hash FROM mlvault_audit_head WHERE id = 1", &[])
@@ -357,6 +346,16 @@ fn read_log_head(c: &mut postgres::Client) -> Result<(u64, String)> {
     let seq = u64::try_from(seq)
         .map_err(|_| Error::Meta("the audit head's sequence number is negative".into()))?;
     Ok((seq, row.get(1)))
+}
+
+/// The sequence numbers and lines of `rows`, as the arrays an insert
+/// of the log unnests.
+fn columns(rows: &[LogRow]) -> Result<(Vec<i64>, Vec<&str>)> {
+    let seqs = rows
+        .iter()
+        .map(|r| seq_i64(r.seq))
+        .collect::<Result<Vec<i64>>>()?;
+    Ok((seqs, rows.iter().map(|r| r.line.as_str()).collect()))
 }
 
 fn seq_i64(seq: u64) -> Result<i64> {
@@ -396,11 +395,7 @@ impl Meta<PgKv> {
                 let Some(last) = rows.last() else {
                     return Ok(());
                 };
-                let seqs = rows
-                    .iter()
-                    .map(|r| seq_i64(r.seq))
-                    .collect::<Result<Vec<i64>>>()?;
-                let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
+                let (seqs, lines) = columns(&rows)?;
                 let inserted = c
                     .execute(
                         "WITH head AS (
@@ -676,6 +671,50 @@ impl<'c, C: postgres::GenericClient> PgTx<'c, C> {
         Ok(st)
     }
 
+    /// Lock the log's head row for the rest of the transaction and read
+    /// it: every other append waits until this transaction ends.
+    fn lock_log_head(&mut self) -> Result<(u64, String)> {
+        let st = self.statement(
+            "SELECT seq, hash FROM mlvault_audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )?;
+        let r = self.tx.query_one(&st, &[]);
+        let row = self.check(r)?;
+        let seq: i64 = row.get(0);
+        let seq = u64::try_from(seq)
+            .map_err(|_| Error::Meta("the audit head's sequence number is negative".into()))?;
+        Ok((seq, row.get(1)))
+    }
+
+    /// Insert `rows` after the head locked by `lock_log_head` and move it.
+    fn append_log(&mut self, rows: &[LogRow]) -> Result<()> {
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let (seqs, lines) = columns(rows)?;
+        let st = self.statement(
+            "WITH head AS (
+                UPDATE mlvault_audit_head SET seq = $1, hash = $2 WHERE id = 1 RETURNING 1
+            )
+            INSERT INTO mlvault_audit (seq, line)
+            SELECT s, l FROM unnest($3::bigint[], $4::text[]) AS t(s, l), head",
+            &[Type::INT8, Type::TEXT, Type::INT8_ARRAY, Type::TEXT_ARRAY],
+        )?;
+        let r = self
+            .tx
+            .execute(&st, &[&seq_i64(last.seq)?, &last.hash, &seqs, &lines]);
+        match self.check(r) {
+            Ok(n) if n as usize == rows.len() => Ok(()),
+            Ok(_) => Err(Error::Journal(
+                "the audit chain's rows were not all inserted".into(),
+            )),
+            Err(Error::Meta(e)) => Err(Error::Journal(format!(
+                "the shared audit chain cannot be appended to: {e}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn check<T>(&mut self, r: std::result::Result<T, postgres::Error>) -> Result<T> {
         r.map_err(|e| {
             self.conflict |= is_conflict(&e);
@@ -684,7 +723,7 @@ impl<'c, C: postgres::GenericClient> PgTx<'c, C> {
     }
 }
 
-impl<C: postgres::GenericClient> Tx for PgTx<'_, C> {
+impl<C: postgres::GenericClient + Send> Tx for PgTx<'_, C> {
     fn get(&mut self, t: Table, key: &str) -> Result<Option<Vec<u8>>> {
         let st = self.statement(
             "SELECT v FROM mlvault_kv WHERE tbl = $1 AND k = $2",
@@ -790,8 +829,29 @@ impl Kv for PgKv {
         off_runtime(|| self.read_single_here(f))
     }
 
-    fn write<R: Send>(&self, f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
-        off_runtime(|| self.write_here(f))
+    fn write<R: Send>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+        off_runtime(|| self.write_here(|tx| f(tx)))
+    }
+
+    fn write_journaled(
+        &self,
+        f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send),
+        journal: &mut Journal<'_>,
+    ) -> Result<()> {
+        let appended = off_runtime(|| {
+            self.write_here(|tx| {
+                // The head first: the transaction's snapshot then starts
+                // holding it, so no append commits between the two.
+                let (seq, hash) = tx.lock_log_head()?;
+                f(tx)?;
+                let rows = journal(Some((seq, &hash)))?;
+                tx.append_log(&rows)?;
+                Ok(rows.last().map(|r| (r.seq, r.hash.clone())))
+            })
+        })?;
+        let mut head = self.log_head.lock().unwrap_or_else(|p| p.into_inner());
+        *head = appended.or(head.take());
+        Ok(())
     }
 }
 
@@ -816,7 +876,10 @@ impl PgKv {
         f(&mut PgTx::new(client, statements, true))
     }
 
-    fn write_here<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R>) -> Result<R> {
+    fn write_here<R>(
+        &self,
+        mut f: impl FnMut(&mut PgTx<'_, postgres::Transaction<'_>>) -> Result<R>,
+    ) -> Result<R> {
         let mut c = self.client()?;
         let mut attempt = 0;
         loop {

@@ -150,7 +150,7 @@ fn tls_to_the_database_is_required_and_verified_when_asked() {
 /// one chain: every row builds on the one before it, no sequence number
 /// is missing or taken twice, and the head is the last row.
 #[test]
-fn appends_from_two_replicas_form_one_chain() {
+fn appends_and_journaled_changes_from_two_replicas_form_one_chain() {
     let Some(admin) = admin_url() else { return };
     let dbs = Databases {
         admin,
@@ -160,29 +160,55 @@ fn appends_from_two_replicas_form_one_chain() {
     let a = Arc::new(PgMeta::connect(&url, 4, None).expect("replica a"));
     let b = Arc::new(PgMeta::connect(&url, 4, None).expect("replica b"));
     const EACH: u64 = 25;
+    let rows = |seq: u64, head: &str| {
+        vec![
+            vault_store::LogRow {
+                seq: seq + 1,
+                hash: format!("h{}", seq + 1),
+                line: format!("{} {head}", seq + 1),
+            },
+            vault_store::LogRow {
+                seq: seq + 2,
+                hash: format!("h{}", seq + 2),
+                line: format!("{} h{}", seq + 2, seq + 1),
+            },
+        ]
+    };
     std::thread::scope(|scope| {
-        for m in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        // Two writers append alone (the audit writer of each replica);
+        // two make changes journaled in the same transaction.
+        for (w, m) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
             scope.spawn(move || {
-                for _ in 0..EACH {
-                    m.log_append(&mut |seq, head| {
-                        vec![
-                            vault_store::LogRow {
-                                seq: seq + 1,
-                                hash: format!("h{}", seq + 1),
-                                line: format!("{} {head}", seq + 1),
+                for i in 0..EACH {
+                    if w < 2 {
+                        m.log_append(&mut |seq, head| rows(seq, head))
+                            .expect("append");
+                    } else {
+                        let key = format!("change-{w}-{i}");
+                        m.journaled(
+                            &mut |s: &dyn MetaStore| s.put_config(&key, b"made"),
+                            &mut |head| {
+                                let (seq, hash) = head.expect("the database keeps the log");
+                                Ok(rows(seq, hash))
                             },
-                            vault_store::LogRow {
-                                seq: seq + 2,
-                                hash: format!("h{}", seq + 2),
-                                line: format!("{} h{}", seq + 2, seq + 1),
-                            },
-                        ]
-                    })
-                    .expect("append");
+                        )
+                        .expect("journaled change");
+                    }
                 }
             });
         }
     });
+    for w in 2..4 {
+        for i in 0..EACH {
+            assert!(
+                a.config(&format!("change-{w}-{i}")).unwrap().is_some(),
+                "journaled change {w}-{i} was made"
+            );
+        }
+    }
     let mut lines = Vec::new();
     b.log_scan(&mut |l: &[u8]| {
         lines.push(String::from_utf8(l.to_vec()).unwrap());

@@ -90,6 +90,59 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
     );
     ok(s.cli().arg("verify").arg(&dest2));
 
+    // A change and its audit entry commit together: when the entry cannot
+    // be written (here a trigger refuses it, as a full disk would), the
+    // alias does not move either, and its sequence is not used up.
+    ok(Command::new("psql").arg(&url).args([
+        "-q",
+        "-c",
+        "CREATE FUNCTION refuse_alias_entries() RETURNS trigger AS $$ BEGIN \
+           IF NEW.line LIKE '%\"action\":\"alias_set\"%' THEN RAISE EXCEPTION 'no space left'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql",
+        "-c",
+        "CREATE TRIGGER refuse_alias_entries BEFORE INSERT ON mlvault_audit \
+         FOR EACH ROW EXECUTE FUNCTION refuse_alias_entries()",
+    ]));
+    let out = run(s.cli().args(["alias", "team/pg-model:1", "production"]));
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit log"),
+        "{out:?}"
+    );
+    let missing = run(s
+        .cli()
+        .args(["pull", "team/pg-model:production", "--to"])
+        .arg(s.tmp.path().join("never")));
+    assert_eq!(missing.status.code(), Some(4), "{missing:?}");
+    ok(Command::new("psql").arg(&url).args([
+        "-q",
+        "-c",
+        "DROP TRIGGER refuse_alias_entries ON mlvault_audit",
+    ]));
+    let set = json(&ok(s.cli().args([
+        "--json",
+        "alias",
+        "team/pg-model:1",
+        "production",
+    ])));
+    assert_eq!(
+        set["sequence"], 1,
+        "the refused move used no sequence: {set}"
+    );
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "20"])));
+    let moved = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alias_set")
+        .collect::<Vec<_>>();
+    assert_eq!(moved.len(), 1, "one entry for the one move: {tail}");
+    assert!(
+        moved[0]["detail"].as_str().unwrap().contains("sequence 1"),
+        "{tail}"
+    );
+    ok(s.admin().args(["audit", "verify"]));
+
     // Someone with access to the database cuts the audit chain back to an
     // earlier sealed entry and moves the head with it: the chain verifies
     // on its own, but not against the checkpoint the server exported.

@@ -215,3 +215,72 @@ fn a_data_directory_open_to_other_users_is_refused() {
     s.restart();
     ok(s.cli().arg("ls"));
 }
+
+/// Every change is recorded by an entry written with it (`outcome` `ok`,
+/// after the `allow` decision), naming what it changed: the push's
+/// version and digest, the alias's new sequence, the token, the key
+/// version; and the log still verifies.
+#[test]
+fn every_change_is_recorded_with_what_it_changed() {
+    let mut s = Server::start();
+    let f = s.tmp.path().join("w.bin");
+    random_file(&f, 10_000, 9);
+    let pushed = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&f)));
+    let digest = pushed["digest"].as_str().unwrap().to_owned();
+    ok(s.cli().args(["alias", "t/m:1", "production"]));
+    ok(s.cli().args(["alias", "t/m:1", "production"]));
+    ok(s.admin().args(["alias", "t/m", "production", "--delete"]));
+    s.create_token("robot", "deployer", &["t"], None);
+    let id = s.token_id("robot");
+    ok(s.admin().args(["token", "revoke", &id]));
+    ok(s.admin().args(["key", "rotate"]));
+    ok(s.admin().args(["delete", "t/m:1"]));
+
+    let tail = json(&ok(s
+        .admin()
+        .args(["--json", "audit", "tail", "-n", "200"])));
+    let entries = tail.as_array().unwrap();
+    let changes = |action: &str| -> Vec<&serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"] == "ok")
+            .collect()
+    };
+    let commit = changes("push_commit");
+    assert_eq!(commit.len(), 1, "{tail}");
+    assert_eq!(commit[0]["resource"], "t/m:1");
+    assert!(commit[0]["detail"].as_str().unwrap().contains(&digest));
+    let moves = changes("alias_set");
+    assert_eq!(moves.len(), 2, "{tail}");
+    assert!(moves[1]["detail"].as_str().unwrap().contains("sequence 2"));
+    assert_eq!(changes("alias_delete").len(), 1, "{tail}");
+    // A token that reads data is created with an `alert` outcome.
+    assert!(
+        entries.iter().any(|e| e["action"] == "token_create"
+            && e["outcome"] == "alert"
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("principal robot role deployer")),
+        "{tail}"
+    );
+    let revoked = changes("token_revoke");
+    assert_eq!(revoked.len(), 1, "{tail}");
+    assert_eq!(revoked[0]["resource"], format!("token:{id}"));
+    let rotated = changes("key_rotate");
+    assert_eq!(rotated.len(), 1, "{tail}");
+    assert_eq!(rotated[0]["detail"], "2", "the new KEK version: {tail}");
+    let deleted = changes("version_delete");
+    assert_eq!(deleted.len(), 1, "{tail}");
+    assert!(deleted[0]["detail"].as_str().unwrap().contains(&digest));
+    // Each change entry comes after the decision that allowed it.
+    let pos = |pred: &dyn Fn(&serde_json::Value) -> bool| entries.iter().position(pred).unwrap();
+    assert!(
+        pos(&|e| e["action"] == "push" && e["outcome"] == "allow")
+            < pos(&|e| e["action"] == "push_commit")
+    );
+    ok(s.admin().args(["audit", "verify"]));
+    assert_eq!(s.terminate(), Some(0));
+    let (code, out) = offline(&s, &[]);
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -34,7 +34,8 @@ pub async fn set(
     authorize_artifact(&v, &p, Action::Alias, r.name.as_str(), None, false).await?;
     let v2 = v.clone();
     let alias = req.alias.clone();
-    let (entry, rec) = blocking(move || Ok(resolve::set_alias(&v2, &r, &alias)?)).await?;
+    let record = p.event("alias_set", &format!("{}:{alias}", r.name), "ok");
+    let (entry, rec) = blocking(move || Ok(resolve::set_alias(&v2, &r, &alias, record)?)).await?;
     let digest = rec.digest;
     tracing::info!(name = %entry.name, alias = %entry.alias, version = entry.version,
         sequence = entry.sequence, principal = %p.name, "alias moved");
@@ -60,19 +61,23 @@ pub async fn delete(
     authorize_artifact(&v, &p, Action::Delete, name.as_str(), None, false).await?;
     let (v2, p2, alias) = (v.clone(), p.clone(), q.alias.clone());
     let gone = blocking(move || {
-        let gone = v2
-            .meta
-            .delete_alias(name.as_str(), &alias)?
-            .ok_or_else(|| ApiError::not_found(format!("no alias `{alias}` on `{name}`")))?;
-        let mut ev = p2.event("alias_delete", &format!("{name}:{alias}"), "ok");
-        ev.detail = format!(
-            "pointed at version {} (record sequence {})",
-            gone.version, gone.sequence
-        );
-        v2.audit
-            .record(ev)
-            .map_err(|e| ApiError::audit_unavailable(&e))?;
-        Ok(gone)
+        let record = p2.event("alias_delete", &format!("{name}:{alias}"), "ok");
+        let gone = v2.change(
+            |m| m.delete_alias(name.as_str(), &alias),
+            |gone| {
+                gone.iter()
+                    .map(|g| {
+                        let mut ev = record.clone();
+                        ev.detail = format!(
+                            "pointed at version {} (record sequence {})",
+                            g.version, g.sequence
+                        );
+                        ev
+                    })
+                    .collect()
+            },
+        )?;
+        gone.ok_or_else(|| ApiError::not_found(format!("no alias `{alias}` on `{name}`")))
     })
     .await?;
     tracing::info!(name = %gone.name, alias = %gone.alias, version = gone.version,

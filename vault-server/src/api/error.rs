@@ -127,6 +127,7 @@ impl From<vault_store::Error> for ApiError {
             E::Crypto(c) => {
                 ApiError::stored_integrity(format!("stored data failed verification: {c}"))
             }
+            E::Journal(m) => ApiError::audit_unavailable(&m),
             other => ApiError::internal(other.to_string()),
         }
     }

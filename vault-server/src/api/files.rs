@@ -124,12 +124,21 @@ pub async fn download(
         ev.detail = alert.clone();
         let (v2, tid, suspend) = (v.clone(), p.token_id.clone(), v.exfil.suspend());
         blocking(move || {
-            v2.audit
-                .record(ev)
-                .map_err(|e| ApiError::audit_unavailable(&e))?;
             if suspend {
-                v2.meta.suspend_token(&tid, true)?;
+                // The alert and the suspension it causes, together.
+                let mut suspended = ev.clone();
+                suspended.action = "token_suspend".into();
+                suspended.resource = format!("token:{tid}");
+                suspended.detail = "suspended by exfiltration detection".into();
+                v2.change(
+                    |m| m.suspend_token(&tid, true),
+                    |_| vec![ev.clone(), suspended.clone()],
+                )?;
                 v2.token_cache.clear();
+            } else {
+                v2.audit
+                    .record(ev)
+                    .map_err(|e| ApiError::audit_unavailable(&e))?;
             }
             Ok(())
         })

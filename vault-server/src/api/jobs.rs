@@ -61,6 +61,7 @@ pub async fn create(
         false,
     )
     .await?;
+    let record = p.event("job_queue", target.as_str(), "ok");
     let job = anonymize::queue(
         &v,
         anonymize::JobPlan {
@@ -70,6 +71,7 @@ pub async fn create(
             target,
             principal: p.name.clone(),
         },
+        record,
     )
     .await?;
     Ok(Json(job))
@@ -156,13 +158,10 @@ pub async fn review(
         at: vault_store::now(),
         reason,
     };
-    let (v2, r2) = (v.clone(), review.clone());
-    let job = blocking(move || Ok(anonymize::decide(&v2, &id, from, r2)?)).await?;
     let mut ev = p.event(&format!("job_{decision}"), &output, "ok");
     ev.detail = review.reason.clone();
-    v.audit
-        .record(ev)
-        .map_err(|e| ApiError::audit_unavailable(&e))?;
+    let (v2, r2) = (v.clone(), review.clone());
+    let job = blocking(move || Ok(anonymize::decide(&v2, &id, from, r2, ev)?)).await?;
     tracing::info!(job = %job.id, output = %output, principal = %p.name, decision = %decision, "job output reviewed");
     Ok(Json(with_live(job)))
 }

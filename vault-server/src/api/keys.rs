@@ -35,8 +35,9 @@ pub async fn status(State(v): State<AppState>, p: Principal) -> Result<Json<KeyS
 pub async fn rotate(State(v): State<AppState>, p: Principal) -> Result<Json<KeyStatus>, ApiError> {
     authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
+    let record = p.event("key_rotate", "keys", "ok");
     let s = blocking(move || {
-        let version = v2.rotate()?;
+        let version = v2.rotate(record)?;
         tracing::info!(version, "KEK rotated");
         status_of(&v2)
     })
@@ -66,6 +67,7 @@ pub async fn retire(
 ) -> Result<Json<KeyStatus>, ApiError> {
     authorize(&v, &p, Action::KeyAdmin, Resource::Service("keys"), false)?;
     let v2 = v.clone();
+    let record = p.event("key_retire", "keys", "ok");
     let s = blocking(move || {
         let min = req.min_decryption_version;
         let stale = v2
@@ -80,7 +82,8 @@ pub async fn retire(
                 format!("{stale} blobs are still wrapped by KEK versions below {min}; run `vault-cli key rewrap` first"),
             ));
         }
-        v2.retire(min).map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        v2.retire(min, record)
+            .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
         status_of(&v2)
     })
     .await?;

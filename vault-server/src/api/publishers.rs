@@ -58,9 +58,14 @@ pub async fn add(
         added: vault_store::now(),
         added_by: p.name.clone(),
     };
-    let meta = v.meta.clone();
-    let r = rec.clone();
-    blocking(move || Ok(meta.put_publisher(&r)?)).await?;
+    let (v2, r) = (v.clone(), rec.clone());
+    let mut ev = p.event(
+        "publisher_add",
+        &format!("namespace:{}", rec.namespace),
+        "ok",
+    );
+    ev.detail = format!("publisher key {}", rec.keyid);
+    blocking(move || Ok(v2.change(|m| m.put_publisher(&r), |_| vec![ev.clone()])?)).await?;
     tracing::info!(namespace = %rec.namespace, keyid = %rec.keyid, principal = %p.name, "publisher added");
     Ok(Json(info(rec)))
 }
@@ -98,9 +103,22 @@ pub async fn remove(
         Resource::Namespace(&q.namespace),
         false,
     )?;
-    let meta = v.meta.clone();
-    let (ns, kid) = (q.namespace.clone(), q.keyid.clone());
-    let removed = blocking(move || Ok(meta.remove_publisher(&ns, &kid)?)).await?;
+    let (v2, ns, kid) = (v.clone(), q.namespace.clone(), q.keyid.clone());
+    let mut ev = p.event("publisher_remove", &format!("namespace:{ns}"), "ok");
+    ev.detail = format!("publisher key {kid}");
+    let removed = blocking(move || {
+        Ok(v2.change(
+            |m| m.remove_publisher(&ns, &kid),
+            |removed| {
+                if *removed {
+                    vec![ev.clone()]
+                } else {
+                    Vec::new()
+                }
+            },
+        )?)
+    })
+    .await?;
     if !removed {
         return Err(ApiError::not_found(format!(
             "`{}` is not a publisher of `{}`",

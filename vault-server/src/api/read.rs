@@ -168,7 +168,7 @@ pub async fn delete_version(
         name,
         version,
         shredded,
-    } = versions::delete(&v, r).await?;
+    } = versions::delete(&v, r, p.event("version_delete", "", "ok")).await?;
     tracing::info!(%name, version, shredded, principal = %p.name, "version deleted");
     Ok(Json(DeleteResult {
         name,

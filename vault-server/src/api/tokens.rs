@@ -120,13 +120,7 @@ pub async fn create(
         ev.outcome = "alert".into();
     }
     let (v2, r, hash) = (v.clone(), rec.clone(), tokens::hash(&secret));
-    blocking(move || {
-        v2.audit
-            .record(ev)
-            .map_err(|e| ApiError::audit_unavailable(&e))?;
-        Ok(v2.meta.put_token(&hash, &r)?)
-    })
-    .await?;
+    blocking(move || Ok(v2.change(|m| m.put_token(&hash, &r), |_| vec![ev.clone()])?)).await?;
     if data_role {
         metrics::counter!("mlvault_data_tokens_created_total", "role" => rec.role.clone())
             .increment(1);
@@ -153,25 +147,38 @@ pub async fn list(
     Ok(Json(all.into_iter().map(info).collect()))
 }
 
-/// Apply `change` to token `id` (an admin action); 404 if there is no such token.
+/// Apply `change` to token `id` (an admin action), recorded as audit
+/// `action` in the same transaction and logged as `what`; 404 if there
+/// is no such token.
 async fn change_token(
     v: &AppState,
     p: &Principal,
     id: &str,
     change: fn(&dyn vault_store::MetaStore, &str) -> vault_store::Result<bool>,
-    what: &'static str,
+    (action, what): (&'static str, &'static str),
 ) -> Result<StatusCode, ApiError> {
     token_admin(v, p)?;
-    let (meta, i, who) = (v.meta.clone(), id.to_owned(), p.clone());
+    let (v2, i, who) = (v.clone(), id.to_owned(), p.clone());
     let changed = blocking(move || {
         // A token outside the admin's namespaces looks missing.
-        let Some(t) = meta.list_tokens()?.into_iter().find(|t| t.id == i) else {
+        let Some(t) = v2.meta.list_tokens()?.into_iter().find(|t| t.id == i) else {
             return Ok(false);
         };
         if !manages(&who, &t) {
             return Ok(false);
         }
-        Ok(change(meta.as_ref(), &i)?)
+        let mut ev = who.event(action, &format!("token:{i}"), "ok");
+        ev.detail = format!("principal {} role {}", t.principal, t.role);
+        Ok(v2.change(
+            |m| change(m, &i),
+            |changed| {
+                if *changed {
+                    vec![ev.clone()]
+                } else {
+                    Vec::new()
+                }
+            },
+        )?)
     })
     .await?;
     v.token_cache.clear();
@@ -187,7 +194,14 @@ pub async fn revoke(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    change_token(&v, &p, &id, |m, i| m.revoke_token(i), "token revoked").await
+    change_token(
+        &v,
+        &p,
+        &id,
+        |m, i| m.revoke_token(i),
+        ("token_revoke", "token revoked"),
+    )
+    .await
 }
 
 pub async fn unsuspend(
@@ -200,7 +214,7 @@ pub async fn unsuspend(
         &p,
         &id,
         |m, i| m.suspend_token(i, false),
-        "token suspension lifted",
+        ("token_unsuspend", "token suspension lifted"),
     )
     .await
 }
@@ -239,10 +253,16 @@ pub async fn approve(
             "principal {} role {} created by {}",
             t.principal, t.role, t.created_by
         );
-        v2.audit
-            .record(ev)
-            .map_err(|e| ApiError::audit_unavailable(&e))?;
-        v2.meta.approve_token(&i, &who.name)?;
+        v2.change(
+            |m| m.approve_token(&i, &who.name),
+            |changed| {
+                if *changed {
+                    vec![ev.clone()]
+                } else {
+                    Vec::new()
+                }
+            },
+        )?;
         v2.token_cache.clear();
         Ok(TokenRecord {
             pending: false,

@@ -191,7 +191,8 @@ pub async fn commit(
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<PushResult>, ApiError> {
     let s = own_session(&v, &p, id).await?;
-    let (rec, signer) = ingest::commit_upload(&v, &s, req.envelope).await?;
+    let record = p.event("push_commit", "", "ok");
+    let (rec, signer) = ingest::commit_upload(&v, &s, req.envelope, record).await?;
     tracing::info!(name = %rec.name, version = rec.version, digest = %rec.digest,
         principal = %p.name, signer = signer.as_deref().unwrap_or("-"), "version committed");
     Ok(Json(PushResult {

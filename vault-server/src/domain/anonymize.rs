@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use vault_anonymize::{Job, Prepared, Report, Spec};
 use vault_api::{FileEntry, Kind, Reference, Selector};
+use vault_audit::Event;
 use vault_manifest::Manifest;
 use vault_store::{JobRecord, Review, ReviewState, VersionFile, VersionRecord};
 
@@ -472,12 +473,29 @@ async fn execute(
     job.updated = vault_store::now();
     job.rows = counter.load(Ordering::Relaxed);
     job.state = "succeeded".into();
-    job.output = Some(output);
+    job.output = Some(output.clone());
     job.review = Some(pending_review());
     job.report = serde_json::to_value(&total).ok();
     job.session = None;
     let (v2, sid) = (v.clone(), session.id.clone());
-    let committed = blocking(move || Ok(v2.meta.commit_job(&sid, &record, &job)?)).await?;
+    let mut ev = Event::new("vault-server", "job_commit", &output, "ok");
+    ev.detail = format!(
+        "job {} output {} from {} ({} rows)",
+        job.id, record.digest, job.source, job.rows
+    );
+    let committed = blocking(move || {
+        Ok(v2.change(
+            |m| m.commit_job(&sid, &record, &job),
+            |committed| {
+                if *committed {
+                    vec![ev.clone()]
+                } else {
+                    Vec::new()
+                }
+            },
+        )?)
+    })
+    .await?;
     if !committed {
         anyhow::bail!("another server took this job over before its output was committed");
     }
@@ -599,7 +617,8 @@ pub struct JobPlan {
 /// Queue a job and start it: the source must be a dataset whose files the
 /// spec can read ([`check_source`]); anything else is refused now, before
 /// a record exists.
-pub async fn queue(v: &Arc<Vault>, plan: JobPlan) -> DomainResult<JobRecord> {
+/// `record` is the audit event of the queueing, made with the job record.
+pub async fn queue(v: &Arc<Vault>, plan: JobPlan, record: Event) -> DomainResult<JobRecord> {
     let (v2, r) = (v.clone(), plan.source.clone());
     let src = blocking_domain(move || Ok(resolve::resolve(&v2, &r)?.record)).await?;
     if src.kind != Kind::Dataset {
@@ -633,8 +652,13 @@ pub async fn queue(v: &Arc<Vault>, plan: JobPlan) -> DomainResult<JobRecord> {
         owner: String::new(),
         lease_until: 0,
     };
-    let (meta, j) = (v.meta.clone(), job.clone());
-    blocking_domain(move || Ok(meta.put_job(&j)?)).await?;
+    let (v2, j) = (v.clone(), job.clone());
+    let mut ev = record;
+    ev.detail = format!(
+        "job {} from {} ({}) spec {}",
+        job.id, job.source, job.source_digest, job.spec_digest
+    );
+    blocking_domain(move || v2.change(|m| m.put_job(&j), |_| vec![ev.clone()])).await?;
     tracing::info!(job = %job.id, source = %job.source, target = %job.target, principal = %job.principal, "anonymization job queued");
     tokio::spawn(run(v.clone(), job.id.clone(), false));
     Ok(job)
@@ -663,11 +687,13 @@ pub fn output_of(job: &JobRecord) -> DomainResult<(String, u64)> {
 /// Record a reviewer's decision on job `id`'s output: moves the output's
 /// review state from one of `from` to `review.state` by compare-and-set,
 /// then notes it on the job.
+/// `record` is the audit event of the decision, made in its transaction.
 pub fn decide(
     v: &Vault,
     id: &str,
     from: &[ReviewState],
     review: Review,
+    record: Event,
 ) -> DomainResult<JobRecord> {
     let job = v
         .meta
@@ -678,17 +704,31 @@ pub fn decide(
         .meta
         .version(&name, version)?
         .and_then(|r| r.review.map(|x| x.state));
-    if !v.meta.set_review(&name, version, from, &review)? {
-        return Err(DomainError::Conflict(format!(
+    let decided = v.change(
+        |m| {
+            if !m.set_review(&name, version, from, &review)? {
+                return Ok(None);
+            }
+            let mut job = job.clone();
+            job.review = Some(review.clone());
+            job.updated = vault_store::now();
+            m.put_job(&job)?;
+            Ok(Some(job))
+        },
+        |decided| {
+            if decided.is_some() {
+                vec![record.clone()]
+            } else {
+                Vec::new()
+            }
+        },
+    )?;
+    decided.ok_or_else(|| {
+        DomainError::Conflict(format!(
             "`{name}:{version}` is {}; only a {} output can be {}",
             now.map_or("released without review", |s| s.as_str()),
             from.first().map_or("", |s| s.as_str()),
             review.state.as_str()
-        )));
-    }
-    let mut job = job;
-    job.review = Some(review);
-    job.updated = vault_store::now();
-    v.meta.put_job(&job)?;
-    Ok(job)
+        ))
+    })
 }

@@ -369,11 +369,13 @@ pub async fn declare_digest(
 /// Commit a push: the DSSE envelope must name the session's artifact,
 /// kind and version, list exactly the files uploaded (paths, sizes,
 /// digests), and, where the namespace has publishers, be signed by one.
-/// Returns the version recorded and the key id that signed it.
+/// Returns the version recorded and the key id that signed it. `record`
+/// is the audit event of the push, made in the commit's transaction.
 pub async fn commit_upload(
     v: &Arc<Vault>,
     s: &SessionRecord,
     envelope: String,
+    record: vault_audit::Event,
 ) -> Result<(VersionRecord, Option<String>)> {
     let (env, m) = vault_manifest::parse_envelope(&envelope)
         .map_err(|e| Error::Integrity(format!("manifest refused: {e}")))?;
@@ -426,7 +428,16 @@ pub async fn commit_upload(
     blocking(move || {
         let namespace = rec.name.split('/').next().unwrap_or_default();
         let signer = check_publishers(v.meta.as_ref(), namespace, &env)?;
-        v.meta.commit(&sid, &rec)?;
+        let mut ev = record;
+        ev.resource = format!("{}:{}", rec.name, rec.version);
+        ev.bytes = rec.bytes();
+        ev.detail = format!(
+            "{} {} file(s) signed by {}",
+            rec.digest,
+            rec.files.len(),
+            signer.as_deref().unwrap_or("an unregistered key")
+        );
+        v.change(|m| m.commit(&sid, &rec), |_| vec![ev.clone()])?;
         Ok((rec, signer))
     })
     .await
@@ -452,11 +463,6 @@ fn check_publishers(
             "push refused: {e}; namespace `{namespace}` accepts only manifests signed by its registered publishers"
         ))
     })
-}
-
-/// Commit a version the server built and signed itself (a job's output).
-pub fn commit_built(v: &Vault, session: &str, rec: &VersionRecord) -> Result<()> {
-    Ok(v.meta.commit(session, rec)?)
 }
 
 /// Drop a session, its pending blob records and their objects.

@@ -7,9 +7,12 @@
 //!   digest binding, dedup, commit), used by pushes and jobs alike;
 //! - [`resolve`]: references to versions, and signed alias records;
 //! - [`anonymize`]: the job runner;
-//! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs.
+//! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs;
+//! - [`change`]: every recorded change, made in one transaction with its
+//!   audit entries (`Vault::change`).
 
 pub mod anonymize;
+pub mod change;
 pub mod error;
 pub mod ingest;
 pub mod resolve;

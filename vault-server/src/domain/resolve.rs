@@ -4,6 +4,7 @@
 //! their life, whenever they are served).
 
 use vault_api::{Reference, Selector};
+use vault_audit::Event;
 use vault_manifest::{AliasRecord, SignedAlias};
 use vault_store::{AliasEntry, MetaStore, VersionRecord};
 
@@ -71,7 +72,14 @@ fn newest_released(meta: &dyn MetaStore, name: &str) -> Result<Option<VersionRec
 /// Point `alias` of the artifact `r` names at that version: a new signed
 /// record with the next sequence number. Only released versions may be
 /// named, and never through another alias.
-pub fn set_alias(v: &Vault, r: &Reference, alias: &str) -> Result<(AliasEntry, VersionRecord)> {
+/// `record` is the audit event of the move (its detail is filled in), made
+/// in the same transaction.
+pub fn set_alias(
+    v: &Vault,
+    r: &Reference,
+    alias: &str,
+    record: Event,
+) -> Result<(AliasEntry, VersionRecord)> {
     if matches!(r.selector, Selector::Alias(_)) {
         return Err(Error::Invalid(
             "point an alias at a version number or digest, not at another alias".into(),
@@ -89,45 +97,63 @@ pub fn set_alias(v: &Vault, r: &Reference, alias: &str) -> Result<(AliasEntry, V
             rec.name, rec.version
         )));
     }
-    let e = write_alias(v, &rec.name, alias, rec.version, &rec.digest)?;
+    let e = write_alias(v, &rec.name, alias, rec.version, &rec.digest, &record)?;
     Ok((e, rec))
 }
 
 /// Sign and store a record for `name:alias` → `version`, with the next
-/// sequence number. Retries if another writer moved the alias meanwhile.
+/// sequence number, recorded by `record` in the same transaction.
 fn write_alias(
     v: &Vault,
     name: &str,
     alias: &str,
     version: u64,
     digest: &str,
+    record: &Event,
 ) -> Result<AliasEntry> {
-    loop {
-        let current = v.meta.alias_sequence(name, alias)?;
-        let sequence = current.map_or(1, |c| c + 1);
-        let now = vault_store::now();
-        let record = AliasRecord {
-            name: name.to_owned(),
-            alias: alias.to_owned(),
-            version,
-            digest: digest.to_owned(),
-            sequence,
-            issued: now,
-            expires: now + v.alias_ttl,
-        };
-        let signed = SignedAlias::sign(&record, &v.signing_key)?;
-        let entry = AliasEntry {
-            name: name.to_owned(),
-            alias: alias.to_owned(),
-            version,
-            sequence,
-            expires: record.expires,
-            signed: signed.to_json(),
-        };
-        if v.meta.put_alias(&entry, current)? {
-            return Ok(entry);
-        }
-    }
+    v.change(
+        |m| {
+            let current = m.alias_sequence(name, alias)?;
+            let sequence = current.map_or(1, |c| c + 1);
+            let now = vault_store::now();
+            let rec = AliasRecord {
+                name: name.to_owned(),
+                alias: alias.to_owned(),
+                version,
+                digest: digest.to_owned(),
+                sequence,
+                issued: now,
+                expires: now + v.alias_ttl,
+            };
+            let signed = SignedAlias::sign(&rec, &v.signing_key).map_err(|e| {
+                vault_store::Error::Meta(format!("cannot sign the alias record: {e}"))
+            })?;
+            let entry = AliasEntry {
+                name: name.to_owned(),
+                alias: alias.to_owned(),
+                version,
+                sequence,
+                expires: rec.expires,
+                signed: signed.to_json(),
+            };
+            // Read and written in one transaction: only a concurrent
+            // writer the store did not serialize could have moved it.
+            if !m.put_alias(&entry, current)? {
+                return Err(vault_store::Error::Conflict(format!(
+                    "alias `{name}:{alias}` moved meanwhile; try again"
+                )));
+            }
+            Ok(entry)
+        },
+        |e| {
+            let mut ev = record.clone();
+            ev.detail = format!(
+                "version {} {digest} sequence {} expires {}",
+                e.version, e.sequence, e.expires
+            );
+            vec![ev]
+        },
+    )
 }
 
 /// The alias entry to serve, renewed first if it is past half its life.
@@ -138,7 +164,13 @@ fn current_alias(v: &Vault, name: &str, alias: &str) -> Result<Option<AliasEntry
     let now = vault_store::now();
     if v.alias_renewal && e.expires.saturating_sub(now) < v.alias_ttl / 2 {
         if let Some(rec) = v.meta.version(name, e.version)? {
-            return write_alias(v, name, alias, e.version, &rec.digest).map(Some);
+            let renewed = Event::new(
+                "vault-server",
+                "alias_renew",
+                &format!("{name}:{alias}"),
+                "ok",
+            );
+            return write_alias(v, name, alias, e.version, &rec.digest, &renewed).map(Some);
         }
     }
     Ok(Some(e))

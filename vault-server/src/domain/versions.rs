@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use vault_api::Reference;
+use vault_audit::Event;
 
 use super::error::{blocking, Result};
 use super::resolve;
@@ -23,11 +24,20 @@ pub struct Deleted {
 /// Delete the version `r` names exactly. Blobs only it used are shredded:
 /// their DEKs go in the metadata transaction, their objects after it (an
 /// object left by a failure is an orphan `fsck` removes).
-pub async fn delete(v: &Arc<Vault>, r: Reference) -> Result<Deleted> {
+/// `record` is the audit event of the delete, made in its transaction.
+pub async fn delete(v: &Arc<Vault>, r: Reference, record: Event) -> Result<Deleted> {
     let v2 = v.clone();
     let (name, version, shredded) = blocking(move || {
         let rec = resolve::exact(&v2, &r)?;
-        let shredded = v2.meta.delete_version(&rec.name, rec.version)?;
+        let shredded = v2.change(
+            |m| m.delete_version(&rec.name, rec.version),
+            |shredded| {
+                let mut ev = record.clone();
+                ev.resource = format!("{}:{}", rec.name, rec.version);
+                ev.detail = format!("{}; {} blob(s) shredded", rec.digest, shredded.len());
+                vec![ev]
+            },
+        )?;
         if let Err(e) = v2.meta.reclaim() {
             tracing::warn!(error = %e, "metadata compaction after delete failed");
         }
