@@ -36,7 +36,14 @@ echo "    server at $MLVAULT_ADDR"
 echo "==> making an example model directory"
 model="$work/tiny-model"
 mkdir -p "$model/tokenizer"
-head -c $((32 * 1024 * 1024)) /dev/urandom >"$model/model.safetensors"
+# A real safetensors file (the admission scan checks its header): an
+# 8-byte little-endian header length, the JSON header, then 32 MiB of data.
+n=$((32 * 1024 * 1024))
+header="{\"weight\":{\"dtype\":\"U8\",\"shape\":[$n],\"data_offsets\":[0,$n]}}"
+hlen=${#header}
+printf "$(printf '\\x%02x\\x%02x' $((hlen & 255)) $((hlen >> 8)))\\x00\\x00\\x00\\x00\\x00\\x00" >"$model/model.safetensors"
+printf '%s' "$header" >>"$model/model.safetensors"
+head -c "$n" /dev/urandom >>"$model/model.safetensors"
 echo '{"architecture": "tiny", "layers": 2, "hidden": 64}' >"$model/config.json"
 echo '{"vocab": ["<s>", "</s>", "hello"]}' >"$model/tokenizer/vocab.json"
 

@@ -132,7 +132,7 @@ fn pull(s: &Server, dest: &Path) -> Command {
 fn resolving_fleet(s: &Server, replicas: &[&Server], conns: usize, fleet: usize) -> Vec<Client> {
     let small = s.tmp.path().join("small");
     random_file(&small.join("config.json"), 600, 1);
-    random_file(&small.join("weights.bin"), 4096, 2);
+    random_file(&small.join("weights.dat"), 4096, 2);
     ok(s.cli().args(["push", "t/small"]).arg(&small));
     ok(s.cli().args(["alias", "t/small:1", "production"]));
     let tokens: Vec<String> = (0..fleet)
@@ -206,7 +206,7 @@ fn many_pulls(servers: &[&Server], pulls: usize, want: &str) -> (f64, Vec<f64>, 
     for (dest, started, child) in children {
         let out = child.wait_with_output().expect("pull");
         times.push(started.elapsed().as_secs_f64());
-        let good = out.status.success() && sha256_file(&dest.join("model.safetensors")) == want;
+        let good = out.status.success() && sha256_file(&dest.join("model.dat")) == want;
         if !good {
             failed += 1;
             eprintln!(
@@ -308,8 +308,8 @@ fn main() {
 
     // 2. Concurrent pulls of one large artifact.
     let big = s.tmp.path().join("big");
-    random_file(&big.join("model.safetensors"), mib << 20, 3);
-    let want = sha256_file(&big.join("model.safetensors"));
+    random_file(&big.join("model.dat"), mib << 20, 3);
+    let want = sha256_file(&big.join("model.dat"));
     ok(s.cli().args(["push", "t/model"]).arg(&big));
     let _ = std::fs::remove_dir_all(&big);
     println!("\n2. pulls of a {mib} MiB artifact (verified, no cache)");
@@ -335,7 +335,7 @@ fn main() {
     println!("server peak RSS: {} KiB", peak_rss_kib(s.pid()));
     if let Some(rs) = replicas.as_ref().filter(|rs| rs.garage.is_some()) {
         let big = rs.a.tmp.path().join("big");
-        random_file(&big.join("model.safetensors"), mib << 20, 3);
+        random_file(&big.join("model.dat"), mib << 20, 3);
         ok(rs.a.cli().args(["push", "t/model"]).arg(&big));
         let _ = std::fs::remove_dir_all(&big);
         let across = many_pulls(&[&rs.a, &rs.b], pulls, &want);

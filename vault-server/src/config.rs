@@ -60,6 +60,29 @@ pub struct ServerConfig {
     /// Anonymization jobs across replicas.
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// The admission scan of pushed files.
+    #[serde(default)]
+    pub scan: ScanConfig,
+}
+
+/// `[scan]`: what the admission scan's verdict on a push means.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// `enforce` (default): a push whose verdict is `fail` is refused and
+    /// nothing of it is kept; `record`: every push is kept with its
+    /// verdict, and policies decide who may pull what.
+    #[serde(default)]
+    pub mode: ScanMode,
+}
+
+/// See [`ScanConfig::mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanMode {
+    #[default]
+    Enforce,
+    Record,
 }
 
 /// `[jobs]`: how long a server's claim on a job holds. A server renews

@@ -205,6 +205,8 @@ pub struct Vault {
     pub shared: bool,
     /// `[jobs]` of the config.
     pub jobs: crate::config::JobsConfig,
+    /// `[scan]` of the config.
+    pub scan: crate::config::ScanConfig,
     /// The last policy reload among replicas this server followed.
     policy_epoch: std::sync::atomic::AtomicU64,
     /// Tokens by hash, among replicas (see `cache`).
@@ -762,6 +764,7 @@ impl Vault {
             instance: instance_name()?,
             shared: opened.shared.is_some(),
             jobs: config.jobs.clone(),
+            scan: config.scan.clone(),
             policy_epoch: Default::default(),
             token_cache: crate::cache::ReadCache::new(if opened.shared.is_some() {
                 TOKEN_CACHE_TTL

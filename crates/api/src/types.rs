@@ -133,6 +133,10 @@ pub struct PushResult {
     /// reuse their recorded digest). Set by the client.
     #[serde(default)]
     pub hashed_bytes: u64,
+    /// The admission scan's verdict on the version (`pass`, `warn`,
+    /// `unsupported`, `incomplete`, `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<String>,
 }
 
 /// `GET /v1/resolve?ref=…`: a version's manifest and file list.
@@ -161,6 +165,11 @@ pub struct ResolvedVersion {
     /// `approved`, `rejected`, `withdrawn`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<String>,
+    /// The admission scan's verdict: a DSSE envelope (JSON text) whose
+    /// in-toto statement names this version's manifest digest, signed by
+    /// the server key. Absent for versions pushed before scans existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<String>,
 }
 
 /// One version in a listing.

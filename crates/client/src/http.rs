@@ -173,7 +173,20 @@ impl Client {
         .await
     }
 
-    /// The server's alias-signing public key.
+    /// The server signing key pinned for this server (by an earlier pull)
+    /// in the default state folder, if any.
+    pub fn pinned_server_key(&self) -> Result<Option<vault_manifest::PublicKey>> {
+        let st = crate::ServerState::load(&crate::default_state_dir(), self.base())?;
+        st.server_key
+            .as_deref()
+            .map(|t| {
+                vault_manifest::PublicKey::from_file_text(t)
+                    .map_err(|e| Error::Usage(format!("pinned server key: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The server's signing public key (alias records, scan verdicts).
     pub async fn server_key(&self) -> Result<ServerKeyInfo> {
         self.json(self.request(Method::GET, "/v1/server-key")).await
     }

@@ -94,6 +94,10 @@ pub struct PullResult {
     /// not have, removed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removed_files: Vec<String>,
+    /// The admission scan's verdict, its signature verified (versions
+    /// pushed before scans existed have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::ScanView>,
     /// Things the user should know (a server key pinned on first use).
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -126,6 +130,7 @@ impl Client {
             ),
             _ => None,
         };
+        let scan = self.check_scan_verdict(&rv, opts, &mut notes).await?;
         let (dest, targets) = Destination::open(dest, &m).await?;
         if let Some(p) = &opts.progress {
             p.total(m.total_bytes());
@@ -161,6 +166,7 @@ impl Client {
             signer,
             alias_sequence,
             removed_files,
+            scan,
             notes,
         })
     }
@@ -307,6 +313,76 @@ impl Client {
         Ok((n, Some(staged.to_path_buf())))
     }
 
+    /// The server keys to check what the server signs (alias records,
+    /// scan verdicts) with: those given, else the one pinned for this
+    /// server, else the server's own, pinned now (trust on first use).
+    async fn trusted_server_keys(
+        &self,
+        opts: &PullOptions,
+        st: &mut crate::ServerState,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<vault_manifest::PublicKey>> {
+        let mut keys = opts.server_keys.clone();
+        if keys.is_empty() {
+            match &st.server_key {
+                Some(t) => keys.push(
+                    vault_manifest::PublicKey::from_file_text(t)
+                        .map_err(|e| Error::Usage(format!("pinned server key: {e}")))?,
+                ),
+                None => {
+                    let info = self.server_key().await?;
+                    let k = vault_manifest::PublicKey::from_file_text(&info.public_key)
+                        .map_err(|e| integrity(format!("server key: {e}")))?;
+                    notes.push(format!(
+                        "pinned the server signing key {} of {} (trust on first use)",
+                        k.keyid(),
+                        self.base()
+                    ));
+                    st.server_key = Some(k.to_file_text());
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// This server's client state (pinned key, alias records seen) and the
+    /// keys to check what it signs with.
+    async fn server_state_and_keys(
+        &self,
+        opts: &PullOptions,
+        notes: &mut Vec<String>,
+    ) -> Result<(
+        std::path::PathBuf,
+        crate::ServerState,
+        Vec<vault_manifest::PublicKey>,
+    )> {
+        let dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::default_state_dir);
+        let mut st = crate::ServerState::load(&dir, self.base())?;
+        let keys = self.trusted_server_keys(opts, &mut st, notes).await?;
+        Ok((dir, st, keys))
+    }
+
+    /// The version's scan verdict, its signature checked with the server
+    /// key (pinned as for alias records).
+    async fn check_scan_verdict(
+        &self,
+        rv: &ResolvedVersion,
+        opts: &PullOptions,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<crate::ScanView>> {
+        if rv.scan.is_none() {
+            return Ok(None);
+        }
+        let (dir, st, keys) = self.server_state_and_keys(opts, notes).await?;
+        let view = crate::check_scan(rv, &keys)?;
+        st.save(&dir)?;
+        Ok(view)
+    }
+
     async fn check_alias_record(
         &self,
         r: &Reference,
@@ -320,32 +396,7 @@ impl Client {
             .alias
             .as_deref()
             .ok_or_else(|| integrity("the server sent no signed alias record"))?;
-        let dir = opts
-            .state_dir
-            .clone()
-            .unwrap_or_else(crate::default_state_dir);
-        let mut st = crate::ServerState::load(&dir, self.base())?;
-        let mut keys = opts.server_keys.clone();
-        if keys.is_empty() {
-            match &st.server_key {
-                Some(t) => keys.push(
-                    vault_manifest::PublicKey::from_file_text(t)
-                        .map_err(|e| Error::Usage(format!("pinned server key: {e}")))?,
-                ),
-                None => {
-                    let info = self.server_key().await?;
-                    let k = vault_manifest::PublicKey::from_file_text(&info.public_key)
-                        .map_err(|e| integrity(format!("server key: {e}")))?;
-                    notes.push(format!(
-                        "pinned the alias-signing key {} of {} (trust on first use)",
-                        k.keyid(),
-                        self.base()
-                    ));
-                    st.server_key = Some(k.to_file_text());
-                    keys.push(k);
-                }
-            }
-        }
+        let (dir, mut st, keys) = self.server_state_and_keys(opts, notes).await?;
         let key = format!("{}:{alias}", r.name);
         let rec = crate::trust::check_alias(
             signed,

@@ -73,6 +73,7 @@ mod tests {
             alias: None,
             report,
             review: None,
+            scan: None,
         };
         (rv, m)
     }

@@ -21,6 +21,9 @@ pub enum Format {
     Npy,
     /// HDF5 (legacy Keras `.h5`).
     Hdf5,
+    /// An ONNX protobuf (no magic: known by its `.onnx` name and judged
+    /// by parsing).
+    Onnx,
     /// A file an extension names as plain data (JSON, text, YAML, CSV,
     /// tokenizer files) whose bytes are no model format: nothing a model
     /// loader runs.
@@ -39,6 +42,7 @@ impl Format {
             Format::Pickle => "pickle",
             Format::Npy => "NumPy",
             Format::Hdf5 => "HDF5",
+            Format::Onnx => "ONNX",
             Format::Data => "data",
             Format::Unknown => "unknown",
         }
@@ -89,6 +93,7 @@ fn expected(path: &str) -> Option<&'static [Format]> {
         "keras" | "npz" => &[Format::Zip],
         "npy" => &[Format::Npy],
         "h5" | "hdf5" => &[Format::Hdf5],
+        "onnx" => &[Format::Onnx],
         "json" | "txt" | "md" | "yaml" | "yml" | "csv" | "jsonl" | "model" | "tiktoken" => {
             &[Format::Data]
         }
@@ -112,6 +117,11 @@ pub(crate) fn check_extension(path: &str, format: Format, report: &mut FileRepor
     // judged as one (the judge fails anything that does not parse).
     if want.contains(&Format::Pickle) && format == Format::Unknown {
         report.format = Format::Pickle;
+        return;
+    }
+    // A protobuf has no magic: a file named as ONNX is parsed as one.
+    if want == [Format::Onnx] && format == Format::Unknown {
+        report.format = Format::Onnx;
         return;
     }
     if !want.contains(&format) {

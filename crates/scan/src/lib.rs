@@ -4,15 +4,19 @@
 //! way), validates what it can judge, and says `unsupported` for what it
 //! cannot, never `pass`.
 //!
-//! Formats judged so far: safetensors (header bounds, JSON, dtypes,
-//! shapes against offsets, contiguous data to the end of the file) and
-//! GGUF 2/3 (counts and lengths against the file, value types, tensor
-//! types, whole blocks, aligned in-bounds non-overlapping data, unique keys
-//! and names, the chat template hashed and checked for template
-//! injection), and raw pickle streams (protocols 0–5, simulated: imports
-//! checked against an allowlist, by default what PyTorch's `weights_only`
-//! loader permits). Recognized but not yet judged (verdict
-//! `unsupported`): zip archives (PyTorch, Keras), NumPy, HDF5.
+//! Formats judged: safetensors (header bounds, JSON, dtypes, shapes
+//! against offsets, contiguous data to the end of the file), GGUF 2/3
+//! (counts and lengths against the file, value types, tensor types, whole
+//! blocks, aligned in-bounds non-overlapping data, unique keys and names,
+//! the chat template hashed and checked for template injection), pickle
+//! streams (protocols 0–5, simulated: imports checked against an
+//! allowlist, by default what PyTorch's `weights_only` loader permits),
+//! zip archives through a strict reader (PyTorch checkpoints with their
+//! pickles judged, Keras `.keras` configs, NumPy `.npz`), NumPy `.npy`
+//! headers (object arrays fail) and ONNX models (external data must stay
+//! beside the model; [`check_references`] checks a set holds it).
+//! Recognized but not judged (verdict `unsupported`): HDF5, TorchScript
+//! code, zip archives of other layouts.
 //!
 //! ```
 //! use vault_scan::{scan_bytes, Verdict};
@@ -27,10 +31,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod archive;
 mod detect;
 mod gguf;
+mod npy;
+mod onnx;
 mod pickle;
 mod safetensors;
+mod zip;
 
 pub use pickle::DEFAULT_ALLOWLIST;
 
@@ -61,6 +69,20 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    /// The verdict as a word: `pass`, `warn`, `unsupported`, `incomplete`,
+    /// `fail` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Warn => "warn",
+            Verdict::Unsupported => "unsupported",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
 /// One thing the scan found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -86,6 +108,11 @@ pub struct FileReport {
     /// Facts worth recording (a GGUF chat template's SHA-256, …).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, String>,
+    /// Other files a loader reads with this one (an ONNX model's external
+    /// data), as paths beside it: a set of files scanned together must
+    /// hold them ([`check_references`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -102,6 +129,18 @@ impl FileReport {
             verdict: Verdict::Pass,
             findings: Vec::new(),
             details: Default::default(),
+            references: Vec::new(),
+        }
+    }
+
+    /// Take in the report of a member of this file (an archive's), its
+    /// findings and details named by the member.
+    fn absorb(&mut self, member: &str, inner: FileReport) {
+        for f in inner.findings {
+            self.find(f.severity, f.code, format!("{member}: {}", f.message));
+        }
+        for (k, v) in inner.details {
+            self.details.insert(format!("{member}: {k}"), v);
         }
     }
 
@@ -121,6 +160,12 @@ const HEAD: usize = 64;
 /// Scan the file `path` names, `len` bytes read from `file`. Only
 /// headers are read, never the tensor data.
 pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
+    scan_with(path, file, len, DEFAULT_ALLOWLIST)
+}
+
+/// [`scan`] with pickle imports checked against `allow` (`"module name"`
+/// pairs) instead of [`DEFAULT_ALLOWLIST`].
+pub fn scan_with<R: Read + Seek>(path: &str, file: &mut R, len: u64, allow: &[&str]) -> FileReport {
     let mut head = vec![0u8; HEAD.min(usize::try_from(len).unwrap_or(HEAD))];
     let read = file
         .seek(SeekFrom::Start(0))
@@ -139,7 +184,10 @@ pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
     match report.format {
         Format::Safetensors => safetensors::validate(file, len, &mut report),
         Format::Gguf => gguf::validate(file, len, &mut report),
-        Format::Pickle => judge_pickle_file(file, len, &mut report),
+        Format::Pickle => judge_pickle_file(file, len, allow, &mut report),
+        Format::Zip => archive::validate(file, len, allow, &mut report),
+        Format::Npy => judge_npy_file(file, len, &mut report),
+        Format::Onnx => onnx::validate(file, len, &mut report),
         // Named as plain data and no model format: nothing a loader runs.
         Format::Data => {}
         Format::Unknown => report.find(
@@ -159,7 +207,53 @@ pub fn scan<R: Read + Seek>(path: &str, file: &mut R, len: u64) -> FileReport {
 /// Raw pickle files read whole at most (the scan must see every opcode).
 const MAX_PICKLE: u64 = 1 << 30;
 
-fn judge_pickle_file<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileReport) {
+fn judge_npy_file<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileReport) {
+    let want = len.min(npy::MAX_HEADER as u64 + 12);
+    let mut head = vec![0u8; want as usize];
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut head));
+    match read {
+        Ok(()) => npy::judge(&head, len, report),
+        Err(e) => report.find(
+            Verdict::Incomplete,
+            "io",
+            format!("cannot read the file: {e}"),
+        ),
+    }
+}
+
+/// Check that every file a report refers to (an ONNX model's external
+/// data) is among `reports`: a loader would otherwise read a file the scan
+/// never saw, or fail. Such a file is a `fail` finding of the referrer.
+pub fn check_references(reports: &mut [FileReport]) {
+    let paths: std::collections::HashSet<String> = reports.iter().map(|r| r.path.clone()).collect();
+    for r in reports.iter_mut() {
+        let missing: Vec<String> = r
+            .references
+            .iter()
+            .filter(|p| !paths.contains(*p))
+            .cloned()
+            .collect();
+        for p in missing {
+            r.find(
+                Verdict::Fail,
+                "reference.missing",
+                format!(
+                    "refers to `{}`, which is not among the files scanned",
+                    p.escape_debug()
+                ),
+            );
+        }
+    }
+}
+
+fn judge_pickle_file<R: Read + Seek>(
+    file: &mut R,
+    len: u64,
+    allow: &[&str],
+    report: &mut FileReport,
+) {
     if len > MAX_PICKLE {
         report.find(
             Verdict::Incomplete,
@@ -180,7 +274,7 @@ fn judge_pickle_file<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileRe
         );
         return;
     }
-    pickle::judge(&data, DEFAULT_ALLOWLIST, report);
+    pickle::judge(&data, allow, report);
 }
 
 /// Judge a pickle stream (a file of its own, or a member of an archive)

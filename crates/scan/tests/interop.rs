@@ -67,3 +67,46 @@ fn gguf_written_by_llama_cpp_passes_and_a_changed_one_does_not() {
         "{r:?}"
     );
 }
+
+/// Archives and arrays as Python's own zipfile, pickle and NumPy write
+/// them (scripts/interop/make_archives.py): a PyTorch-layout state dict
+/// and plain arrays pass; a pickled payload in the checkpoint and object
+/// arrays, alone or in an `.npz`, fail.
+#[test]
+fn archives_and_arrays_written_by_python_are_judged_as_their_loaders_read_them() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED: archive interop (MLVAULT_SKIP_INTEROP is set)");
+        return;
+    };
+    let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(&py)
+        .arg(Path::new(&here).join("../../scripts/interop/make_archives.py"))
+        .arg(dir.path())
+        .output()
+        .expect("run python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scan = |name: &str| {
+        let bytes = std::fs::read(dir.path().join(name)).expect("a written file");
+        scan_bytes(name, &bytes)
+    };
+    for name in ["model.pt", "floats.npy", "arrays.npz", "packed.npz"] {
+        let r = scan(name);
+        assert_eq!(r.verdict, Verdict::Pass, "{name}: {r:?}");
+    }
+    let r = scan("model.pt");
+    assert_eq!(r.details["archive"], "pytorch");
+    assert!(
+        r.details["archive/data.pkl: pickle.imports"].contains("torch._utils _rebuild_tensor_v2"),
+        "{r:?}"
+    );
+    for (name, code) in [
+        ("evil.pt", "pickle.import"),
+        ("objects.npy", "npy.object"),
+        ("objects.npz", "npy.object"),
+    ] {
+        let r = scan(name);
+        assert_eq!(r.verdict, Verdict::Fail, "{name}: {r:?}");
+        assert!(r.findings.iter().any(|f| f.code == code), "{name}: {r:?}");
+    }
+}

@@ -220,6 +220,54 @@ impl BlobStore {
         keyring: &Keyring,
         offset: u64,
     ) -> Result<PlaintextStream> {
+        self.read_until(rec, keyring, offset, None).await
+    }
+
+    /// Bytes `offset..offset + len` of a blob's plaintext (fewer at its
+    /// end), verified: only the segments that hold them are fetched and
+    /// opened. For reads of a few headers in a large blob (the admission
+    /// scan), where streaming from `offset` would fetch ahead.
+    pub async fn read_range(
+        &self,
+        rec: &BlobRecord,
+        keyring: &Keyring,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        let end = offset.saturating_add(len).min(rec.size);
+        let want = usize::try_from(end.saturating_sub(offset))
+            .map_err(|_| Error::Mismatch("a range too large to hold".into()))?;
+        let mut s = self.read_until(rec, keyring, offset, Some(end)).await?;
+        let mut out = BytesMut::with_capacity(want);
+        while out.len() < want {
+            match s.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let take = chunk.len().min(want - out.len());
+                    out.extend_from_slice(&chunk[..take]);
+                }
+                None => break,
+            }
+        }
+        if out.len() < want {
+            return Err(Error::Mismatch(format!(
+                "the blob ended {} bytes short of the range asked for",
+                want - out.len()
+            )));
+        }
+        Ok(out.freeze())
+    }
+
+    /// [`BlobStore::read`], fetching no segment past the one that holds
+    /// plaintext byte `stop - 1` when `stop` is given (the stream is then
+    /// not to be read past `stop`).
+    async fn read_until(
+        &self,
+        rec: &BlobRecord,
+        keyring: &Keyring,
+        offset: u64,
+        stop: Option<u64>,
+    ) -> Result<PlaintextStream> {
         let ctx = rec.context()?;
         let dek = keyring.unwrap_dek(&rec.wrapped_dek, &ctx)?;
         if offset > rec.size {
@@ -231,7 +279,9 @@ impl BlobStore {
         let path = object_path(&rec.id);
         let header_len = Header::len_for_namespace(&rec.namespace) as u64;
         let source = match &self.direct {
-            Some(d) => Source::Direct(d.open(&path).await?),
+            // A bounded read (a scan of headers) is not a read of the
+            // blob for deploy jobs: it does not make it hot.
+            Some(d) => Source::Direct(d.open_with(&path, stop.is_none()).await?),
             None => Source::Store(self.store.clone(), path),
         };
         let head = source.get(0..header_len).await?;
@@ -253,7 +303,12 @@ impl BlobStore {
         // size of each read is chosen when it is issued, from the number of
         // streams open then (see READ_BUDGET).
         let start = header.ciphertext_offset(first);
-        let end = header.blob_len();
+        let end = match stop {
+            Some(stop) if stop < rec.size => header
+                .ciphertext_offset(stop.div_ceil(seg_size))
+                .min(header.blob_len()),
+            _ => header.blob_len(),
+        };
         let seg_ct = seg_size + vault_crypto::TAG_LEN as u64;
         let reading = Reading::new(&self.reading);
         let open = reading.0.clone();

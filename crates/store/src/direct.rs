@@ -160,9 +160,20 @@ impl DirectDir {
         DirectWrite { tx, task }
     }
 
-    /// Open `object` for ranged reads.
-    pub(crate) async fn open(&self, object: &object_store::path::Path) -> Result<Arc<Reader>> {
-        let (path, cached) = (self.file(object), self.cached_read(object));
+    /// Open `object` for ranged reads; a read that is not `counted` (a
+    /// scan of its headers) neither makes the blob hot nor goes through
+    /// the page cache unless every read does.
+    pub(crate) async fn open_with(
+        &self,
+        object: &object_store::path::Path,
+        counted: bool,
+    ) -> Result<Arc<Reader>> {
+        let cached = if counted {
+            self.cached_read(object)
+        } else {
+            matches!(self.reads, ReadMode::PageCache)
+        };
+        let path = self.file(object);
         tokio::task::spawn_blocking(move || {
             if cached {
                 Reader::open(&path)

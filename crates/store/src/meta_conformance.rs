@@ -315,6 +315,7 @@ fn version_of(s: &SessionRecord, blobs: &[&str]) -> VersionRecord {
         created: crate::now(),
         report: None,
         review: None,
+        scan: None,
     }
 }
 

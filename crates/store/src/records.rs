@@ -97,6 +97,21 @@ pub struct VersionRecord {
     /// one (an ordinary push) is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// The admission scan's signed verdict (versions pushed before the
+    /// scan existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanRecord>,
+}
+
+/// An admission scan's verdict on a version: the verdict word, and the
+/// DSSE envelope (an in-toto statement about the version's manifest
+/// digest, signed by the server key) that carries it with every finding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    /// `pass`, `warn`, `unsupported`, `incomplete` or `fail`.
+    pub verdict: String,
+    /// The signed statement, JSON text of a DSSE envelope.
+    pub envelope: String,
 }
 
 impl VersionRecord {

@@ -245,6 +245,7 @@ mod tests {
             created: 0,
             report: None,
             review: None,
+            scan: None,
         };
         let art = ArtifactRecord {
             name: "hr/people".into(),
@@ -297,6 +298,7 @@ mod tests {
             created: 0,
             report: None,
             review,
+            scan: None,
         };
         let pending = Review {
             state: ReviewState::Pending,

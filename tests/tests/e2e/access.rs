@@ -33,7 +33,7 @@ fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process
         }
     };
     let dest = s.tmp.path().join(format!("out-{name}-{scratch}"));
-    let f = s.tmp.path().join("small.bin");
+    let f = s.tmp.path().join("small.dat");
     match name {
         "push" => c.args(["push", "fraud/model"]).arg(&f),
         "pull" => c.args(["pull", "fraud/model:1", "--to"]).arg(&dest),
@@ -58,7 +58,7 @@ fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process
 #[test]
 fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
     let s = Server::start();
-    let f = s.tmp.path().join("small.bin");
+    let f = s.tmp.path().join("small.dat");
     random_file(&f, 4096, 1);
     let trainer = s.create_token("ci-fraud", "trainer", &["fraud"], Some("1h"));
     let deployer = s.create_token("fraud-api", "deployer", &["fraud"], Some("1h"));
@@ -157,7 +157,7 @@ fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
 #[test]
 fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
     let s = Server::start();
-    let f = s.tmp.path().join("small.bin");
+    let f = s.tmp.path().join("small.dat");
     random_file(&f, 100, 1);
     let fraud = s.create_token("ci-fraud", "trainer", &["fraud"], None);
     let ads = s.create_token("ci-ads", "trainer", &["ads"], None);
@@ -223,7 +223,7 @@ fn policy_check_reports_file_and_line_and_reload_keeps_the_old_set_on_error() {
     let live = tmp.path().join("live");
     copy_policies(&live);
     let mut s = Server::start_with(&["--policies", live.to_str().unwrap()]);
-    let f = s.tmp.path().join("small.bin");
+    let f = s.tmp.path().join("small.dat");
     random_file(&f, 100, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     // An invalid set is refused; the running one stays.

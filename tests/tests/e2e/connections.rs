@@ -95,7 +95,7 @@ fn quiet_connections_are_capped_and_closed_while_others_are_served() {
     // 256 descriptors: before the caps, 300 silent sockets were enough
     // to stop /healthz answering.
     let s = Server::start_with_nofile(&["--config", cfg.path().to_str().unwrap()], 256);
-    let src = s.tmp.path().join("m.bin");
+    let src = s.tmp.path().join("m.dat");
     random_file(&src, 3 * MIB, 7);
     ok(s.cli().args(["push", "t/m"]).arg(&src));
     let addr = s.addr.trim_start_matches("https://").to_owned();
@@ -139,7 +139,7 @@ fn quiet_connections_are_capped_and_closed_while_others_are_served() {
     assert_eq!(code, 200, "{body}");
     let dest = s.tmp.path().join("pulled");
     ok(s.cli().args(["pull", "t/m", "--to"]).arg(&dest));
-    assert_eq!(sha256_file(&dest.join("m.bin")), sha256_file(&src));
+    assert_eq!(sha256_file(&dest.join("m.dat")), sha256_file(&src));
     let (_, _, metrics) = https(&s, "/metrics", None);
     assert!(
         metrics.contains("mlvault_connections_refused_total{cap=\"client\"}"),

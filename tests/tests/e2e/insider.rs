@@ -87,7 +87,7 @@ fn upload_sessions_have_a_quota_per_principal() {
     let b = s.create_token("b", "trainer", &["t"], None);
     let open_sized = |token: &str, name: &str, files: usize, size: u64| {
         let entries: Vec<serde_json::Value> = (0..files)
-            .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": size, "sha256": ""}))
+            .map(|i| serde_json::json!({"path": format!("f{i}.dat"), "size": size, "sha256": ""}))
             .collect();
         let body = serde_json::json!({"name": name, "kind": "model", "files": entries});
         curl_as(
@@ -120,7 +120,7 @@ fn upload_sessions_have_a_quota_per_principal() {
     );
     // A whole push still works within the quota.
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), MIB, 93);
+    random_file(&src.join("w.dat"), MIB, 93);
     ok(s.cli_with_token(&b).args(["push", "t/pushed"]).arg(&src));
 }
 
@@ -134,7 +134,7 @@ fn idle_upload_sessions_expire_and_busy_ones_live() {
     let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     let open = |token: &str, name: &str| {
         let entries: Vec<serde_json::Value> = (0..4)
-            .map(|i| serde_json::json!({"path": format!("f{i}.bin"), "size": 1, "sha256": ""}))
+            .map(|i| serde_json::json!({"path": format!("f{i}.dat"), "size": 1, "sha256": ""}))
             .collect();
         let body = serde_json::json!({"name": name, "kind": "model", "files": entries});
         let (code, body) = curl_as(
@@ -182,7 +182,7 @@ fn idle_upload_sessions_expire_and_busy_ones_live() {
 fn pull_refuses_an_alias_record_older_than_max_record_age() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 64 << 10, 94);
+    random_file(&src.join("w.dat"), 64 << 10, 94);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
         .arg(&src));
@@ -206,7 +206,7 @@ fn pull_refuses_an_alias_record_older_than_max_record_age() {
     assert_eq!(old.status.code(), Some(5), "{old:?}");
     let err = String::from_utf8_lossy(&old.stderr);
     assert!(err.contains("more than --max-record-age (1s)"), "{err}");
-    assert!(!s.tmp.path().join("d-stateless/w.bin").exists());
+    assert!(!s.tmp.path().join("d-stateless/w.dat").exists());
 }
 
 /// Concurrent rotations each add their own KEK version: the key ring
@@ -216,7 +216,7 @@ fn pull_refuses_an_alias_record_older_than_max_record_age() {
 fn concurrent_key_rotations_lose_no_version() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 256 << 10, 95);
+    random_file(&src.join("w.dat"), 256 << 10, 95);
     let rotations: Vec<std::process::Child> = (0..8)
         .map(|_| {
             s.admin()
@@ -364,7 +364,7 @@ fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let src = s.tmp.path().join("m.bin");
+    let src = s.tmp.path().join("m.dat");
     random_file(&src, 8 * MIB, 21);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
@@ -402,7 +402,7 @@ fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
     assert_eq!(status.code(), Some(3), "{err}");
     assert!(err.contains("revoked"), "{err}");
     assert!(
-        !dest.join("m.bin").exists(),
+        !dest.join("m.dat").exists(),
         "a partial file reached the destination"
     );
     let entries = audit_entries(&s);
@@ -471,10 +471,10 @@ fn an_admin_deletes_an_alias_so_the_version_it_pinned_can_be_deleted() {
 fn links_planted_under_the_destination_are_never_followed() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("sub/w.bin"), 300_000, 71);
+    random_file(&src.join("sub/w.dat"), 300_000, 71);
     fs::write(src.join("top.txt"), b"top").unwrap();
     let pushed = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&src)));
-    let sha = sha256_file(&src.join("sub/w.bin"));
+    let sha = sha256_file(&src.join("sub/w.dat"));
     let outside = s.tmp.path().join("outside");
     let victim = outside.join("victim");
     let link = |from: &std::path::Path, to: &std::path::Path| {

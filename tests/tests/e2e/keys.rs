@@ -22,15 +22,15 @@ fn blob_digests(s: &Server) -> Vec<(String, String)> {
 fn rotate_rewrap_retire_keep_every_version_pullable_without_rewriting_blobs() {
     let mut s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("a.bin"), 2 * MIB + 3, 21);
-    random_file(&src.join("b/c.bin"), 1000, 22);
+    random_file(&src.join("a.dat"), 2 * MIB + 3, 21);
+    random_file(&src.join("b/c.dat"), 1000, 22);
     ok(s.cli().args(["push", "k/m"]).arg(&src));
     let st = json(&ok(s.admin().args(["--json", "key", "rotate"])));
     assert_eq!(st["current_version"], 2);
     assert_eq!(st["versions"], serde_json::json!([1, 2]));
     let src2 = s.tmp.path().join("src2");
-    random_file(&src2.join("a.bin"), 2 * MIB + 3, 23);
-    random_file(&src2.join("b/c.bin"), 1000, 24);
+    random_file(&src2.join("a.dat"), 2 * MIB + 3, 23);
+    random_file(&src2.join("b/c.dat"), 1000, 24);
     ok(s.cli().args(["push", "k/m"]).arg(&src2));
     let st = json(&ok(s.admin().args(["--json", "key", "status"])));
     assert_eq!(st["blobs_by_version"], serde_json::json!([[1, 2], [2, 2]]));
@@ -65,7 +65,7 @@ fn rotate_rewrap_retire_keep_every_version_pullable_without_rewriting_blobs() {
 fn delete_destroys_the_keys_so_a_copy_of_the_blob_store_is_unreadable() {
     let mut s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), MIB + 1, 31);
+    random_file(&src.join("w.dat"), MIB + 1, 31);
     ok(s.cli().args(["push", "d/m"]).arg(&src));
     let v1_blobs: Vec<_> = blob_files(&s.data_dir);
     assert_eq!(v1_blobs.len(), 1);
@@ -76,7 +76,7 @@ fn delete_destroys_the_keys_so_a_copy_of_the_blob_store_is_unreadable() {
         .into_owned();
     // Version 2 has other content (same content would share v1's blob).
     let src2 = s.tmp.path().join("src2");
-    random_file(&src2.join("w.bin"), MIB + 1, 32);
+    random_file(&src2.join("w.dat"), MIB + 1, 32);
     ok(s.cli().args(["push", "d/m"]).arg(&src2));
     // A backup of the blob store taken before the delete.
     let backup = s.tmp.path().join("backup");
@@ -240,7 +240,7 @@ fn a_passphrase_sealed_vault_opens_only_with_its_passphrase() {
 #[test]
 fn the_server_log_never_shows_the_token() {
     let s = Server::start_with(&[]);
-    let f = s.tmp.path().join("f.bin");
+    let f = s.tmp.path().join("f.dat");
     random_file(&f, 1000, 1);
     ok(s.cli().args(["push", "l/m"]).arg(&f));
     ok(s.cli()

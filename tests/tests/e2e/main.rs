@@ -9,6 +9,7 @@ const MIB: u64 = 1 << 20;
 
 // One module per topic; each file says what it covers.
 mod access;
+mod admission;
 mod connections;
 mod insider;
 mod jobs;

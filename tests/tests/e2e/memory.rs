@@ -8,7 +8,7 @@ use super::*;
 fn a_1_gib_file_moves_with_flat_memory() {
     let s = Server::start();
     let src = s.tmp.path().join("big");
-    random_file(&src.join("w.bin"), 1024 * MIB, 11);
+    random_file(&src.join("w.dat"), 1024 * MIB, 11);
     let out = run(s
         .cli()
         .env("MLVAULT_REPORT_PEAK_RSS", "1")
@@ -29,8 +29,8 @@ fn a_1_gib_file_moves_with_flat_memory() {
     let (user, sys) = reported_cpu(&out.stderr);
     assert!(user >= 0.1, "pull CPU user {user} sys {sys}");
     assert_eq!(
-        sha256_file(&src.join("w.bin")),
-        sha256_file(&dest.join("w.bin"))
+        sha256_file(&src.join("w.dat")),
+        sha256_file(&dest.join("w.dat"))
     );
     let server = s.peak_rss_kib();
     eprintln!("peak RSS KiB: server {server}, cli push {cli_push}, cli pull {cli_pull}");

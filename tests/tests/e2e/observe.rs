@@ -7,7 +7,7 @@ use super::observe_https as https;
 #[test]
 fn every_decision_and_transfer_is_in_a_verifiable_chain() {
     let mut s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 300_000, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     ok(s.cli()
@@ -101,7 +101,7 @@ fn every_decision_and_transfer_is_in_a_verifiable_chain() {
 #[test]
 fn an_unwritable_audit_log_fails_requests_closed_but_health_and_metrics_answer() {
     let s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     let log = s.data_dir.join("audit/audit.log");
@@ -114,7 +114,7 @@ fn an_unwritable_audit_log_fails_requests_closed_but_health_and_metrics_answer()
         7,
     );
     assert!(err.contains("audit log"), "{err}");
-    assert!(!s.tmp.path().join("o/w.bin").exists());
+    assert!(!s.tmp.path().join("o/w.dat").exists());
     let (code, _, body) = https(&s, "/readyz", None);
     assert_eq!(code, 503);
     assert!(body.contains("audit log"), "{body}");
@@ -187,7 +187,7 @@ fn a_bytes_per_minute_limit_throttles_a_token_that_moves_too_much() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     // A whole minute's budget: the next pull finds it spent.
     random_file(&f, 3 * MIB, 1);
     ok(s.cli()
@@ -227,13 +227,13 @@ fn a_bytes_per_minute_limit_throttles_a_token_that_moves_too_much() {
     );
     let _ = slow.kill();
     let _ = slow.wait();
-    assert!(!s.tmp.path().join("b/w.bin").exists());
+    assert!(!s.tmp.path().join("b/w.dat").exists());
 }
 
 #[test]
 fn metrics_count_requests_bytes_and_failures() {
     let s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 5000, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     ok(s.cli()
@@ -291,7 +291,7 @@ fn a_token_that_pulls_everything_is_flagged_and_suspended_others_are_not() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
     for i in 0..5 {
         random_file(&f, 1000, 50 + i);

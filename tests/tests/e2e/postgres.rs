@@ -30,7 +30,7 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
 
     let src = s.tmp.path().join("model");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("weights.bin"), vec![7u8; 3 * MIB as usize + 5]).unwrap();
+    fs::write(src.join("weights.dat"), vec![7u8; 3 * MIB as usize + 5]).unwrap();
     let pushed = json(&ok(s
         .cli()
         .args(["--json", "push", "team/pg-model"])
@@ -39,8 +39,8 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
     let dest = s.tmp.path().join("deploy");
     ok(s.cli().args(["pull", "team/pg-model:1", "--to"]).arg(&dest));
     assert_eq!(
-        fs::read(dest.join("weights.bin")).unwrap(),
-        fs::read(src.join("weights.bin")).unwrap()
+        fs::read(dest.join("weights.dat")).unwrap(),
+        fs::read(src.join("weights.dat")).unwrap()
     );
 
     // A replica joins only with the vault's unseal identity.
@@ -85,7 +85,7 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
     let dest2 = s.tmp.path().join("deploy2");
     ok(s.cli().args(["pull", "team/pg-model", "--to"]).arg(&dest2));
     assert_eq!(
-        fs::read(dest2.join("weights.bin")).unwrap().len(),
+        fs::read(dest2.join("weights.dat")).unwrap().len(),
         3 * MIB as usize + 5
     );
     ok(s.cli().arg("verify").arg(&dest2));
@@ -266,12 +266,12 @@ fn two_replicas_share_one_vault_and_one_survives_the_others_death() {
 
     // A push through one is pulled, verified, through the other.
     let src = a.tmp.path().join("model");
-    random_file(&src.join("weights.bin"), 2 * MIB + 3, 1);
+    random_file(&src.join("weights.dat"), 2 * MIB + 3, 1);
     ok(a.cli().args(["push", "t/r"]).arg(&src));
     let got = b.tmp.path().join("from-b");
     ok(b.cli().args(["pull", "t/r:1", "--to"]).arg(&got));
     assert_same_tree(&src, &got);
-    random_file(&src.join("weights.bin"), MIB, 2);
+    random_file(&src.join("weights.dat"), MIB, 2);
     let pushed = json(&ok(b.cli().args(["--json", "push", "t/r"]).arg(&src)));
     assert_eq!(pushed["version"], 2, "one version sequence for both");
     let got = a.tmp.path().join("from-a");
@@ -366,7 +366,7 @@ fn two_replicas_share_one_vault_and_one_survives_the_others_death() {
                     break;
                 }
                 let d = a_ref.tmp.path().join(format!("k{i}"));
-                random_file(&d.join("w.bin"), 256 * 1024 + i, 100 + i);
+                random_file(&d.join("w.dat"), 256 * 1024 + i, 100 + i);
                 let out = run(a_ref.cli().args(["--json", "push", "t/k"]).arg(&d));
                 if out.status.success() {
                     let v = json(&String::from_utf8_lossy(&out.stdout));
@@ -458,9 +458,9 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     // A single-node vault on redb with versions, an alias, a token.
     let mut s = Server::start();
     let src = s.tmp.path().join("model");
-    random_file(&src.join("weights.bin"), MIB + 7, 3);
+    random_file(&src.join("weights.dat"), MIB + 7, 3);
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
-    random_file(&src.join("weights.bin"), 2 * MIB, 4);
+    random_file(&src.join("weights.dat"), 2 * MIB, 4);
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
     ok(s.cli().args(["alias", "t/mig:1", "production"]));
     let deployer = s.create_token("deploy", "deployer", &["t"], None);

@@ -54,7 +54,7 @@ fn a_full_blob_store_refuses_a_push_cleanly_and_keeps_serving() {
         return;
     };
     s.restart();
-    let (f1, f2) = (s.tmp.path().join("a/w.bin"), s.tmp.path().join("b/w.bin"));
+    let (f1, f2) = (s.tmp.path().join("a/w.dat"), s.tmp.path().join("b/w.dat"));
     random_file(&f1, 10 * MIB, 1);
     random_file(&f2, 20 * MIB, 2);
     ok(s.cli().args(["push", "t/m"]).arg(&f1));
@@ -77,9 +77,9 @@ fn a_full_blob_store_refuses_a_push_cleanly_and_keeps_serving() {
     ok(s.cli()
         .args(["pull", "t/m", "--no-cache", "--to"])
         .arg(&dest));
-    assert_eq!(sha256_file(&f1), sha256_file(&dest.join("w.bin")));
+    assert_eq!(sha256_file(&f1), sha256_file(&dest.join("w.dat")));
     // A push that fits still goes through.
-    let small = s.tmp.path().join("c/w.bin");
+    let small = s.tmp.path().join("c/w.dat");
     random_file(&small, MIB, 3);
     ok(s.cli().args(["push", "t/n"]).arg(&small));
 }
@@ -271,7 +271,7 @@ fn hostile_http_input_gets_a_clear_4xx_and_changes_nothing() {
 
     // Nothing changed and the server keeps serving.
     fails_with(s.cli().args(["show", "t/m"]), 4);
-    let f = s.tmp.path().join("ok.bin");
+    let f = s.tmp.path().join("ok.dat");
     random_file(&f, 1000, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
 }
@@ -389,7 +389,7 @@ fn stalled_bodies_and_slow_headers_are_cut_off() {
         "slow-loris connection kept open"
     );
     // The server keeps serving.
-    let f = s.tmp.path().join("ok.bin");
+    let f = s.tmp.path().join("ok.dat");
     random_file(&f, 1000, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
 }
@@ -397,7 +397,7 @@ fn stalled_bodies_and_slow_headers_are_cut_off() {
 #[test]
 fn sigterm_stops_cleanly_and_an_interrupted_upload_is_never_half_committed() {
     let mut s = Server::start();
-    let f = s.tmp.path().join("big.bin");
+    let f = s.tmp.path().join("big.dat");
     random_file(&f, 256 * MIB, 3);
     let push = s
         .cli()
@@ -421,7 +421,7 @@ fn sigterm_stops_cleanly_and_an_interrupted_upload_is_never_half_committed() {
         // Acknowledged: complete and verifiable.
         let dest = s.tmp.path().join("d");
         ok(s.cli().args(["pull", "t/big", "--to"]).arg(&dest));
-        assert_eq!(sha256_file(&f), sha256_file(&dest.join("big.bin")));
+        assert_eq!(sha256_file(&f), sha256_file(&dest.join("big.dat")));
     } else {
         assert_eq!(
             shown.status.code(),
@@ -440,7 +440,7 @@ fn sigterm_stops_cleanly_and_an_interrupted_upload_is_never_half_committed() {
 fn sigterm_lets_an_inflight_pull_finish_or_fail_cleanly() {
     let mut s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 256 * MIB, 4);
+    random_file(&src.join("w.dat"), 256 * MIB, 4);
     ok(s.cli().args(["push", "t/big"]).arg(&src));
     let dest = s.tmp.path().join("dest");
     let pull = s
@@ -461,7 +461,7 @@ fn sigterm_lets_an_inflight_pull_finish_or_fail_cleanly() {
     } else {
         // Cut: a clear error, and nothing unverified at the destination.
         assert!(!err.trim().is_empty());
-        assert!(!dest.join("w.bin").exists(), "unverified file left: {err}");
+        assert!(!dest.join("w.dat").exists(), "unverified file left: {err}");
     }
     // After a clean restart the pull completes (resuming what it had).
     s.restart();
@@ -489,7 +489,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_version() {
         let started = Instant::now();
         let mut i = 0;
         while started.elapsed() < kill_after {
-            let f = s.tmp.path().join(format!("r{round}-{i}.bin"));
+            let f = s.tmp.path().join(format!("r{round}-{i}.dat"));
             random_file(&f, 200_000 + (seed % 3) * 1_000_000, round * 100 + i);
             let child = s
                 .cli()
@@ -593,7 +593,7 @@ fn sigkill_during_rewrap_and_anonymization_loses_nothing() {
     let mut s = Server::start();
     let src = s.tmp.path().join("many");
     for i in 0..600u64 {
-        random_file(&src.join(format!("part-{i:03}.bin")), 1500 + i, 500 + i);
+        random_file(&src.join(format!("part-{i:03}.dat")), 1500 + i, 500 + i);
     }
     ok(s.cli().args(["push", "t/many"]).arg(&src));
     let steward = s.create_token("dpo", "steward", &["hr"], None);

@@ -13,7 +13,7 @@ fn a_multi_gib_artifact_through_garage_leaves_only_ciphertext_in_the_bucket() {
     let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     let marker = b"MLVAULT-S3-PLAINTEXT-MARKER-51c0";
     let src = s.tmp.path().join("big");
-    let big = src.join("model.safetensors");
+    let big = src.join("model.dat");
     random_file(&big, 2 << 30, 42);
     {
         let mut f = fs::OpenOptions::new().write(true).open(&big).unwrap();
@@ -27,10 +27,7 @@ fn a_multi_gib_artifact_through_garage_leaves_only_ciphertext_in_the_bucket() {
     assert_eq!(out["bytes"], (2u64 << 30) + marker.len() as u64);
     let dest = s.tmp.path().join("dest");
     ok(s.cli().args(["pull", "big/m", "--to"]).arg(&dest));
-    assert_eq!(
-        sha256_file(&big),
-        sha256_file(&dest.join("model.safetensors"))
-    );
+    assert_eq!(sha256_file(&big), sha256_file(&dest.join("model.dat")));
     // Nothing local: the data directory has no blobs.
     assert!(!s.data_dir.join("blobs").exists() || tree(&s.data_dir.join("blobs")).is_empty());
     // The bucket: random names only, ciphertext only.
@@ -63,11 +60,11 @@ fn an_s3_outage_fails_cleanly_and_the_server_recovers_by_itself() {
     let cfg = g.dir.path().join("vault.toml");
     g.server_config(&cfg);
     let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 3 << 20, 1);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     g.stop();
-    let f2 = s.tmp.path().join("w2/w.bin");
+    let f2 = s.tmp.path().join("w2/w.dat");
     random_file(&f2, 3 << 20, 2);
     let err = fails_with(s.cli().args(["push", "t/m"]).arg(&f2), 7);
     assert!(err.contains("blob store"), "{err}");
@@ -80,7 +77,7 @@ fn an_s3_outage_fails_cleanly_and_the_server_recovers_by_itself() {
         7,
     );
     assert!(err.contains("blob store"), "{err}");
-    assert!(!s.tmp.path().join("o/w.bin").exists());
+    assert!(!s.tmp.path().join("o/w.dat").exists());
     // Metadata still answers, and no half-pushed version is visible.
     let ls = json(&ok(s.cli().args(["--json", "ls"])));
     assert_eq!(ls[0]["versions"].as_array().unwrap().len(), 1);
@@ -98,7 +95,7 @@ fn an_s3_outage_fails_cleanly_and_the_server_recovers_by_itself() {
     for (v, want) in [("t/m:1", &f), ("t/m:3", &f2)] {
         let dest = s.tmp.path().join(v.replace(':', "-"));
         ok(s.cli().args(["pull", v, "--no-cache", "--to"]).arg(&dest));
-        assert_eq!(sha256_file(want), sha256_file(&dest.join("w.bin")));
+        assert_eq!(sha256_file(want), sha256_file(&dest.join("w.dat")));
     }
     fails_with(
         s.cli()

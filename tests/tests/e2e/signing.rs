@@ -34,7 +34,7 @@ fn a_namespace_with_publishers_accepts_only_their_signatures() {
     let good = keygen(&s, "good.key");
     let other = keygen(&s, "other.key");
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 100_000, 1);
+    random_file(&src.join("w.dat"), 100_000, 1);
     // Before any publisher is registered, unsigned pushes are accepted.
     ok(s.cli().args(["push", "open/m"]).arg(&src));
     ok(s.admin()
@@ -102,7 +102,7 @@ fn a_namespace_with_publishers_accepts_only_their_signatures() {
         5,
     );
     assert!(err.contains("untrusted"), "{err}");
-    assert!(!dest2.join("w.bin").exists());
+    assert!(!dest2.join("w.dat").exists());
     // An unsigned version pulled with --trust is refused too.
     fails_with(
         s.cli()
@@ -134,7 +134,7 @@ fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
     let body = vec![7u8; 5000];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let open = serde_json::json!({"name": art, "kind": "model",
-        "files": [{"path": "w.bin", "size": 5000,
+        "files": [{"path": "w.dat", "size": 5000,
                    "sha256": if declared { sha.as_str() } else { "" }}]});
     let (_, text) = skeleton::curl(s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
     let sess: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -151,10 +151,10 @@ fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
         sha256: sha.into(),
     };
     let bad = [
-        vec![entry(5001, &sha, "w.bin")],
-        vec![entry(5000, &"ab".repeat(32), "w.bin")],
-        vec![entry(5000, &sha, "w.bin"), entry(1, &sha, "extra.bin")],
-        vec![entry(5000, &sha, "other.bin")],
+        vec![entry(5001, &sha, "w.dat")],
+        vec![entry(5000, &"ab".repeat(32), "w.dat")],
+        vec![entry(5000, &sha, "w.dat"), entry(1, &sha, "extra.dat")],
+        vec![entry(5000, &sha, "other.dat")],
     ];
     // Commit an unsigned manifest of `files` as `version`: the status and body.
     let commit = |version: u64, files: Vec<vault_api::FileEntry>| {
@@ -180,11 +180,11 @@ fn disagreeing_manifests_are_refused(s: &Server, art: &str, declared: bool) {
         assert_eq!(code, 422, "{text}");
     }
     // Wrong version number in the manifest.
-    let (code, _) = commit(version + 1, vec![entry(5000, &sha, "w.bin")]);
+    let (code, _) = commit(version + 1, vec![entry(5000, &sha, "w.dat")]);
     assert_eq!(code, 422);
     fails_with(s.cli().args(["show", art]), 4);
     // The honest manifest commits.
-    let (code, text) = commit(version, vec![entry(5000, &sha, "w.bin")]);
+    let (code, text) = commit(version, vec![entry(5000, &sha, "w.dat")]);
     assert_eq!(code, 200, "{text}");
 }
 
@@ -194,7 +194,7 @@ fn alias_rollback_and_downgrade_are_refused() {
     let state = s.tmp.path().join("client-state");
     let src = s.tmp.path().join("src");
     for i in 1..=3u64 {
-        random_file(&src.join("w.bin"), 1000 + i, i);
+        random_file(&src.join("w.dat"), 1000 + i, i);
         ok(s.cli().args(["push", "t/m"]).arg(&src));
     }
     let pull = |s: &Server, extra: &[&str], to: &str| {
@@ -237,7 +237,7 @@ fn alias_rollback_and_downgrade_are_refused() {
     ok(s.cli().args(["alias", "t/m:2", "production"]));
     let err = fails_with(&mut pull(&s, &[], "p3"), 5);
     assert!(err.contains("downgrade"), "{err}");
-    assert!(!s.tmp.path().join("p3/w.bin").exists());
+    assert!(!s.tmp.path().join("p3/w.dat").exists());
     assert_eq!(
         json(&ok(&mut pull(&s, &["--allow-downgrade"], "p4")))["version"],
         2
@@ -259,7 +259,7 @@ fn an_expired_alias_record_is_refused_and_a_live_one_is_renewed() {
     // A frozen server: records are never renewed.
     let s = Server::start_with(&["--alias-ttl", "2s", "--no-alias-renewal"]);
     let state = s.tmp.path().join("state");
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
@@ -305,7 +305,7 @@ fn an_expired_alias_record_is_refused_and_a_live_one_is_renewed() {
 #[test]
 fn an_alias_signed_by_another_key_is_refused() {
     let s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
@@ -343,16 +343,16 @@ fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
     fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
     for bad in [
-        "../escape.bin",
+        "../escape.dat",
         "/etc/evil",
         "a/../../b",
         "a\\..\\..\\b",
         "nul\u{0}byte",
-        "link/through-symlink.bin",
+        "link/through-symlink.dat",
         ".mlvault/manifest.json",
     ] {
         let files = [
-            serde_json::json!({"path": "fine.bin", "size": 1, "sha256": sha}),
+            serde_json::json!({"path": "fine.dat", "size": 1, "sha256": sha}),
             serde_json::json!({"path": bad, "size": 1, "sha256": sha}),
         ];
         let mut entries: Vec<vault_api::FileEntry> = files
@@ -382,7 +382,7 @@ fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
         assert_eq!(out.status.code(), Some(5), "{bad:?}: {out:?}");
         assert!(tree(&outside).is_empty(), "{bad:?} wrote outside");
         assert!(
-            !dest.join("fine.bin").exists(),
+            !dest.join("fine.dat").exists(),
             "{bad:?}: a file was written before the check"
         );
     }

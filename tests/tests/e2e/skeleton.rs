@@ -6,11 +6,11 @@ use super::*;
 fn push_and_pull_a_64_mib_file_byte_for_byte() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("weights.bin"), 64 * MIB, 1);
+    random_file(&src.join("weights.dat"), 64 * MIB, 1);
     let out = json(&ok(s
         .cli()
         .args(["--json", "push", "fraud/detector"])
-        .arg(src.join("weights.bin"))));
+        .arg(src.join("weights.dat"))));
     assert_eq!(out["ref"], "fraud/detector:1");
     assert_eq!(out["name"], "fraud/detector");
     assert_eq!(out["version"], 1);
@@ -39,8 +39,8 @@ fn push_and_pull_a_64_mib_file_byte_for_byte() {
 fn push_and_pull_a_directory_tree_with_versions() {
     let s = Server::start();
     let src = s.tmp.path().join("model");
-    random_file(&src.join("weights/part-0.bin"), 3 * MIB + 17, 2);
-    random_file(&src.join("weights/deep/er/part-1.bin"), MIB, 3);
+    random_file(&src.join("weights/part-0.dat"), 3 * MIB + 17, 2);
+    random_file(&src.join("weights/deep/er/part-1.dat"), MIB, 3);
     fs::write(src.join("config.json"), br#"{"layers": 12}"#).unwrap();
     fs::write(src.join("empty.txt"), b"").unwrap();
     for expected in 1..=3 {
@@ -103,8 +103,8 @@ fn push_and_pull_a_directory_tree_with_versions() {
         [
             "config.json",
             "empty.txt",
-            "weights/deep/er/part-1.bin",
-            "weights/part-0.bin"
+            "weights/deep/er/part-1.dat",
+            "weights/part-0.dat"
         ]
     );
     let human = ok(s.cli().args(["show", "team/model"]));
@@ -144,7 +144,7 @@ fn the_data_directory_holds_no_plaintext_and_no_names() {
         data.extend_from_slice(&i.to_le_bytes());
     }
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("weights.bin"), &data).unwrap();
+    fs::write(src.join("weights.dat"), &data).unwrap();
     fs::write(src.join("small.txt"), marker).unwrap();
     ok(s.cli().args(["push", "acme/topsecret-model"]).arg(&src));
     assert!(
@@ -172,7 +172,7 @@ fn the_data_directory_holds_no_plaintext_and_no_names() {
 fn a_flipped_byte_at_rest_fails_the_pull_with_exit_5_and_leaves_no_file() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 12 * MIB + 5, 9);
+    random_file(&src.join("w.dat"), 12 * MIB + 5, 9);
     ok(s.cli().args(["push", "t/m"]).arg(&src));
     let blobs = blob_files(&s.data_dir);
     assert_eq!(blobs.len(), 1);
@@ -188,7 +188,7 @@ fn a_flipped_byte_at_rest_fails_the_pull_with_exit_5_and_leaves_no_file() {
         let err = fails_with(s.cli().args(["pull", "t/m", "--to"]).arg(&dest), 5);
         assert!(err.contains("integrity"), "{err}");
         assert!(
-            !dest.join("w.bin").exists(),
+            !dest.join("w.dat").exists(),
             "unverified file reached the destination"
         );
         let left: Vec<String> = if dest.exists() { tree(&dest) } else { vec![] };
@@ -203,7 +203,7 @@ fn a_flipped_byte_at_rest_fails_the_pull_with_exit_5_and_leaves_no_file() {
     let err = fails_with(s.cli().args(["pull", "t/m", "--to"]).arg(&dest), 5);
     assert!(err.contains("missing from the blob store"), "{err}");
     assert!(!err.contains(s.data_dir.to_str().unwrap()), "{err}");
-    assert!(!dest.join("w.bin").exists());
+    assert!(!dest.join("w.dat").exists());
     fs::rename(&saved, blob).unwrap();
     // Restored, it pulls again.
     let dest = s.tmp.path().join("dest-ok");
@@ -230,7 +230,7 @@ fn missing_or_wrong_token_exits_3() {
 fn a_pull_never_writes_through_a_symlink_in_the_destination() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("sub/w.bin"), 1000, 4);
+    random_file(&src.join("sub/w.dat"), 1000, 4);
     ok(s.cli().args(["push", "t/m"]).arg(&src));
     let dest = s.tmp.path().join("dest");
     let outside = s.tmp.path().join("outside");
@@ -246,12 +246,12 @@ fn a_file_that_changes_during_push_is_refused_and_nothing_is_committed() {
     // The server hashes what it receives; a body that disagrees with the
     // declared digest is refused (422) and the version never appears.
     let s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 2 * MIB, 5);
     let body = fs::read(&f).unwrap();
     let open = serde_json::json!({
         "name": "t/m", "kind": "model",
-        "files": [{"path": "w.bin", "size": body.len(), "sha256": "00".repeat(32)}]
+        "files": [{"path": "w.dat", "size": body.len(), "sha256": "00".repeat(32)}]
     });
     let status = curl(&s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
     let sess: serde_json::Value = serde_json::from_str(&status.1).unwrap();
@@ -317,8 +317,8 @@ fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
     let s = Server::start();
     let (v1, v2) = (s.tmp.path().join("v1"), s.tmp.path().join("v2"));
     for (dir, files) in [
-        (&v1, &["a.bin", "old-shard.bin", "sub/deep/gone.bin"][..]),
-        (&v2, &["a.bin", "new-shard.bin"][..]),
+        (&v1, &["a.dat", "old-shard.dat", "sub/deep/gone.dat"][..]),
+        (&v2, &["a.dat", "new-shard.dat"][..]),
     ] {
         for (i, f) in files.iter().enumerate() {
             fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
@@ -341,7 +341,7 @@ fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
     assert_eq!(pulled["version"], 2);
     assert_eq!(
         pulled["removed_files"],
-        serde_json::json!(["old-shard.bin", "sub/deep/gone.bin"])
+        serde_json::json!(["old-shard.dat", "sub/deep/gone.dat"])
     );
     assert_same_tree(&v2, &dest);
     assert!(!dest.join("sub").exists(), "emptied folders are removed");
@@ -349,11 +349,11 @@ fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
 
     // Back to version 1 with a file of version 2 edited: the edited file
     // is not the vault's to delete; the pull keeps it and says so.
-    fs::write(dest.join("new-shard.bin"), b"edited").unwrap();
+    fs::write(dest.join("new-shard.dat"), b"edited").unwrap();
     // `fails_with(_, 0)`: succeeds, and hands back what it said on stderr.
     let err = fails_with(s.cli().args(["pull", "t/m:1", "--to"]).arg(&dest), 0);
     assert!(
-        err.contains("kept 1 file of t/m:2") && err.contains("new-shard.bin"),
+        err.contains("kept 1 file of t/m:2") && err.contains("new-shard.dat"),
         "{err}"
     );
     // `verify` reports what is not in the manifest, as it would a file
@@ -367,9 +367,9 @@ fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
     };
     assert_eq!(
         verify_problems(5),
-        serde_json::json!(["`new-shard.bin`: not in the manifest"])
+        serde_json::json!(["`new-shard.dat`: not in the manifest"])
     );
-    fs::remove_file(dest.join("new-shard.bin")).unwrap();
+    fs::remove_file(dest.join("new-shard.dat")).unwrap();
     fs::write(dest.join("modeling_extra.py"), b"import os").unwrap();
     assert_eq!(
         verify_problems(5),
@@ -404,11 +404,11 @@ fn a_newer_version_pulled_over_an_older_one_leaves_none_of_its_files() {
         .arg(&swapped)));
     assert_eq!(
         pulled["removed_files"],
-        serde_json::json!(["old-shard.bin"])
+        serde_json::json!(["old-shard.dat"])
     );
     assert_eq!(
-        sha256_file(&elsewhere.join("deep/gone.bin")),
-        sha256_file(&v1.join("sub/deep/gone.bin"))
+        sha256_file(&elsewhere.join("deep/gone.dat")),
+        sha256_file(&v1.join("sub/deep/gone.dat"))
     );
     // The link itself is what `verify` reports.
     let mut c = s.cli();

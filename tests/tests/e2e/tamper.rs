@@ -40,7 +40,7 @@ fn log_lines(s: &Server) -> Vec<String> {
 }
 
 fn busy(s: &Server) {
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 10_000, 5);
     ok(s.cli().args(["push", "t/m"]).arg(&f));
     for _ in 0..3 {
@@ -223,7 +223,7 @@ fn a_data_directory_open_to_other_users_is_refused() {
 #[test]
 fn every_change_is_recorded_with_what_it_changed() {
     let mut s = Server::start();
-    let f = s.tmp.path().join("w.bin");
+    let f = s.tmp.path().join("w.dat");
     random_file(&f, 10_000, 9);
     let pushed = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&f)));
     let digest = pushed["digest"].as_str().unwrap().to_owned();

@@ -42,8 +42,8 @@ fn names_with_bidi_or_invisible_characters_are_refused() {
     let s = Server::start();
     for path in [
         "report-\u{202e}vsc.exe",
-        "a\u{2028}b.bin",
-        "zero\u{200b}w.bin",
+        "a\u{2028}b.dat",
+        "zero\u{200b}w.dat",
     ] {
         let body = serde_json::json!({
             "name": "t/spoof",

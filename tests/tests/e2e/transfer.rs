@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 fn model(s: &Server, files: usize, size: u64) -> std::path::PathBuf {
     let src = s.tmp.path().join("model");
     for i in 0..files {
-        random_file(&src.join(format!("shard-{i:02}.bin")), size, 100 + i as u64);
+        random_file(&src.join(format!("shard-{i:02}.dat")), size, 100 + i as u64);
     }
     src
 }
@@ -93,7 +93,7 @@ fn direct_io_pulls_leave_nothing_in_the_page_cache() {
     let s = Server::start();
     let src = model(&s, 1, 16 * MIB);
     ok(s.cli().args(["push", "t/m"]).arg(&src));
-    let file = "shard-00.bin";
+    let file = "shard-00.dat";
     let (fs, local_disk) = direct_io_fs(s.tmp.path());
     // A cache of its own: the push's cache may already hold the file.
     let cache = s.tmp.path().join("pull-cache");
@@ -144,10 +144,10 @@ fn direct_io_pulls_leave_nothing_in_the_page_cache() {
 fn cache_prune_frees_what_no_pulled_directory_uses() {
     let s = Server::start();
     let (v1, v2) = (s.tmp.path().join("v1"), s.tmp.path().join("v2"));
-    random_file(&v1.join("shared.bin"), MIB, 1);
-    random_file(&v1.join("only-1.bin"), 2 * MIB, 2);
-    random_file(&v2.join("shared.bin"), MIB, 1);
-    random_file(&v2.join("only-2.bin"), 3 * MIB, 3);
+    random_file(&v1.join("shared.dat"), MIB, 1);
+    random_file(&v1.join("only-1.dat"), 2 * MIB, 2);
+    random_file(&v2.join("shared.dat"), MIB, 1);
+    random_file(&v2.join("only-2.dat"), 3 * MIB, 3);
     ok(s.cli().args(["push", "t/m"]).arg(&v1));
     ok(s.cli().args(["push", "t/m"]).arg(&v2));
     let (d1, d2) = (s.tmp.path().join("d1"), s.tmp.path().join("d2"));
@@ -303,10 +303,10 @@ pub(super) fn two_versions(
     fs::create_dir_all(&v1).unwrap();
     fs::create_dir_all(&v2).unwrap();
     fs::write(v1.join("config.json"), br#"{"layers": 2}"#).unwrap();
-    random_file(&v1.join("weights.bin"), MIB, 1);
+    random_file(&v1.join("weights.dat"), MIB, 1);
     fs::write(v2.join("config.json"), br#"{"layers": 4}"#).unwrap();
     fs::write(v2.join("tokenizer.json"), br#"{"vocab": []}"#).unwrap();
-    random_file(&v2.join("weights.bin"), big, 2);
+    random_file(&v2.join("weights.dat"), big, 2);
     ok(s.cli().args(["push", name]).arg(&v1));
     ok(s.cli().args(["push", name]).arg(&v2));
     (v1, v2)
@@ -340,7 +340,7 @@ fn a_pull_killed_partway_leaves_the_earlier_version_whole() {
             .unwrap();
         // Wait for 2 MiB of the weights (in the cache's or the
         // destination's partial folder): the two small files are done.
-        let sha = sha256_file(&v2.join("weights.bin"));
+        let sha = sha256_file(&v2.join("weights.dat"));
         let partials = [
             s.tmp.path().join("client-cache/partial"),
             dest.join(".mlvault/partial"),
@@ -402,7 +402,7 @@ fn a_warm_repull_downloads_nothing_and_a_corrupted_cache_file_is_fetched_again()
     assert_same_tree(&src, &other);
 
     // Corrupt one cached object on disk: detected by its changed state.
-    let sha = sha256_file(&src.join("shard-01.bin"));
+    let sha = sha256_file(&src.join("shard-01.dat"));
     let obj = s.tmp.path().join("client-cache/objects").join(&sha);
     fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
     flip_byte(&obj, 12345);
@@ -419,7 +419,7 @@ fn a_warm_repull_downloads_nothing_and_a_corrupted_cache_file_is_fetched_again()
         .tmp
         .path()
         .join("client-cache/objects")
-        .join(sha256_file(&src.join("shard-02.bin")));
+        .join(sha256_file(&src.join("shard-02.dat")));
     let meta = fs::metadata(&obj).unwrap();
     fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
     let mut data = fs::read(&obj).unwrap();
@@ -498,7 +498,7 @@ fn push_skips_files_the_namespace_already_holds_but_not_across_namespaces() {
 fn a_large_file_is_hashed_while_it_uploads_and_stored_once() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("big.bin"), 40 * MIB + 5, 70);
+    random_file(&src.join("big.dat"), 40 * MIB + 5, 70);
     fs::write(src.join("small.txt"), b"hashed before upload").unwrap();
     // Digests are recorded only for files last changed 2 s or more
     // before they were read (git's racily-clean rule).
@@ -522,7 +522,7 @@ fn a_large_file_is_hashed_while_it_uploads_and_stored_once() {
     assert_eq!(pulled["digest"], first["digest"]);
     // The manifest records the file's real SHA-256.
     let shown = ok(s.cli().args(["show", "t/m"]));
-    let sha = vault_crypto::sha256(&fs::read(src.join("big.bin")).unwrap());
+    let sha = vault_crypto::sha256(&fs::read(src.join("big.dat")).unwrap());
     assert!(shown.contains(&hex::encode(sha)[..16]), "{shown}");
     let objects = blob_files(&s.data_dir).len();
     assert_eq!(objects, 2);
@@ -561,9 +561,9 @@ fn a_large_file_is_hashed_while_it_uploads_and_stored_once() {
     assert_eq!(files.len(), objects, "{files:?}");
     // The upload that ends first: the server finds the digest itself and
     // keeps the blob it held (driven by hand to fix the order).
-    let big = fs::read(src.join("big.bin")).unwrap();
+    let big = fs::read(src.join("big.dat")).unwrap();
     let open = serde_json::json!({"name": "t/by-hand", "kind": "model",
-        "files": [{"path": "big.bin", "size": big.len(), "sha256": ""}]});
+        "files": [{"path": "big.dat", "size": big.len(), "sha256": ""}]});
     let (code, text) = skeleton::curl(&s, "POST", "/v1/uploads", Some(open.to_string().as_bytes()));
     assert_eq!(code, 200, "{text}");
     let id = json(&text)["session_id"].as_str().unwrap().to_owned();
@@ -631,7 +631,7 @@ fn a_large_file_is_hashed_while_it_uploads_and_stored_once() {
 fn dedup_is_not_offered_to_a_principal_that_may_not_pull_there() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("records.bin"), 40 * MIB, 71);
+    random_file(&src.join("records.dat"), 40 * MIB, 71);
     fs::write(src.join("schema.json"), b"{}").unwrap();
     let steward = s.create_token("dpo", "steward", &["hr"], None);
     let trainer = s.create_token("ml", "trainer", &["hr"], None);
@@ -710,7 +710,7 @@ fn dedup_never_crosses_kinds_or_reads_the_caller_lacks() {
     );
     // A steward may not read models: their weights are not reused either.
     let weights = s.tmp.path().join("weights");
-    random_file(&weights.join("model.bin"), 2 * MIB, 82);
+    random_file(&weights.join("model.dat"), 2 * MIB, 82);
     push(&trainer, "hr/detector", &["--kind", "model"], &weights);
     let copy = push(
         &steward,
@@ -797,7 +797,7 @@ fn a_version_pointed_at_another_namespaces_blob_is_an_integrity_error() {
 fn limit_rate_paces_push_and_pull() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
-    random_file(&src.join("w.bin"), 4 * MIB, 72);
+    random_file(&src.join("w.dat"), 4 * MIB, 72);
     let t0 = std::time::Instant::now();
     ok(s.cli()
         .args(["push", "--no-cache", "--limit-rate", "2M", "t/paced"])
@@ -845,7 +845,7 @@ fn every_io_path_round_trips_the_same_bytes() {
             .into_iter()
             .enumerate()
         {
-            random_file(&src.join(format!("f{i}.bin")), size, 40 + i as u64);
+            random_file(&src.join(format!("f{i}.dat")), size, 40 + i as u64);
         }
         ok(s.cli().args(["push", "t/io"]).arg(&src));
         for direct in ["on", "auto", "off"] {
@@ -882,7 +882,7 @@ fn push_rehashes_only_changed_files() {
     assert_eq!(again["hashed_bytes"], 0, "{again}");
     assert_eq!(again["uploaded_bytes"], 0, "{again}");
     // Same size, mtime put back: only the ctime tells.
-    let shard = src.join("shard-01.bin");
+    let shard = src.join("shard-01.dat");
     let mtime = fs::metadata(&shard).unwrap().modified().unwrap();
     random_file(&shard, MIB, 777);
     fs::File::options()
@@ -922,7 +922,7 @@ fn push_rehashes_only_changed_files() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("writable by group or others"), "{err}");
-    assert!(!s.tmp.path().join("d2/shard-00.bin").exists());
+    assert!(!s.tmp.path().join("d2/shard-00.dat").exists());
     fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
     let private = push(&[]);
     assert_eq!(private["hashed_bytes"], 0, "{private}");

@@ -55,6 +55,9 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
         if let Some(k) = &res.signer {
             s.push_str(&format!("\nsigned by trusted key {k}"));
         }
+        if let Some(scan) = &res.scan {
+            s.push_str(&format!("\n{}", super::read::describe_scan(scan)));
+        }
         s
     })
 }

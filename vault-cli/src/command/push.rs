@@ -60,6 +60,9 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
             human::size(res.hashed_bytes),
             human::size(res.uploaded_bytes)
         );
+        if let Some(scan) = &res.scan {
+            s.push_str(&format!("\nadmission scan: {scan}"));
+        }
         for al in &aliases {
             s.push_str(&format!(
                 "\n{}:{} → version {}",

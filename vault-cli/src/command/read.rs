@@ -120,6 +120,18 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         );
     }
     let report = vault_client::check_report(&rv, &m)?;
+    // Checked against the server key the client pinned, else the one
+    // the server gives now (over the same verified TLS connection).
+    let keys = match c.pinned_server_key()? {
+        Some(k) => vec![k],
+        None if rv.scan.is_some() => {
+            let info = c.server_key().await?;
+            vec![vault_manifest::PublicKey::from_file_text(&info.public_key)
+                .map_err(|e| vault_client::Error::Integrity(format!("server key: {e}")))?]
+        }
+        None => Vec::new(),
+    };
+    let scan = vault_client::check_scan(&rv, &keys)?;
     let json = serde_json::json!({
         "ref": format!("{}:{}", rv.name, rv.version),
         "digest": rv.digest,
@@ -127,6 +139,7 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         "report": rv.report,
         "report_signed": report == vault_client::ReportCheck::Signed,
         "review": rv.review,
+        "scan": scan,
     });
     output(g, &json, || {
         let p = m.predicate();
@@ -169,6 +182,9 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         }
         if let Some(review) = &rv.review {
             s.push_str(&format!("\nreview   {review}"));
+        }
+        if let Some(scan) = &scan {
+            s.push_str(&format!("\n{}", describe_scan(scan)));
         }
         for parent in &p.lineage.parents {
             s.push_str(&format!("\nparent   {parent}"));
@@ -270,4 +286,25 @@ pub fn cache(g: &Global, a: CacheArgs) -> Result<()> {
             })
         }
     }
+}
+
+/// A scan verdict in a few lines: the verdict, by what, and its findings.
+pub fn describe_scan(scan: &vault_client::ScanView) -> String {
+    let mut s = format!(
+        "scan     {} ({}, allowlist {}{})",
+        scan.verdict,
+        scan.scanner,
+        &scan.allowlist[..scan.allowlist.len().min(19)],
+        scan.signed_by.as_deref().map_or(
+            ", signature not checked: no pinned server key".to_string(),
+            |k| format!(", signed by {k}")
+        )
+    );
+    for f in scan.findings.iter().take(20) {
+        s.push_str(&format!("\n  {}", super::terminal_safe(f)));
+    }
+    if scan.findings.len() > 20 {
+        s.push_str(&format!("\n  … {} more (--json)", scan.findings.len() - 20));
+    }
+    s
 }

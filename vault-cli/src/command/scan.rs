@@ -57,6 +57,8 @@ pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
             .len();
         reports.push(vault_scan::scan(&p.display().to_string(), &mut f, len));
     }
+    // What a file makes its loader read beside it must be scanned too.
+    vault_scan::check_references(&mut reports);
     reports.extend(refused);
     let verdict = reports
         .iter()
@@ -105,11 +107,5 @@ pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
 }
 
 fn word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Warn => "warn",
-        Verdict::Unsupported => "unsupported",
-        Verdict::Incomplete => "incomplete",
-        Verdict::Fail => "fail",
-    }
+    v.as_str()
 }

@@ -89,6 +89,7 @@ pub async fn resolve(
         alias,
         report: rec.report,
         review: rec.review.map(|r| r.state.as_str().to_owned()),
+        scan: rec.scan.map(|s| s.envelope),
     }))
 }
 

@@ -201,6 +201,7 @@ pub async fn commit(
         bytes: rec.bytes(),
         uploaded_bytes: rec.bytes(),
         hashed_bytes: 0,
+        scan: rec.scan.map(|s| s.verdict),
         name: rec.name,
         version: rec.version,
         digest: rec.digest,

@@ -468,6 +468,7 @@ async fn execute(
         report: Some(report),
         // Held for a steward's review before anyone else may read it.
         review: Some(pending_review()),
+        scan: None,
     };
     let output = format!("{}:{}", record.name, record.version);
     job.updated = vault_store::now();

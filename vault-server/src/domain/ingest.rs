@@ -413,7 +413,7 @@ pub async fn commit_upload(
             blob,
         });
     }
-    let rec = VersionRecord {
+    let mut rec = VersionRecord {
         name: s.name.clone(),
         version: s.version,
         kind: s.kind,
@@ -423,7 +423,32 @@ pub async fn commit_upload(
         created: vault_store::now(),
         report: None,
         review: None,
+        scan: None,
     };
+    // The admission scan, from the stored blobs.
+    let scanned = super::admission::scan_session(v, s).await?;
+    if v.scan.mode == crate::config::ScanMode::Enforce
+        && scanned.verdict == vault_scan::Verdict::Fail
+    {
+        let why = super::admission::refusal(&scanned);
+        let mut ev = record.clone();
+        ev.action = "scan_refuse".into();
+        ev.resource = format!("{}:{}", rec.name, rec.version);
+        ev.outcome = "deny".into();
+        ev.detail = why.clone();
+        let v2 = v.clone();
+        blocking(move || v2.audit.record(ev).map_err(Error::Audit)).await?;
+        // Nothing of a refused push is kept.
+        abandon(v, s.id.clone()).await?;
+        return Err(Error::Integrity(why));
+    }
+    rec.scan = Some(super::admission::sign(
+        v,
+        &rec.name,
+        rec.version,
+        &rec.digest,
+        &scanned,
+    )?);
     let (v, sid) = (v.clone(), s.id.clone());
     blocking(move || {
         let namespace = rec.name.split('/').next().unwrap_or_default();
@@ -432,10 +457,11 @@ pub async fn commit_upload(
         ev.resource = format!("{}:{}", rec.name, rec.version);
         ev.bytes = rec.bytes();
         ev.detail = format!(
-            "{} {} file(s) signed by {}",
+            "{} {} file(s) signed by {}, scan {}",
             rec.digest,
             rec.files.len(),
-            signer.as_deref().unwrap_or("an unregistered key")
+            signer.as_deref().unwrap_or("an unregistered key"),
+            rec.scan.as_ref().map_or("none", |s| s.verdict.as_str())
         );
         v.change(|m| m.commit(&sid, &rec), |_| vec![ev.clone()])?;
         Ok((rec, signer))

@@ -8,9 +8,11 @@
 //! - [`resolve`]: references to versions, and signed alias records;
 //! - [`anonymize`]: the job runner;
 //! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs;
+//! - [`admission`]: the admission scan of a push and its signed verdict;
 //! - [`change`]: every recorded change, made in one transaction with its
 //!   audit entries (`Vault::change`).
 
+pub mod admission;
 pub mod anonymize;
 pub mod change;
 pub mod error;

@@ -1,0 +1,122 @@
+//! The admission scan on the server: every push is judged from the stored
+//! blobs; with `[scan] mode = "enforce"` (the default) a `fail` refuses the
+//! push and nothing of it is kept; with `record` it is kept with its
+//! verdict. The verdict is signed by the server key as an in-toto
+//! statement about the version, and `show` and `pull` check and display it.
+
+use super::*;
+
+/// `os.system("echo owned")` as a protocol-0 pickle.
+const RUNS_CODE: &[u8] = b"cos\nsystem\n(S'echo owned'\ntR.";
+
+/// A safetensors file of `n` bytes of U8 data.
+fn safetensors(path: &std::path::Path, n: usize) {
+    let header = format!(r#"{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend(std::iter::repeat_n(7u8, n));
+    fs::write(path, b).unwrap();
+}
+
+fn model_with_payload(s: &Server) -> std::path::PathBuf {
+    let dir = s.tmp.path().join("evil-model");
+    fs::create_dir_all(&dir).unwrap();
+    safetensors(&dir.join("model.safetensors"), 4096);
+    fs::write(dir.join("extra.pkl"), RUNS_CODE).unwrap();
+    dir
+}
+
+#[test]
+fn a_push_that_fails_the_scan_is_refused_and_nothing_is_kept() {
+    let mut s = Server::start();
+    let before = blob_files(&s.data_dir).len();
+    let err = fails_with(
+        s.cli().args(["push", "t/evil"]).arg(model_with_payload(&s)),
+        5,
+    );
+    assert!(err.contains("admission scan"), "{err}");
+    assert!(err.contains("extra.pkl"), "{err}");
+    assert!(err.contains("os.system"), "{err}");
+    let listed = ok(s.cli().args(["ls"]));
+    assert!(!listed.contains("t/evil"), "{listed}");
+    assert_eq!(blob_files(&s.data_dir).len(), before, "no blob is kept");
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "30"])));
+    assert!(
+        tail.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "scan_refuse" && e["outcome"] == "deny"),
+        "{tail}"
+    );
+
+    // A clean model passes; its signed verdict is shown and pulled.
+    let good = s.tmp.path().join("good");
+    fs::create_dir_all(&good).unwrap();
+    safetensors(&good.join("model.safetensors"), 1 << 20);
+    fs::write(good.join("config.json"), b"{\"layers\": 2}").unwrap();
+    let pushed = json(&ok(s.cli().args(["--json", "push", "t/good"]).arg(&good)));
+    assert_eq!(pushed["scan"], "pass", "{pushed}");
+    let shown = json(&ok(s.cli().args(["--json", "show", "t/good:1"])));
+    assert_eq!(shown["scan"]["verdict"], "pass", "{shown}");
+    assert_eq!(shown["scan"]["scanner"], "vault-scan/0.1.0", "{shown}");
+    assert!(shown["scan"]["signed_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("ed25519:"));
+    let pulled = json(&ok(s
+        .cli()
+        .args(["--json", "pull", "t/good:1", "--to"])
+        .arg(s.tmp.path().join("out"))));
+    assert_eq!(pulled["scan"]["verdict"], "pass", "{pulled}");
+    assert_eq!(s.terminate(), Some(0));
+    let fsck = run(std::process::Command::new(bin("vault-server"))
+        .args(["fsck", "--data-dir"])
+        .arg(&s.data_dir));
+    assert!(fsck.status.success(), "{fsck:?}");
+}
+
+#[test]
+fn in_record_mode_a_failing_push_is_kept_with_its_verdict() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    fs::write(cfg.path(), "[scan]\nmode = \"record\"\n").unwrap();
+    let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+    let pushed = json(&ok(s
+        .cli()
+        .args(["--json", "push", "t/evil"])
+        .arg(model_with_payload(&s))));
+    assert_eq!(pushed["scan"], "fail", "{pushed}");
+    let shown = ok(s.cli().args(["show", "t/evil:1"]));
+    assert!(shown.contains("scan     fail"), "{shown}");
+    assert!(shown.contains("extra.pkl"), "{shown}");
+    let shown = json(&ok(s.cli().args(["--json", "show", "t/evil:1"])));
+    let findings = shown["scan"]["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("pickle.import")),
+        "{shown}"
+    );
+    let pulled = ok(s
+        .cli()
+        .args(["pull", "t/evil:1", "--to"])
+        .arg(s.tmp.path().join("out")));
+    assert!(pulled.contains("scan     fail"), "{pulled}");
+}
+
+#[test]
+fn a_bad_config_mode_is_refused() {
+    let mut s = Server::start();
+    assert_eq!(s.terminate(), Some(0));
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    fs::write(cfg.path(), "[scan]\nmode = \"warn-only\"\n").unwrap();
+    let (code, err) = failed_start(&[
+        "--data-dir".as_ref(),
+        s.data_dir.as_os_str(),
+        "--unseal-identity".as_ref(),
+        s.identity.as_os_str(),
+        "--config".as_ref(),
+        cfg.path().as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("mode"), "{err}");
+}
