@@ -425,6 +425,26 @@ pub fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// A model file of exactly `size` bytes that the admission scan passes: a
+/// safetensors header for one `U8` tensor, then pseudo-random data (as
+/// [`random_file`]).
+pub fn safetensors_file(path: &Path, size: u64, seed: u64) {
+    let header =
+        |n: u64| format!(r#"{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
+    let mut data = size.saturating_sub(8 + header(size).len() as u64);
+    while 8 + header(data).len() as u64 + data < size {
+        data += 1;
+    }
+    random_file(path, data, seed);
+    let body = fs::read(path).unwrap();
+    let h = header(data);
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&body);
+    assert_eq!(out.len() as u64, size, "safetensors_file of {size} bytes");
+    fs::write(path, out).unwrap();
+}
+
 /// Write `size` pseudo-random bytes (xorshift, fast, reproducible by seed).
 pub fn random_file(path: &Path, size: u64, seed: u64) {
     if let Some(p) = path.parent() {

@@ -9,7 +9,7 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
-use crate::{Action, Authorize, PrincipalInfo, Resource};
+use crate::{Action, ArtifactContext, Authorize, PrincipalInfo, Resource};
 
 /// Default policy files, compiled in from the repository's `policies/`.
 const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
@@ -225,6 +225,38 @@ impl PolicyEngine {
                 ));
             }
         }
+        if let Some(schema) = &schema {
+            // Every artifact action gets the scan verdict in its context: a
+            // schema written before it would refuse every such request.
+            let probe = Context::from_pairs([
+                (
+                    "via_alias".to_owned(),
+                    RestrictedExpression::new_bool(false),
+                ),
+                (
+                    "scan".to_owned(),
+                    RestrictedExpression::new_string(String::new()),
+                ),
+            ]);
+            let fits = probe.is_ok_and(|c| {
+                Request::new(
+                    uid("Vault::Principal", "probe"),
+                    uid("Vault::Action", Action::Pull.as_str()),
+                    uid("Vault::Artifact", "probe/probe"),
+                    c,
+                    Some(schema),
+                )
+                .is_ok()
+            });
+            if !fits {
+                diags.push(Diagnostic {
+                    file: SCHEMA_FILE.into(),
+                    line: 0,
+                    column: 0,
+                    message: "the artifact actions' context must be `{ via_alias: Bool, scan: String }` (the admission scan verdict; see the shipped policies/schema.cedarschema)".into(),
+                });
+            }
+        }
         match (schema, diags.is_empty()) {
             (Some(schema), true) => Ok(Self {
                 schema,
@@ -322,7 +354,7 @@ impl Authorize for PolicyEngine {
         p: &PrincipalInfo,
         action: Action,
         resource: &Resource<'_>,
-        via_alias: bool,
+        ctx: ArtifactContext<'_>,
     ) -> Decision {
         let deny = |why: String| Decision {
             allowed: false,
@@ -344,10 +376,16 @@ impl Authorize for PolicyEngine {
             Err(e) => return deny(e),
         };
         let context = if action.on_artifact() {
-            Context::from_pairs([(
-                "via_alias".to_owned(),
-                RestrictedExpression::new_bool(via_alias),
-            )])
+            Context::from_pairs([
+                (
+                    "via_alias".to_owned(),
+                    RestrictedExpression::new_bool(ctx.via_alias),
+                ),
+                (
+                    "scan".to_owned(),
+                    RestrictedExpression::new_string(ctx.scan.to_owned()),
+                ),
+            ])
         } else {
             Ok(Context::empty())
         };
@@ -394,6 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_without_the_scan_verdict_is_refused_and_deployers_need_a_pass() {
+        let old = DEFAULT_SCHEMA.replace("via_alias: Bool, scan: String", "via_alias: Bool");
+        assert_ne!(old, DEFAULT_SCHEMA);
+        let files: Vec<(String, String)> = DEFAULT_POLICIES
+            .iter()
+            .filter(|(n, _)| *n != "guards.cedar")
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        let err = PolicyEngine::from_sources(&old, &files)
+            .err()
+            .expect("an old schema is refused")
+            .to_string();
+        assert!(err.contains("scan: String"), "{err}");
+
+        let e = PolicyEngine::defaults().unwrap();
+        let deployer = who("deployer", &["fraud"]);
+        let trainer = who("trainer", &["fraud"]);
+        let model = art("fraud/m", "model", "");
+        let pull = |p: &PrincipalInfo, r: &Resource<'_>, scan: &str| {
+            e.decide(
+                p,
+                Action::Pull,
+                r,
+                ArtifactContext {
+                    via_alias: true,
+                    scan,
+                },
+            )
+            .allowed
+        };
+        assert!(pull(&deployer, &model, "pass"));
+        for v in ["warn", "unsupported", "incomplete", "fail", "none", ""] {
+            assert!(!pull(&deployer, &model, v), "deployer pulled a `{v}` model");
+            assert!(pull(&trainer, &model, v), "trainer refused a `{v}` model");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid_and_least_privilege() {
         let e = PolicyEngine::defaults().unwrap();
         assert!(e.len() >= 6);
@@ -403,7 +479,14 @@ mod tests {
         let steward = who("steward", &["fraud"]);
         let model = art("fraud/m", "model", "");
         let raw = art("fraud/customers", "dataset", "raw-pii");
-        let ok = |p: &PrincipalInfo, a, r: &Resource<'_>, alias| e.decide(p, a, r, alias).allowed;
+        // A passing scan verdict: what these checks are about is roles.
+        let ok = |p: &PrincipalInfo, a, r: &Resource<'_>, via_alias: bool| {
+            let ctx = ArtifactContext {
+                via_alias,
+                scan: "pass",
+            };
+            e.decide(p, a, r, ctx).allowed
+        };
         assert!(!ok(&admin, Action::Pull, &model, false));
         assert!(ok(
             &admin,

@@ -11,9 +11,9 @@
 //! let engine = PolicyEngine::defaults().unwrap();
 //! let trainer = PrincipalInfo { name: "ci".into(), role: "trainer".into(), namespaces: vec!["fraud".into()] };
 //! let model = Resource::Artifact { name: "fraud/m", namespace: "fraud", kind: "model", sensitivity: "" };
-//! assert!(engine.decide(&trainer, Action::Push, &model, false).allowed);
+//! assert!(engine.decide(&trainer, Action::Push, &model, false.into()).allowed);
 //! let other = Resource::Artifact { name: "ads/m", namespace: "ads", kind: "model", sensitivity: "" };
-//! assert!(!engine.decide(&trainer, Action::Push, &other, false).allowed);
+//! assert!(!engine.decide(&trainer, Action::Push, &other, false.into()).allowed);
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -151,15 +151,39 @@ impl std::fmt::Display for Resource<'_> {
     }
 }
 
+/// The context of an artifact action (`context` in policies).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArtifactContext<'a> {
+    /// The request named an alias (resolve), or the version downloaded is
+    /// the target of an alias (download).
+    pub via_alias: bool,
+    /// The admission scan's verdict on the version the request reads
+    /// (`pass`, `warn`, `unsupported`, `incomplete`, `fail`; `none` for a
+    /// version pushed before scans), or `""` when the request concerns no
+    /// one version (listing, resolving, pushing).
+    pub scan: &'a str,
+}
+
+impl From<bool> for ArtifactContext<'static> {
+    /// The context of a request about no one version.
+    fn from(via_alias: bool) -> Self {
+        Self {
+            via_alias,
+            scan: "",
+        }
+    }
+}
+
 /// The decision interface the server depends on; [`PolicyEngine`] is the
 /// Cedar implementation.
 pub trait Authorize: Send + Sync {
-    /// Decide one request. `via_alias` is the context flag of artifact actions.
+    /// Decide one request; `ctx` is the context of artifact actions
+    /// (ignored for others).
     fn decide(
         &self,
         principal: &PrincipalInfo,
         action: Action,
         resource: &Resource<'_>,
-        via_alias: bool,
+        ctx: ArtifactContext<'_>,
     ) -> Decision;
 }

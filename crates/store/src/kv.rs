@@ -835,6 +835,18 @@ impl<K: Kv> MetaStore for Meta<K> {
         })
     }
 
+    fn set_scan(&self, name: &str, version: u64, scan: &ScanRecord) -> Result<bool> {
+        let k = vkey(name, version);
+        self.kv.write(|tx| {
+            let Some(mut rec) = get::<VersionRecord>(tx, Table::Versions, &k)? else {
+                return Ok(false);
+            };
+            rec.scan = Some(scan.clone());
+            put(tx, Table::Versions, &k, &rec)?;
+            Ok(true)
+        })
+    }
+
     fn latest_version(&self, name: &str) -> Result<Option<VersionRecord>> {
         self.kv.read_single(|tx| Ok(versions_of(tx, name)?.pop()))
     }

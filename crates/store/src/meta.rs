@@ -118,6 +118,9 @@ pub trait MetaStore: Send + Sync {
         from: &[ReviewState],
         review: &Review,
     ) -> Result<bool>;
+    /// Replace a version's admission scan verdict (a rescan); false if the
+    /// version does not exist.
+    fn set_scan(&self, name: &str, version: u64, scan: &ScanRecord) -> Result<bool>;
     /// Artifacts whose name starts with `prefix`, each with its live versions.
     fn list(&self, prefix: &str) -> Result<Vec<(ArtifactRecord, Vec<VersionRecord>)>>;
     /// Delete a version: remove it and its digest, drop its blob references

@@ -35,6 +35,7 @@ pub fn run_all(fresh: Factory<'_>) {
     an_aliased_version_cannot_be_deleted(fresh);
     dedup_finds_only_live_blobs_of_the_same_kind_label_and_namespace(fresh);
     review_is_compare_and_set(fresh);
+    a_rescan_replaces_only_the_verdict(fresh);
     dek_swap_is_compare_and_set(fresh);
     latest_and_listing(fresh);
     aliases_are_compare_and_set_under_concurrent_writers(fresh);
@@ -997,4 +998,26 @@ fn journaled_changes_commit_with_their_log_entries_or_not_at_all(fresh: Factory<
     assert!(err.to_string().contains("second step"), "{err}");
     assert!(m.config("half").unwrap().is_none(), "nothing of it is made");
     assert!(!journal_ran, "no entry is made for a change that failed");
+}
+
+/// A rescan replaces a version's verdict and nothing else; a missing
+/// version is not created.
+fn a_rescan_replaces_only_the_verdict(fresh: Factory<'_>) {
+    let m = fresh();
+    push(m.as_ref(), "t/m", 1, "x");
+    let before = m.version("t/m", 1).unwrap().expect("the pushed version");
+    let scan = ScanRecord {
+        verdict: "pass".into(),
+        scanner: "vault-scan/9".into(),
+        allowlist: "sha256:00".into(),
+        envelope: "{}".into(),
+    };
+    assert!(m.set_scan("t/m", 1, &scan).unwrap());
+    let after = m.version("t/m", 1).unwrap().unwrap();
+    assert_eq!(after.scan.as_ref(), Some(&scan));
+    let text =
+        |r: VersionRecord| serde_json::to_string(&VersionRecord { scan: None, ..r }).unwrap();
+    assert_eq!(text(after), text(before), "nothing but the verdict changes");
+    assert!(!m.set_scan("t/m", 2, &scan).unwrap());
+    assert!(m.version("t/m", 2).unwrap().is_none());
 }

@@ -110,6 +110,12 @@ pub struct VersionRecord {
 pub struct ScanRecord {
     /// `pass`, `warn`, `unsupported`, `incomplete` or `fail`.
     pub verdict: String,
+    /// The scanner and its version (`vault-scan/0.1.0`).
+    #[serde(default)]
+    pub scanner: String,
+    /// `sha256:` of the pickle import allowlist it used.
+    #[serde(default)]
+    pub allowlist: String,
     /// The signed statement, JSON text of a DSSE envelope.
     pub envelope: String,
 }

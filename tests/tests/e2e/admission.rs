@@ -120,3 +120,101 @@ fn a_bad_config_mode_is_refused() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("mode"), "{err}");
 }
+
+/// The shipped policies let a deployer download a model only when its
+/// verdict is `pass`; the refusal says why to a deployer that may see the
+/// version, and a trainer still pulls it to inspect.
+#[test]
+fn deployers_pull_only_models_that_pass_the_scan() {
+    let s = Server::start();
+    let good = s.tmp.path().join("good");
+    safetensors_file(&good.join("model.safetensors"), 1 << 20, 1);
+    ok(s.cli()
+        .args(["push", "t/good", "--alias", "production"])
+        .arg(&good));
+    let odd = s.tmp.path().join("odd");
+    random_file(&odd.join("weights.dat"), 1 << 20, 2);
+    let pushed = json(&ok(s
+        .cli()
+        .args(["--json", "push", "t/odd", "--alias", "production"])
+        .arg(&odd)));
+    assert_eq!(pushed["scan"], "unsupported", "{pushed}");
+    let deployer = s.create_token("deploy", "deployer", &["t"], None);
+    ok(s.cli_with_token(&deployer)
+        .args(["pull", "t/good:production", "--to"])
+        .arg(s.tmp.path().join("g")));
+    let err = fails_with(
+        s.cli_with_token(&deployer)
+            .args(["pull", "t/odd:production", "--to"])
+            .arg(s.tmp.path().join("o")),
+        3,
+    );
+    assert!(
+        err.contains("admission scan verdict is `unsupported`"),
+        "{err}"
+    );
+    assert!(!s.tmp.path().join("o/weights.dat").exists());
+    // The deployer may still see why.
+    let shown = ok(s
+        .cli_with_token(&deployer)
+        .args(["show", "t/odd:production"]));
+    assert!(shown.contains("scan     unsupported"), "{shown}");
+    // A trainer pulls it to look at it.
+    ok(s.cli()
+        .args(["pull", "t/odd:1", "--to"])
+        .arg(s.tmp.path().join("t")));
+}
+
+/// A version an alias points at whose verdict is missing (pushed before
+/// scans) or was made by another scanner is rescanned when a server
+/// starts, and the rescan is audited with the change.
+#[test]
+fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
+    let Some(url) = pg_database("e2e rescan") else {
+        return;
+    };
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("server.toml");
+    write_postgres_config(&cfg, &url);
+    let cfg_arg = cfg.to_str().unwrap();
+    let mut s = Server::start_init_with(&["--config", cfg_arg], &["--config", cfg_arg]);
+    let src = s.tmp.path().join("m");
+    safetensors_file(&src.join("model.safetensors"), 1 << 20, 3);
+    ok(s.cli()
+        .args(["push", "t/m", "--alias", "production"])
+        .arg(&src));
+    assert_eq!(s.terminate(), Some(0));
+    // As a version pushed before the scan existed.
+    ok(std::process::Command::new("psql").arg(&url).args([
+        "-q",
+        "-c",
+        "UPDATE mlvault_kv SET v = convert_to((convert_from(v, 'UTF8')::jsonb - 'scan')::text, 'UTF8') \
+         WHERE tbl = 'versions'",
+    ]));
+    s.restart();
+    let deployer = s.create_token("deploy", "deployer", &["t"], None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shown = json(&ok(s.cli().args(["--json", "show", "t/m:1"])));
+        if shown["scan"]["verdict"] == "pass" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rescanned: {shown}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(s.cli_with_token(&deployer)
+        .args(["pull", "t/m:production", "--to"])
+        .arg(s.tmp.path().join("d")));
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "40"])));
+    let rescan = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "scan_rescan")
+        .unwrap_or_else(|| panic!("no rescan entry: {tail}"));
+    assert_eq!(rescan["resource"], "t/m:1");
+    assert!(rescan["detail"].as_str().unwrap().contains("(was none)"));
+}

@@ -364,8 +364,9 @@ fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let src = s.tmp.path().join("m.dat");
-    random_file(&src, 8 * MIB, 21);
+    // Deployers pull only models the admission scan passes.
+    let src = s.tmp.path().join("m.safetensors");
+    safetensors_file(&src, 8 * MIB, 21);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
         .arg(&src));

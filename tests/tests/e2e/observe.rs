@@ -187,9 +187,9 @@ fn a_bytes_per_minute_limit_throttles_a_token_that_moves_too_much() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let f = s.tmp.path().join("w.dat");
+    let f = s.tmp.path().join("w.safetensors");
     // A whole minute's budget: the next pull finds it spent.
-    random_file(&f, 3 * MIB, 1);
+    safetensors_file(&f, 3 * MIB, 1);
     ok(s.cli()
         .args(["push", "t/m", "--alias", "production"])
         .arg(&f));

@@ -458,9 +458,9 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     // A single-node vault on redb with versions, an alias, a token.
     let mut s = Server::start();
     let src = s.tmp.path().join("model");
-    random_file(&src.join("weights.dat"), MIB + 7, 3);
+    safetensors_file(&src.join("weights.safetensors"), MIB + 7, 3);
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
-    random_file(&src.join("weights.dat"), 2 * MIB, 4);
+    safetensors_file(&src.join("weights.safetensors"), 2 * MIB, 4);
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
     ok(s.cli().args(["alias", "t/mig:1", "production"]));
     let deployer = s.create_token("deploy", "deployer", &["t"], None);

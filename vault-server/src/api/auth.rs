@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use vault_api::Kind;
 use vault_audit::Event;
-use vault_policy::{Action, Authorize, PrincipalInfo, Resource};
+use vault_policy::{Action, ArtifactContext, Authorize, PrincipalInfo, Resource};
 use vault_store::MetaStore;
 
 use super::error::RequestId;
@@ -62,14 +62,14 @@ impl Principal {
 
 /// Ask the policy set; default deny. A denial names the action and the
 /// resource, and nothing else.
-pub fn authorize(
+pub fn authorize<'c>(
     v: &Vault,
     p: &Principal,
     action: Action,
     resource: Resource<'_>,
-    via_alias: bool,
+    ctx: impl Into<ArtifactContext<'c>>,
 ) -> Result<(), ApiError> {
-    let mut d = v.policy().decide(&p.info(), action, &resource, via_alias);
+    let mut d = v.policy().decide(&p.info(), action, &resource, ctx.into());
     // A token scoped to namespaces never acts on another one, whatever a
     // policy says (an admin token with `--namespace` included).
     let outside = match &resource {
@@ -107,28 +107,28 @@ pub fn authorize(
 
 /// Authorize an artifact action, with the artifact's kind and sensitivity
 /// from the metadata (a missing artifact has kind `hint` or "").
-pub fn authorize_artifact_sync(
+pub fn authorize_artifact_sync<'c>(
     v: &Vault,
     p: &Principal,
     action: Action,
     name: &str,
     hint: Option<Kind>,
-    via_alias: bool,
+    ctx: impl Into<ArtifactContext<'c>>,
 ) -> Result<(), ApiError> {
-    authorize_artifact_as(v, p, action, name, hint, None, via_alias).map(|_| ())
+    authorize_artifact_as(v, p, action, name, hint, None, ctx).map(|_| ())
 }
 
 /// [`authorize_artifact_sync`] for an artifact that may not exist yet and
 /// would get the sensitivity label `label_hint` (a push's request).
 /// Returns the artifact's label (its own if it exists).
-pub fn authorize_artifact_as(
+pub fn authorize_artifact_as<'c>(
     v: &Vault,
     p: &Principal,
     action: Action,
     name: &str,
     hint: Option<Kind>,
     label_hint: Option<&str>,
-    via_alias: bool,
+    ctx: impl Into<ArtifactContext<'c>>,
 ) -> Result<String, ApiError> {
     // Kind and label are fixed at the first push: a cached record is right.
     let art = v.artifact_cache.get(name, || v.meta.artifact(name))?;
@@ -152,7 +152,7 @@ pub fn authorize_artifact_as(
             kind,
             sensitivity,
         },
-        via_alias,
+        ctx,
     )?;
     Ok(sensitivity.to_owned())
 }

@@ -54,15 +54,29 @@ pub async fn download(
             .aliases(&rec.name)?
             .iter()
             .any(|a| a.version == rec.version);
-        // Forbidden looks like missing: a digest must not tell a caller
-        // which artifact holds it.
-        authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, via_alias).map_err(
+        // The admission scan's verdict on what is downloaded decides too.
+        let scan = rec.scan.as_ref().map_or("none", |s| s.verdict.as_str());
+        let ctx = vault_policy::ArtifactContext { via_alias, scan };
+        authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, ctx).map_err(
             |e| {
-                if e.code == vault_api::ErrorCode::Forbidden {
-                    ApiError::not_found(format!("version `{d}` not found"))
-                } else {
-                    e
+                if e.code != vault_api::ErrorCode::Forbidden {
+                    return e;
                 }
+                // A caller that may see the version (its verdict passing)
+                // learns that the verdict is what refuses it.
+                let passing = vault_policy::ArtifactContext {
+                    via_alias,
+                    scan: "pass",
+                };
+                if scan != "pass" && may_pull(&v2, &p, &rec.name, passing) {
+                    return ApiError::forbidden(format!(
+                        "`{}:{}` may not be pulled by `{}` (role `{}`): its admission scan verdict is `{scan}`, and policy lets this role pull only models that pass (`vault-cli show` lists the findings)",
+                        rec.name, rec.version, p.name, p.role
+                    ));
+                }
+                // Forbidden looks like missing: a digest must not tell a
+                // caller which artifact holds it.
+                ApiError::not_found(format!("version `{d}` not found"))
             },
         )?;
         super::read::check_released(&v2, &p, &rec, &d)?;
@@ -268,4 +282,34 @@ impl Drop for TransferDone {
         };
         self.finish(outcome);
     }
+}
+
+/// Whether `p` may pull `name` in context `ctx`, asked of the policies
+/// without an audit entry (a hypothetical, for an error message).
+fn may_pull(
+    v: &crate::vault::Vault,
+    p: &Principal,
+    name: &str,
+    ctx: vault_policy::ArtifactContext<'_>,
+) -> bool {
+    use vault_policy::Authorize;
+    let Ok(Some(art)) = v.meta.artifact(name) else {
+        return false;
+    };
+    let namespace = name.split('/').next().unwrap_or_default();
+    let in_scope = p.namespaces.is_empty() || p.namespaces.iter().any(|n| n == namespace);
+    in_scope
+        && v.policy()
+            .decide(
+                &p.info(),
+                Action::Pull,
+                &vault_policy::Resource::Artifact {
+                    name,
+                    namespace,
+                    kind: art.kind.as_str(),
+                    sensitivity: &art.sensitivity,
+                },
+                ctx,
+            )
+            .allowed
 }

@@ -115,7 +115,9 @@ pub async fn list(
                 kind: a.kind.as_str(),
                 sensitivity: &a.sensitivity,
             };
-            engine.decide(&info, action, &resource, false).allowed
+            engine
+                .decide(&info, action, &resource, false.into())
+                .allowed
         };
         let shown: Vec<_> = all
             .into_iter()

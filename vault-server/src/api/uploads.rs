@@ -158,7 +158,9 @@ async fn dedup(
                 kind: owner.kind.as_str(),
                 sensitivity: &owner.sensitivity,
             };
-            engine.decide(&info, Action::Pull, &resource, false).allowed
+            engine
+                .decide(&info, Action::Pull, &resource, false.into())
+                .allowed
         };
         Ok(Some(Dedup {
             namespace: name.split('/').next().unwrap_or_default().to_owned(),

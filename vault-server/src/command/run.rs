@@ -134,6 +134,10 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted anonymization jobs"),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "could not resume jobs"),
     }
+    // What aliases point at is judged by the scanner running now.
+    let rescans = Some(tokio::spawn(crate::domain::admission::rescan_aliased(
+        vault.clone(),
+    )));
     let take_over = vault
         .shared
         .then(|| tokio::spawn(crate::domain::anonymize::take_over(vault.clone())));
@@ -206,7 +210,7 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     sweeper.abort();
     hup.abort();
     checkpointer.abort();
-    for t in [take_over, policies, usage].into_iter().flatten() {
+    for t in [rescans, take_over, policies, usage].into_iter().flatten() {
         t.abort();
     }
     if let Err(e) = api::flush_floods(&vault) {

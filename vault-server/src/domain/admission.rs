@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use serde::Serialize;
 use vault_scan::{FileReport, Verdict};
-use vault_store::{BlobRecord, ScanRecord, SessionRecord};
+use vault_store::{BlobRecord, ScanRecord, SessionRecord, VersionRecord};
 
 use super::{Error, Result};
 use crate::vault::Vault;
@@ -92,7 +92,6 @@ pub fn allowlist_digest(allow: &[&str]) -> String {
 
 /// Scan the files of session `s`, each from its stored blob.
 pub async fn scan_session(v: &Arc<Vault>, s: &SessionRecord) -> Result<Scanned> {
-    let allow = vault_scan::DEFAULT_ALLOWLIST;
     let mut files = Vec::with_capacity(s.files.len());
     for (i, f) in s.files.iter().enumerate() {
         let Some(blob_id) = s.blobs.get(i).cloned().flatten() else {
@@ -101,7 +100,17 @@ pub async fn scan_session(v: &Arc<Vault>, s: &SessionRecord) -> Result<Scanned> 
                 f.path.escape_debug()
             )));
         };
-        let (v2, path, size) = (v.clone(), f.path.clone(), f.size);
+        files.push((f.path.clone(), f.size, blob_id));
+    }
+    scan_files(v, files).await
+}
+
+/// Scan files given as (path, size, blob id), each from its stored blob.
+async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<Scanned> {
+    let allow = vault_scan::DEFAULT_ALLOWLIST;
+    let mut files = Vec::with_capacity(list.len());
+    for (path, size, blob_id) in list {
+        let v2 = v.clone();
         let rt = tokio::runtime::Handle::current();
         let report = tokio::task::spawn_blocking(move || -> Result<FileReport> {
             let blob = vault_store::may_block(|| v2.meta.blob(&blob_id))?
@@ -132,6 +141,90 @@ pub async fn scan_session(v: &Arc<Vault>, s: &SessionRecord) -> Result<Scanned> 
     })
 }
 
+/// Whether `rec`'s verdict was made by this scanner with this allowlist
+/// (else it is due for a rescan).
+pub fn current(rec: &VersionRecord) -> bool {
+    rec.scan.as_ref().is_some_and(|s| {
+        s.scanner == vault_scan::VERSION
+            && s.allowlist == allowlist_digest(vault_scan::DEFAULT_ALLOWLIST)
+    })
+}
+
+/// Scan a committed version again and replace its verdict, recorded in
+/// the audit log with the change (`scan_rescan`).
+pub async fn rescan(v: &Arc<Vault>, rec: &VersionRecord) -> Result<ScanRecord> {
+    let list = rec
+        .files
+        .iter()
+        .map(|f| (f.entry.path.clone(), f.entry.size, f.blob.clone()))
+        .collect();
+    let scanned = scan_files(v, list).await?;
+    let scan = sign(v, &rec.name, rec.version, &rec.digest, &scanned)?;
+    let (v2, name, version) = (v.clone(), rec.name.clone(), rec.version);
+    let was = rec.scan.as_ref().map_or("none".to_owned(), |s| {
+        format!("{} by {}", s.verdict, s.scanner)
+    });
+    let s2 = scan.clone();
+    super::error::blocking(move || {
+        v2.change(
+            |m| m.set_scan(&name, version, &s2),
+            |found| {
+                if !*found {
+                    return Vec::new();
+                }
+                let mut ev = vault_audit::Event::new(
+                    "vault-server",
+                    "scan_rescan",
+                    &format!("{name}:{version}"),
+                    "ok",
+                );
+                ev.detail = format!("{} by {} (was {was})", s2.verdict, s2.scanner);
+                vec![ev]
+            },
+        )
+    })
+    .await?;
+    Ok(scan)
+}
+
+/// Rescan every version an alias points at whose verdict is missing or
+/// was made by another scanner or allowlist: what deploy jobs pull is
+/// always judged by the scanner running now. Run at start-up, in the
+/// background; a failure is logged and the version keeps its verdict.
+pub async fn rescan_aliased(v: Arc<Vault>) {
+    let v2 = v.clone();
+    let due = super::error::blocking(move || {
+        let mut due = Vec::new();
+        for (art, _) in v2.meta.list("")? {
+            for a in v2.meta.aliases(&art.name)? {
+                if let Some(rec) = v2.meta.version(&art.name, a.version)? {
+                    if !current(&rec) && !due.iter().any(|d: &VersionRecord| d.digest == rec.digest)
+                    {
+                        due.push(rec);
+                    }
+                }
+            }
+        }
+        Ok(due)
+    })
+    .await;
+    let due = match due {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the aliased versions to rescan");
+            return;
+        }
+    };
+    for rec in due {
+        match rescan(&v, &rec).await {
+            Ok(s) => tracing::info!(name = %rec.name, version = rec.version, verdict = %s.verdict,
+                "aliased version rescanned"),
+            Err(e) => tracing::error!(name = %rec.name, version = rec.version, error = %e,
+                "rescan failed; the version keeps its verdict"),
+        }
+    }
+}
+
 /// The signed record of `scanned`: an in-toto statement whose subject is
 /// the version (`name:version`, the manifest digest), in a DSSE envelope
 /// signed by the server key.
@@ -155,6 +248,8 @@ pub fn sign(
     env.sign(&v.signing_key)?;
     Ok(ScanRecord {
         verdict: scanned.verdict.as_str().to_owned(),
+        scanner: scanned.scanner.to_owned(),
+        allowlist: scanned.allowlist.clone(),
         envelope: env.to_json(),
     })
 }
