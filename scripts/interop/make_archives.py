@@ -2,6 +2,7 @@
 zipfile, pickle and NumPy (as torch.save, np.save and np.savez would):
 
     make_archives.py OUT_DIR
+    make_archives.py --big-torch PATH BYTES    (a zip64 checkpoint, for scripts/bench-scan.sh)
 
 PyTorch itself is not installed: its module names are stood in for, so
 that the pickle names exactly what torch.save writes for a state dict.
@@ -16,8 +17,6 @@ import zipfile
 
 import numpy as np
 
-out = sys.argv[1]
-os.makedirs(out, exist_ok=True)
 
 # Stand-ins named as torch's own, so pickle writes torch's imports.
 torch = types.ModuleType("torch")
@@ -87,25 +86,51 @@ def torch_zip(path, state, extra_reduce=None):
         z.writestr("archive/version", "3\n")
 
 
+def big_torch(path, size):
+    """A PyTorch-layout checkpoint whose one storage holds `size` bytes of
+    random data: a zip64 archive, as torch.save writes for large models."""
+    n = size // 4
+    state = {"weight": Tensor("0", (n,))}
+    buf = io.BytesIO()
+    TorchPickler(buf, protocol=2).dump(collections.OrderedDict(state))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        with z.open("archive/data/0", "w", force_zip64=True) as f:
+            left = n * 4
+            while left:
+                chunk = os.urandom(min(left, 16 << 20))
+                f.write(chunk)
+                left -= len(chunk)
+        z.writestr("archive/version", "3\n")
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("echo owned",))
 
 
-state = {f"layer{i}.weight": Tensor(str(i), (4, 3)) for i in range(6)}
-torch_zip(os.path.join(out, "model.pt"), state)
-torch_zip(os.path.join(out, "evil.pt"), state, RunsCode())
+def fixtures(out):
+    os.makedirs(out, exist_ok=True)
+    state = {f"layer{i}.weight": Tensor(str(i), (4, 3)) for i in range(6)}
+    torch_zip(os.path.join(out, "model.pt"), state)
+    torch_zip(os.path.join(out, "evil.pt"), state, RunsCode())
+    np.save(os.path.join(out, "floats.npy"), np.arange(12, dtype="<f4").reshape(3, 4))
+    np.save(
+        os.path.join(out, "objects.npy"),
+        np.array([{"a": 1}, None], dtype=object),
+        allow_pickle=True,
+    )
+    np.savez(os.path.join(out, "arrays.npz"), a=np.ones(5, "<i8"), b=np.zeros((2, 2), "<f8"))
+    np.savez_compressed(os.path.join(out, "packed.npz"), a=np.arange(1000, dtype="<f4"))
+    np.savez(
+        os.path.join(out, "objects.npz"),
+        a=np.ones(3),
+        b=np.array([RunsCode()], dtype=object),
+    )
 
-np.save(os.path.join(out, "floats.npy"), np.arange(12, dtype="<f4").reshape(3, 4))
-np.save(
-    os.path.join(out, "objects.npy"),
-    np.array([{"a": 1}, None], dtype=object),
-    allow_pickle=True,
-)
-np.savez(os.path.join(out, "arrays.npz"), a=np.ones(5, "<i8"), b=np.zeros((2, 2), "<f8"))
-np.savez_compressed(os.path.join(out, "packed.npz"), a=np.arange(1000, dtype="<f4"))
-np.savez(
-    os.path.join(out, "objects.npz"),
-    a=np.ones(3),
-    b=np.array([RunsCode()], dtype=object),
-)
+
+if sys.argv[1] == "--big-torch":
+    big_torch(sys.argv[2], int(sys.argv[3]))
+else:
+    fixtures(sys.argv[1])

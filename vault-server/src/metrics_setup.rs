@@ -33,6 +33,11 @@ fn describe() {
         "mlvault_http_request_duration_seconds",
         "request latency by route"
     );
+    describe_histogram!(
+        "mlvault_scan_seconds",
+        "time the admission scan of a version took (headers and pickles read from the stored blobs)"
+    );
+    describe_counter!("mlvault_scans_total", "admission scans by verdict");
     describe_counter!(
         "mlvault_bytes_in_total",
         "plaintext bytes received in uploads"

@@ -325,9 +325,10 @@ fn bytes_decide_the_format_and_an_extension_that_disagrees_is_refused() {
             Format::Data,
             Verdict::Pass,
         ),
-        // What the scanner cannot judge is never a pass.
+        // What the scanner cannot judge is never a pass; a zip cut short
+        // is no archive a loader reads the same way.
         ("model.pt", &pickle, Format::Pickle, Verdict::Pass),
-        ("model.pt", &zip, Format::Zip, Verdict::Unsupported),
+        ("model.pt", &zip, Format::Zip, Verdict::Fail),
         (
             "weights.dat",
             b"\x00\x01\x02\x03",
@@ -341,11 +342,12 @@ fn bytes_decide_the_format_and_an_extension_that_disagrees_is_refused() {
             Format::Gguf,
             Verdict::Fail,
         ),
+        // A NumPy header cut after its version.
         (
             "model.npy",
             b"\x93NUMPY\x01\x00",
             Format::Npy,
-            Verdict::Unsupported,
+            Verdict::Fail,
         ),
     ];
     for (path, bytes, format, verdict) in cases {

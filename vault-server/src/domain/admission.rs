@@ -107,6 +107,7 @@ pub async fn scan_session(v: &Arc<Vault>, s: &SessionRecord) -> Result<Scanned> 
 
 /// Scan files given as (path, size, blob id), each from its stored blob.
 async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<Scanned> {
+    let started = std::time::Instant::now();
     let allow = vault_scan::DEFAULT_ALLOWLIST;
     let mut files = Vec::with_capacity(list.len());
     for (path, size, blob_id) in list {
@@ -129,12 +130,15 @@ async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<
         files.push(report);
     }
     vault_scan::check_references(&mut files);
+    let verdict = files
+        .iter()
+        .map(|r| r.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    metrics::histogram!("mlvault_scan_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("mlvault_scans_total", "verdict" => verdict.as_str()).increment(1);
     Ok(Scanned {
-        verdict: files
-            .iter()
-            .map(|r| r.verdict)
-            .max()
-            .unwrap_or(Verdict::Pass),
+        verdict,
         scanner: vault_scan::VERSION,
         allowlist: allowlist_digest(allow),
         files,
