@@ -113,6 +113,27 @@ pub enum Command {
     /// then its structure. Exit 0 when every file passes (or only warns),
     /// 5 when one fails or cannot be judged (`unsupported`, `incomplete`).
     Scan(ScanArgs),
+    /// Show or change a namespace's extension of the admission scan's
+    /// pickle import allowlist (admins): `scan-allow NS` shows it,
+    /// `scan-allow NS IMPORT... --reason TEXT` replaces it, `--clear`
+    /// removes it. The change is audited, every later verdict names it,
+    /// and the versions aliases point at in NS are rescanned.
+    ScanAllow(ScanAllowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScanAllowArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Imports to allow beside the defaults, each `module name` as the
+    /// scan reports it (e.g. `sklearn.ensemble._forest RandomForestClassifier`).
+    pub imports: Vec<String>,
+    /// Why (required to change it; recorded in the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Remove the namespace's extension.
+    #[arg(long, conflicts_with = "imports")]
+    pub clear: bool,
 }
 
 #[derive(Args, Debug)]

@@ -170,6 +170,11 @@ pub struct ResolvedVersion {
     /// the server key. Absent for versions pushed before scans existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<String>,
+    /// Why the caller may not download this version's files (its scan
+    /// verdict, under the policies), when it may not: a client then places
+    /// nothing, not even from its own cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_denied: Option<String>,
 }
 
 /// One version in a listing.
@@ -400,4 +405,43 @@ pub struct ReviewRequest {
     /// Why (required to reject or withdraw).
     #[serde(default)]
     pub reason: String,
+}
+
+/// `PUT /v1/scan/allowlist`: set (or, with no imports, remove) a
+/// namespace's extension of the admission scan's pickle import allowlist.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanAllowRequest {
+    /// The namespace.
+    pub namespace: String,
+    /// `module name` entries allowed beside the defaults.
+    pub imports: Vec<String>,
+    /// Why (recorded in the audit log and the extension).
+    pub reason: String,
+}
+
+/// A namespace's scan allowlist: the defaults and its extension.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanAllowlist {
+    /// The namespace.
+    pub namespace: String,
+    /// The extension's entries (empty: none).
+    pub imports: Vec<String>,
+    /// Why it was set.
+    #[serde(default)]
+    pub reason: String,
+    /// Who set it.
+    #[serde(default)]
+    pub by: String,
+    /// When (seconds since the Unix epoch; 0: never).
+    #[serde(default)]
+    pub at: u64,
+    /// `sha256:` of the extension record (empty: none).
+    #[serde(default)]
+    pub extension: String,
+    /// `sha256:` of the whole allowlist the namespace's scans use, as its
+    /// verdicts record it.
+    pub allowlist: String,
+    /// Versions aliases point at that are queued for a rescan.
+    #[serde(default)]
+    pub rescans: usize,
 }

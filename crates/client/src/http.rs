@@ -222,6 +222,24 @@ impl Client {
         .map(|_| ())
     }
 
+    /// A namespace's admission-scan allowlist (its extension and digest).
+    pub async fn scan_allowlist(&self, namespace: &str) -> Result<vault_api::ScanAllowlist> {
+        self.json(
+            self.request(Method::GET, "/v1/scan/allowlist")
+                .query(&[("namespace", namespace)]),
+        )
+        .await
+    }
+
+    /// Replace a namespace's allowlist extension (none with no imports).
+    pub async fn set_scan_allowlist(
+        &self,
+        req: &vault_api::ScanAllowRequest,
+    ) -> Result<vault_api::ScanAllowlist> {
+        self.json(self.request(Method::PUT, "/v1/scan/allowlist").json(req))
+            .await
+    }
+
     /// Create a token; the secret is in the answer, once.
     pub async fn token_create(&self, req: &TokenRequest) -> Result<TokenCreated> {
         self.json(self.request(Method::POST, "/v1/tokens").json(req))

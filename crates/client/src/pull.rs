@@ -114,6 +114,11 @@ impl Client {
     /// remove what an earlier version left and record the manifest.
     pub async fn pull(&self, r: &Reference, dest: &Path, opts: &PullOptions) -> Result<PullResult> {
         let (rv, digest, env, m) = self.verified_manifest(r).await?;
+        // Refused by policy (a model whose scan did not pass, for a deploy
+        // job): nothing is placed, not even from the local cache.
+        if let Some(why) = &rv.pull_denied {
+            return Err(Error::Auth(why.clone()));
+        }
         let signer = if opts.trusted.is_empty() {
             None
         } else {

@@ -74,6 +74,7 @@ mod tests {
             report,
             review: None,
             scan: None,
+            pull_denied: None,
         };
         (rv, m)
     }

@@ -114,6 +114,7 @@ mod tests {
             report: None,
             review: None,
             scan,
+            pull_denied: None,
         }
     }
 

@@ -42,6 +42,102 @@ mod zip;
 
 pub use pickle::DEFAULT_ALLOWLIST;
 
+/// Modules an allowlist extension may never name: they run commands, load
+/// code, or resolve any other callable by name (a way around every
+/// allowlist). A guard against a mistaken extension, not the boundary:
+/// an extension is trusted as the admins who write it.
+const NEVER_ALLOWED: &[&str] = &[
+    "builtins",
+    "__builtin__",
+    "__main__",
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "subprocess",
+    "importlib",
+    "pkgutil",
+    "runpy",
+    "shutil",
+    "socket",
+    "pickle",
+    "_pickle",
+    "copyreg",
+    "copy_reg",
+    "marshal",
+    "types",
+    "code",
+    "codeop",
+    "ctypes",
+    "operator",
+    "functools",
+    "inspect",
+    "multiprocessing",
+    "asyncio",
+    "pty",
+    "webbrowser",
+    "torch.hub",
+    "torch.jit",
+    "joblib.parallel",
+    "numpy.testing",
+    "pydoc",
+    "timeit",
+    "trace",
+    "cProfile",
+    "profile",
+    "pdb",
+    "bdb",
+];
+
+/// Check an allowlist entry, `"module name"`: a dotted module path and a
+/// (dotted) attribute name of Python identifiers, in no module of the
+/// never-allowed list (nor a submodule of one).
+pub fn valid_import(entry: &str) -> Result<(), String> {
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|p| {
+                let mut c = p.chars();
+                c.next()
+                    .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+                    && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+            })
+    };
+    let Some((module, name)) = entry.split_once(' ') else {
+        return Err(format!("`{entry}` is not `module name`"));
+    };
+    if !ident(module) || !ident(name) {
+        return Err(format!(
+            "`{entry}` is not `module name` of Python identifiers"
+        ));
+    }
+    if let Some(bad) = NEVER_ALLOWED
+        .iter()
+        .find(|m| module == **m || module.starts_with(&format!("{m}.")))
+    {
+        return Err(format!(
+            "`{entry}`: module `{bad}` runs or resolves code and is never allowed"
+        ));
+    }
+    if [
+        "eval",
+        "exec",
+        "compile",
+        "getattr",
+        "__import__",
+        "open",
+        "system",
+        "popen",
+    ]
+    .iter()
+    .any(|n| name == *n || name.ends_with(&format!(".{n}")))
+    {
+        return Err(format!(
+            "`{entry}`: `{name}` runs or resolves code and is never allowed"
+        ));
+    }
+    Ok(())
+}
+
 use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;

@@ -501,10 +501,15 @@ pub fn judge(data: &[u8], allow: &[&str], report: &mut FileReport) {
             Verdict::Fail,
             "pickle.import",
             format!(
-                "imports outside the allowlist: {}",
+                "imports outside the allowlist: {} (as allowlist entries: {})",
                 refused
                     .iter()
                     .map(|s| s.replacen(' ', ".", 1))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                refused
+                    .iter()
+                    .map(|s| format!("`{s}`"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -218,3 +218,111 @@ fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
     assert_eq!(rescan["resource"], "t/m:1");
     assert!(rescan["detail"].as_str().unwrap().contains("(was none)"));
 }
+
+/// A scikit-learn estimator, as joblib pickles it: an import outside the
+/// default allowlist.
+const FOREST: &[u8] =
+    b"\x80\x02csklearn.ensemble._forest\nRandomForestClassifier\nq\x00)\x81q\x01.";
+const FOREST_IMPORT: &str = "sklearn.ensemble._forest RandomForestClassifier";
+
+/// A namespace's allowlist extension admits exactly its imports, in that
+/// namespace only; it is audited, named in later verdicts, refused for
+/// modules that run code, and what the namespace's aliases point at is
+/// rescanned when it changes.
+#[test]
+fn a_namespace_allowlist_extension_is_audited_scoped_and_rescans_its_aliases() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    fs::write(cfg.path(), "[scan]\nmode = \"record\"\n").unwrap();
+    let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
+    let dir = s.tmp.path().join("forest");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("model.joblib"), FOREST).unwrap();
+    let pushed = json(&ok(s
+        .cli()
+        .args(["--json", "push", "t/forest", "--alias", "production"])
+        .arg(&dir)));
+    assert_eq!(pushed["scan"], "fail", "{pushed}");
+    let shown = json(&ok(s.cli().args(["--json", "show", "t/forest:1"])));
+    let findings = shown["scan"]["findings"].to_string();
+    assert!(findings.contains(FOREST_IMPORT), "{findings}");
+    let deployer = s.create_token("deploy", "deployer", &["t"], None);
+    let pull = |to: &str| {
+        run(s
+            .cli_with_token(&deployer)
+            .args(["pull", "t/forest:production", "--to"])
+            .arg(s.tmp.path().join(to)))
+    };
+    assert_eq!(pull("d0").status.code(), Some(3));
+
+    // Modules that run or resolve code are never allowed; a change needs
+    // a reason; only admins change it.
+    for bad in [
+        "os system",
+        "builtins getattr",
+        "importlib.util find_spec",
+        "numpy eval",
+    ] {
+        let err = fails_with(
+            s.admin().args(["scan-allow", "t", bad, "--reason", "no"]),
+            1,
+        );
+        assert!(err.contains("never allowed"), "{bad}: {err}");
+    }
+    fails_with(s.admin().args(["scan-allow", "t", FOREST_IMPORT]), 2);
+    fails_with(
+        s.cli()
+            .args(["scan-allow", "t", FOREST_IMPORT, "--reason", "mine"]),
+        3,
+    );
+
+    let set = json(&ok(s.admin().args([
+        "--json",
+        "scan-allow",
+        "t",
+        FOREST_IMPORT,
+        "--reason",
+        "fraud team's random forests",
+    ])));
+    assert_eq!(set["rescans"], 1, "{set}");
+    let allowlist = set["allowlist"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shown = json(&ok(s.cli().args(["--json", "show", "t/forest:1"])));
+        if shown["scan"]["verdict"] == "pass" {
+            assert_eq!(shown["scan"]["allowlist"], allowlist.as_str());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rescanned: {shown}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(pull("d1").status.code(), Some(0));
+    // A new push in the namespace passes; the same file elsewhere fails.
+    let again = json(&ok(s.cli().args(["--json", "push", "t/forest2"]).arg(&dir)));
+    assert_eq!(again["scan"], "pass", "{again}");
+    let elsewhere = json(&ok(s.cli().args(["--json", "push", "k/forest"]).arg(&dir)));
+    assert_eq!(elsewhere["scan"], "fail", "{elsewhere}");
+
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "60"])));
+    let entries = tail.as_array().unwrap();
+    let change = entries
+        .iter()
+        .find(|e| e["action"] == "scan_allowlist")
+        .unwrap_or_else(|| panic!("{tail}"));
+    assert!(change["detail"].as_str().unwrap().contains(FOREST_IMPORT));
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "scan_rescan" && e["resource"] == "t/forest:1"));
+
+    // Cleared, the aliased version is rescanned back to `fail`.
+    ok(s.admin()
+        .args(["scan-allow", "t", "--clear", "--reason", "forests retired"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while json(&ok(s.cli().args(["--json", "show", "t/forest:1"])))["scan"]["verdict"] != "fail" {
+        assert!(std::time::Instant::now() < deadline, "not rescanned back");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(pull("d2").status.code(), Some(3));
+}

@@ -120,6 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Audit(a) => audit::audit(&g, &c, a).await,
                     Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
                     Command::Job(j) => jobs::job(&g, &c, j).await,
+                    Command::ScanAllow(a) => scan::allow(&g, &c, a).await,
                     Command::Verify(_)
                     | Command::Keygen(_)
                     | Command::Cache(_)

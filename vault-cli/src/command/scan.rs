@@ -7,7 +7,7 @@ use serde::Serialize;
 use vault_scan::{FileReport, Verdict};
 
 use super::{output, Exit, ExitStatus, Global};
-use crate::cli::ScanArgs;
+use crate::cli::{ScanAllowArgs, ScanArgs};
 
 #[derive(Serialize)]
 struct Scan {
@@ -108,4 +108,50 @@ pub fn scan(g: &Global, a: ScanArgs) -> Result<()> {
 
 fn word(v: Verdict) -> &'static str {
     v.as_str()
+}
+
+/// `vault-cli scan-allow`: show or change a namespace's allowlist extension.
+pub async fn allow(g: &Global, c: &vault_client::Client, a: ScanAllowArgs) -> Result<()> {
+    let list = if a.imports.is_empty() && !a.clear {
+        c.scan_allowlist(&a.namespace).await?
+    } else {
+        let reason = a.reason.clone().ok_or_else(|| Exit {
+            status: ExitStatus::Usage,
+            message: "changing an allowlist needs --reason TEXT".into(),
+        })?;
+        c.set_scan_allowlist(&vault_api::ScanAllowRequest {
+            namespace: a.namespace.clone(),
+            imports: a.imports.clone(),
+            reason,
+        })
+        .await?
+    };
+    output(g, &list, || {
+        let mut s = if list.imports.is_empty() {
+            format!(
+                "{}: the default allowlist ({})",
+                list.namespace, list.allowlist
+            )
+        } else {
+            format!(
+                "{}: the default allowlist and {} more ({}), extension {} by {}: {}",
+                list.namespace,
+                list.imports.len(),
+                list.allowlist,
+                list.extension,
+                list.by,
+                list.reason
+            )
+        };
+        for i in &list.imports {
+            s.push_str(&format!("\n  {i}"));
+        }
+        if list.rescans > 0 {
+            s.push_str(&format!(
+                "\n{} aliased version(s) are being rescanned",
+                list.rescans
+            ));
+        }
+        s
+    })
 }

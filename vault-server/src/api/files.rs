@@ -286,7 +286,7 @@ impl Drop for TransferDone {
 
 /// Whether `p` may pull `name` in context `ctx`, asked of the policies
 /// without an audit entry (a hypothetical, for an error message).
-fn may_pull(
+pub fn may_pull(
     v: &crate::vault::Vault,
     p: &Principal,
     name: &str,

@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod publishers;
 mod read;
+mod scan;
 mod tokens;
 mod uploads;
 
@@ -69,6 +70,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/metrics", get(health::metrics))
         .route("/v1/policy/reload", post(tokens::reload_policy))
+        .route("/v1/scan/allowlist", get(scan::get).put(scan::put))
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))

@@ -21,7 +21,7 @@ pub struct NsQuery {
     keyid: String,
 }
 
-fn valid_namespace(ns: &str) -> Result<(), ApiError> {
+pub(super) fn valid_namespace(ns: &str) -> Result<(), ApiError> {
     format!("{ns}/x")
         .parse::<vault_api::ArtifactName>()
         .map(|_| ())

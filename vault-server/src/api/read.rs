@@ -73,10 +73,37 @@ pub async fn resolve(
     // look the same to a caller without a grant.
     authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
-    let (rec, alias) = blocking(move || {
+    let (rec, alias, pull_denied) = blocking(move || {
         let found = resolve::resolve(&v2, &r)?;
         check_released(&v2, &p, &found.record, &r.to_string())?;
-        Ok((found.record, found.alias))
+        // What a download of this version's files would be told, asked
+        // now (no audit entry: nothing is downloaded), so that a client
+        // places nothing from its cache either.
+        let rec = &found.record;
+        let scan = rec.scan.as_ref().map_or("none", |s| s.verdict.as_str());
+        let aliased = v2
+            .meta
+            .aliases(&rec.name)?
+            .iter()
+            .any(|a| a.version == rec.version);
+        let ctx = vault_policy::ArtifactContext {
+            via_alias: aliased,
+            scan,
+        };
+        let passing = vault_policy::ArtifactContext {
+            via_alias: aliased,
+            scan: "pass",
+        };
+        let denied = (scan != "pass"
+            && !super::files::may_pull(&v2, &p, &rec.name, ctx)
+            && super::files::may_pull(&v2, &p, &rec.name, passing))
+        .then(|| {
+            format!(
+                "`{}:{}` may not be pulled by `{}` (role `{}`): its admission scan verdict is `{scan}`, and policy lets this role pull only models that pass (`vault-cli show` lists the findings)",
+                rec.name, rec.version, p.name, p.role
+            )
+        });
+        Ok((found.record, found.alias, denied))
     })
     .await?;
     Ok(Json(ResolvedVersion {
@@ -90,6 +117,7 @@ pub async fn resolve(
         report: rec.report,
         review: rec.review.map(|r| r.state.as_str().to_owned()),
         scan: rec.scan.map(|s| s.envelope),
+        pull_denied,
     }))
 }
 

@@ -137,6 +137,7 @@ async fn serve(vault: Arc<Vault>, a: RunArgs) -> Result<()> {
     // What aliases point at is judged by the scanner running now.
     let rescans = Some(tokio::spawn(crate::domain::admission::rescan_aliased(
         vault.clone(),
+        None,
     )));
     let take_over = vault
         .shared

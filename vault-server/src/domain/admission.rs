@@ -80,14 +80,76 @@ pub struct Scanned {
     pub scanner: &'static str,
     /// `sha256:` of the pickle import allowlist the scan used.
     pub allowlist: String,
+    /// `sha256:` of the namespace's allowlist extension it included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
     /// Per file: format, verdict, findings, details (imports seen,
     /// template digests).
     pub files: Vec<FileReport>,
 }
 
 /// `sha256:` of an allowlist, one `module name` per line in its order.
-pub fn allowlist_digest(allow: &[&str]) -> String {
-    vault_manifest::digest_of(allow.join("\n").as_bytes())
+pub fn allowlist_digest<S: AsRef<str>>(allow: &[S]) -> String {
+    let lines: Vec<&str> = allow.iter().map(AsRef::as_ref).collect();
+    vault_manifest::digest_of(lines.join("\n").as_bytes())
+}
+
+/// A namespace's extension of the pickle import allowlist, set by an
+/// admin (`PUT /v1/scan/allowlist`, audited) and stored in the metadata.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Extension {
+    pub namespace: String,
+    pub imports: Vec<String>,
+    pub reason: String,
+    pub by: String,
+    pub at: u64,
+}
+
+/// The metadata config key of a namespace's extension.
+pub fn extension_key(namespace: &str) -> String {
+    format!("scan-allow/{namespace}")
+}
+
+/// The allowlist a namespace's scans use: the defaults, then its
+/// extension's entries.
+pub struct Allowlist {
+    pub entries: Vec<String>,
+    /// `sha256:` of `entries`, recorded in verdicts.
+    pub digest: String,
+    /// `sha256:` of the extension record, when there is one.
+    pub extension: Option<String>,
+    pub record: Option<Extension>,
+}
+
+/// The allowlist of `namespace` (blocking: reads the metadata).
+pub fn allowlist_for(v: &Vault, namespace: &str) -> Result<Allowlist> {
+    // An empty value is an extension removed.
+    let raw = v
+        .meta
+        .config(&extension_key(namespace))?
+        .filter(|b| !b.is_empty());
+    let record: Option<Extension> = match &raw {
+        Some(b) => Some(serde_json::from_slice(b).map_err(|e| {
+            Error::Store(vault_store::Error::Corrupt {
+                table: "config",
+                detail: format!("the scan allowlist extension of `{namespace}`: {e}"),
+            })
+        })?),
+        None => None,
+    };
+    let mut entries: Vec<String> = vault_scan::DEFAULT_ALLOWLIST
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    if let Some(r) = &record {
+        entries.extend(r.imports.iter().cloned());
+    }
+    Ok(Allowlist {
+        digest: allowlist_digest(&entries),
+        extension: raw.map(|b| vault_manifest::digest_of(&b)),
+        entries,
+        record,
+    })
 }
 
 /// Scan the files of session `s`, each from its stored blob.
@@ -102,16 +164,26 @@ pub async fn scan_session(v: &Arc<Vault>, s: &SessionRecord) -> Result<Scanned> 
         };
         files.push((f.path.clone(), f.size, blob_id));
     }
-    scan_files(v, files).await
+    let (v2, ns) = (v.clone(), namespace_of(&s.name).to_owned());
+    let allow = super::error::blocking(move || allowlist_for(&v2, &ns)).await?;
+    scan_files(v, files, allow).await
+}
+
+fn namespace_of(name: &str) -> &str {
+    name.split('/').next().unwrap_or_default()
 }
 
 /// Scan files given as (path, size, blob id), each from its stored blob.
-async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<Scanned> {
+async fn scan_files(
+    v: &Arc<Vault>,
+    list: Vec<(String, u64, String)>,
+    allow: Allowlist,
+) -> Result<Scanned> {
     let started = std::time::Instant::now();
-    let allow = vault_scan::DEFAULT_ALLOWLIST;
+    let entries = Arc::new(allow.entries);
     let mut files = Vec::with_capacity(list.len());
     for (path, size, blob_id) in list {
-        let v2 = v.clone();
+        let (v2, entries) = (v.clone(), entries.clone());
         let rt = tokio::runtime::Handle::current();
         let report = tokio::task::spawn_blocking(move || -> Result<FileReport> {
             let blob = vault_store::may_block(|| v2.meta.blob(&blob_id))?
@@ -124,7 +196,8 @@ async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<
                 buf: Bytes::new(),
                 buf_at: 0,
             };
-            Ok(vault_scan::scan_with(&path, &mut r, size, allow))
+            let allow: Vec<&str> = entries.iter().map(String::as_str).collect();
+            Ok(vault_scan::scan_with(&path, &mut r, size, &allow))
         })
         .await??;
         files.push(report);
@@ -140,18 +213,18 @@ async fn scan_files(v: &Arc<Vault>, list: Vec<(String, u64, String)>) -> Result<
     Ok(Scanned {
         verdict,
         scanner: vault_scan::VERSION,
-        allowlist: allowlist_digest(allow),
+        allowlist: allow.digest,
+        extension: allow.extension,
         files,
     })
 }
 
-/// Whether `rec`'s verdict was made by this scanner with this allowlist
-/// (else it is due for a rescan).
-pub fn current(rec: &VersionRecord) -> bool {
-    rec.scan.as_ref().is_some_and(|s| {
-        s.scanner == vault_scan::VERSION
-            && s.allowlist == allowlist_digest(vault_scan::DEFAULT_ALLOWLIST)
-    })
+/// Whether `rec`'s verdict was made by this scanner with the allowlist
+/// whose digest is `allowlist` (else it is due for a rescan).
+pub fn current(rec: &VersionRecord, allowlist: &str) -> bool {
+    rec.scan
+        .as_ref()
+        .is_some_and(|s| s.scanner == vault_scan::VERSION && s.allowlist == allowlist)
 }
 
 /// Scan a committed version again and replace its verdict, recorded in
@@ -162,7 +235,9 @@ pub async fn rescan(v: &Arc<Vault>, rec: &VersionRecord) -> Result<ScanRecord> {
         .iter()
         .map(|f| (f.entry.path.clone(), f.entry.size, f.blob.clone()))
         .collect();
-    let scanned = scan_files(v, list).await?;
+    let (v2, ns) = (v.clone(), namespace_of(&rec.name).to_owned());
+    let allow = super::error::blocking(move || allowlist_for(&v2, &ns)).await?;
+    let scanned = scan_files(v, list, allow).await?;
     let scan = sign(v, &rec.name, rec.version, &rec.digest, &scanned)?;
     let (v2, name, version) = (v.clone(), rec.name.clone(), rec.version);
     let was = rec.scan.as_ref().map_or("none".to_owned(), |s| {
@@ -191,27 +266,37 @@ pub async fn rescan(v: &Arc<Vault>, rec: &VersionRecord) -> Result<ScanRecord> {
     Ok(scan)
 }
 
-/// Rescan every version an alias points at whose verdict is missing or
-/// was made by another scanner or allowlist: what deploy jobs pull is
-/// always judged by the scanner running now. Run at start-up, in the
-/// background; a failure is logged and the version keeps its verdict.
-pub async fn rescan_aliased(v: Arc<Vault>) {
-    let v2 = v.clone();
-    let due = super::error::blocking(move || {
-        let mut due = Vec::new();
-        for (art, _) in v2.meta.list("")? {
-            for a in v2.meta.aliases(&art.name)? {
-                if let Some(rec) = v2.meta.version(&art.name, a.version)? {
-                    if !current(&rec) && !due.iter().any(|d: &VersionRecord| d.digest == rec.digest)
-                    {
-                        due.push(rec);
-                    }
+/// The versions aliases point at (in `namespace`, or all) whose verdict
+/// is missing or was made by another scanner or allowlist (blocking).
+pub fn due_for_rescan(v: &Vault, namespace: Option<&str>) -> Result<Vec<VersionRecord>> {
+    let prefix = namespace.map_or(String::new(), |n| format!("{n}/"));
+    let mut digests = std::collections::HashMap::new();
+    let mut due: Vec<VersionRecord> = Vec::new();
+    for (art, _) in v.meta.list(&prefix)? {
+        let ns = namespace_of(&art.name).to_owned();
+        if !digests.contains_key(&ns) {
+            digests.insert(ns.clone(), allowlist_for(v, &ns)?.digest);
+        }
+        let want = &digests[&ns];
+        for a in v.meta.aliases(&art.name)? {
+            if let Some(rec) = v.meta.version(&art.name, a.version)? {
+                if !current(&rec, want) && !due.iter().any(|d| d.digest == rec.digest) {
+                    due.push(rec);
                 }
             }
         }
-        Ok(due)
-    })
-    .await;
+    }
+    Ok(due)
+}
+
+/// Rescan every version an alias points at whose verdict is missing or
+/// was made by another scanner or allowlist: what deploy jobs pull is
+/// always judged by the scanner and allowlist in force. Run at start-up
+/// and after an allowlist change, in the background; a failure is logged
+/// and the version keeps its verdict.
+pub async fn rescan_aliased(v: Arc<Vault>, namespace: Option<String>) {
+    let v2 = v.clone();
+    let due = super::error::blocking(move || due_for_rescan(&v2, namespace.as_deref())).await;
     let due = match due {
         Ok(d) => d,
         Err(e) => {
