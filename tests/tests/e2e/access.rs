@@ -33,7 +33,7 @@ fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process
         }
     };
     let dest = s.tmp.path().join(format!("out-{name}-{scratch}"));
-    let f = s.tmp.path().join("small.dat");
+    let f = s.tmp.path().join("small.safetensors");
     match name {
         "push" => c.args(["push", "fraud/model"]).arg(&f),
         "pull" => c.args(["pull", "fraud/model:1", "--to"]).arg(&dest),
@@ -58,8 +58,9 @@ fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process
 #[test]
 fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
     let s = Server::start();
-    let f = s.tmp.path().join("small.dat");
-    random_file(&f, 4096, 1);
+    // A model the admission scan passes: deployers pull only such.
+    let f = s.tmp.path().join("small.safetensors");
+    safetensors_file(&f, 4096, 1);
     let trainer = s.create_token("ci-fraud", "trainer", &["fraud"], Some("1h"));
     let deployer = s.create_token("fraud-api", "deployer", &["fraud"], Some("1h"));
     let steward = s.create_token("dpo", "steward", &["fraud"], Some("1h"));

@@ -217,6 +217,28 @@ fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
         .unwrap_or_else(|| panic!("no rescan entry: {tail}"));
     assert_eq!(rescan["resource"], "t/m:1");
     assert!(rescan["detail"].as_str().unwrap().contains("(was none)"));
+
+    // An allowlist extension edited in the database no longer verifies:
+    // scans of its namespace fail closed instead of widening.
+    ok(s.admin()
+        .args(["scan-allow", "t", FOREST_IMPORT, "--reason", "forests"]));
+    ok(std::process::Command::new("psql").arg(&url).args([
+        "-q",
+        "-c",
+        "UPDATE mlvault_kv SET v = convert_to(replace(convert_from(v, 'UTF8'), '\"sig\":\"', '\"sig\":\"AAAA'), 'UTF8') \
+         WHERE tbl = 'config' AND k = convert_to('scan-allow/t', 'UTF8')",
+    ]));
+    let forest = s.tmp.path().join("forest");
+    fs::create_dir_all(&forest).unwrap();
+    fs::write(forest.join("model.joblib"), FOREST).unwrap();
+    let out = run(s.cli().args(["push", "t/forest"]).arg(&forest));
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        s.log_text().contains("does not verify"),
+        "the server names the cause in its log"
+    );
+    let listed = ok(s.cli().args(["ls"]));
+    assert!(!listed.contains("t/forest"), "{listed}");
 }
 
 /// A scikit-learn estimator, as joblib pickles it: an import outside the

@@ -291,10 +291,10 @@ fn a_token_that_pulls_everything_is_flagged_and_suspended_others_are_not() {
     )
     .unwrap();
     let s = Server::start_with(&["--config", cfg.path().to_str().unwrap()]);
-    let f = s.tmp.path().join("w.dat");
-    random_file(&f, 1000, 1);
+    // Models the admission scan passes: deployers pull only such.
+    let f = s.tmp.path().join("w.safetensors");
     for i in 0..5 {
-        random_file(&f, 1000, 50 + i);
+        safetensors_file(&f, 1000, 50 + i);
         ok(s.cli().args(["push", &format!("t/m{i}")]).arg(&f));
     }
     ok(s.cli().args(["alias", "t/m0:1", "production"]));

@@ -106,7 +106,7 @@ pub async fn put(
         by: p.name.clone(),
         at: vault_store::now(),
     };
-    let record = serde_json::to_vec(&ext).map_err(|e| ApiError::internal(e.to_string()))?;
+    let record = admission::sign_extension(&v, &ext)?.into_bytes();
     let mut ev = p.event(
         "scan_allowlist",
         &format!("namespace:{}", req.namespace),

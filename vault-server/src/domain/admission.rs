@@ -121,6 +121,54 @@ pub struct Allowlist {
     pub record: Option<Extension>,
 }
 
+/// The in-toto predicate type of an allowlist extension.
+pub const EXTENSION_TYPE: &str = "https://mlvault.dev/scan-allowlist/v1";
+
+/// `ext` as stored: an in-toto statement about the namespace in a DSSE
+/// envelope signed by the server key (JSON text).
+pub fn sign_extension(v: &Vault, ext: &Extension) -> Result<String> {
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": format!("namespace:{}", ext.namespace),
+            "digest": {"sha256": allowlist_digest(&ext.imports).trim_start_matches("sha256:")}}],
+        "predicateType": EXTENSION_TYPE,
+        "predicate": ext,
+    });
+    let payload = serde_json::to_vec(&statement)
+        .map_err(|e| Error::Invalid(format!("the allowlist cannot be written: {e}")))?;
+    let mut env = vault_manifest::Envelope::wrap(&payload);
+    env.sign(&v.signing_key)?;
+    Ok(env.to_json())
+}
+
+/// The extension stored as `raw`, its signature and subject checked: one
+/// that does not verify (edited in the database) fails every scan of the
+/// namespace rather than widening it.
+fn open_extension(v: &Vault, namespace: &str, raw: &[u8]) -> Result<Extension> {
+    let corrupt = |detail: String| {
+        Error::Store(vault_store::Error::Corrupt {
+            table: "config",
+            detail: format!("the scan allowlist extension of `{namespace}`: {detail}"),
+        })
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| corrupt("not UTF-8".into()))?;
+    let env = vault_manifest::Envelope::from_json(text).map_err(|e| corrupt(e.to_string()))?;
+    env.verify_any(&[v.signing_key.public()])
+        .map_err(|e| corrupt(format!("its signature does not verify: {e}")))?;
+    let payload = env.payload_bytes().map_err(|e| corrupt(e.to_string()))?;
+    let st: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|e| corrupt(e.to_string()))?;
+    if st["predicateType"] != EXTENSION_TYPE {
+        return Err(corrupt("not an allowlist extension".into()));
+    }
+    let ext: Extension =
+        serde_json::from_value(st["predicate"].clone()).map_err(|e| corrupt(e.to_string()))?;
+    if ext.namespace != namespace || st["subject"][0]["name"] != format!("namespace:{namespace}") {
+        return Err(corrupt("it names another namespace".into()));
+    }
+    Ok(ext)
+}
+
 /// The allowlist of `namespace` (blocking: reads the metadata).
 pub fn allowlist_for(v: &Vault, namespace: &str) -> Result<Allowlist> {
     // An empty value is an extension removed.
@@ -128,13 +176,8 @@ pub fn allowlist_for(v: &Vault, namespace: &str) -> Result<Allowlist> {
         .meta
         .config(&extension_key(namespace))?
         .filter(|b| !b.is_empty());
-    let record: Option<Extension> = match &raw {
-        Some(b) => Some(serde_json::from_slice(b).map_err(|e| {
-            Error::Store(vault_store::Error::Corrupt {
-                table: "config",
-                detail: format!("the scan allowlist extension of `{namespace}`: {e}"),
-            })
-        })?),
+    let record = match &raw {
+        Some(b) => Some(open_extension(v, namespace, b)?),
         None => None,
     };
     let mut entries: Vec<String> = vault_scan::DEFAULT_ALLOWLIST
