@@ -119,6 +119,62 @@ pub enum Command {
     /// removes it. The change is audited, every later verdict names it,
     /// and the versions aliases point at in NS are rescanned.
     ScanAllow(ScanAllowArgs),
+    /// Registered attestors: keys trusted to sign attestations of some
+    /// predicate types about versions in some namespaces (admins).
+    #[command(subcommand)]
+    Attestor(AttestorCommand),
+    /// Attach a signed in-toto statement about REF's exact bytes (its
+    /// manifest digest): built here from --predicate-type, --predicate and
+    /// --sign-key, or an --envelope another tool made. The server keeps it
+    /// only when a registered attestor trusted for its predicate type and
+    /// namespace signed it (exit 5 otherwise).
+    Attest(AttestArgs),
+    /// List the attestations kept about REF.
+    Attestations(RefArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AttestorCommand {
+    /// Trust the key in PUBFILE, as NAME, for the given predicate types
+    /// in the given namespaces.
+    Add {
+        /// Its name (`adversarial-eval`).
+        name: String,
+        /// Public key file (`vault-cli keygen`'s FILE.pub, PEM or OpenSSH).
+        pubfile: PathBuf,
+        /// A predicate type URI it may attest (repeat for more).
+        #[arg(long = "predicate-type", required = true)]
+        predicate_types: Vec<String>,
+        /// A namespace it may attest about (repeat for more).
+        #[arg(long = "namespace", required = true)]
+        namespaces: Vec<String>,
+    },
+    /// List attestors.
+    List,
+    /// Stop trusting an attestor; what it attested stays kept.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AttestArgs {
+    /// The version (`ns/name:7`, `ns/name@sha256:…`, an alias).
+    pub reference: String,
+    /// The predicate type URI of the statement to build
+    /// (e.g. https://in-toto.io/attestation/test-result/v0.1).
+    #[arg(long = "predicate-type", requires_all = ["predicate", "sign_key"], conflicts_with = "envelope")]
+    pub predicate_type: Option<String>,
+    /// A JSON file: the statement's predicate.
+    #[arg(long, requires = "predicate_type")]
+    pub predicate: Option<PathBuf>,
+    /// The attestor's signing key.
+    #[arg(long = "sign-key", requires = "predicate_type")]
+    pub sign_key: Option<PathBuf>,
+    /// A DSSE envelope made by another tool, sent as it is.
+    #[arg(long, required_unless_present = "predicate_type")]
+    pub envelope: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -445,3 +445,67 @@ pub struct ScanAllowlist {
     #[serde(default)]
     pub rescans: usize,
 }
+
+/// `POST /v1/attestors`: trust a key for attestations of some predicate
+/// types in some namespaces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttestorRequest {
+    /// Its name (lowercase letter first, then letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// The public key file text.
+    pub public_key: String,
+    /// Predicate type URIs it may attest.
+    pub predicate_types: Vec<String>,
+    /// Namespaces it may attest about.
+    pub namespaces: Vec<String>,
+}
+
+/// A registered attestor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttestorInfo {
+    /// Its name.
+    pub name: String,
+    /// Its key id.
+    pub keyid: String,
+    /// Predicate types it may attest.
+    pub predicate_types: Vec<String>,
+    /// Namespaces it may attest about.
+    pub namespaces: Vec<String>,
+    /// When and by whom it was registered.
+    pub added: u64,
+    /// Who registered it.
+    pub added_by: String,
+}
+
+/// `POST /v1/attestations`: attach a signed statement to a version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttestRequest {
+    /// The version (`ns/name:7`, a digest, an alias or `latest`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The DSSE envelope, JSON text.
+    pub envelope: String,
+}
+
+/// A kept attestation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttestationInfo {
+    /// `name:version`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// `sha256:` of the envelope text.
+    pub digest: String,
+    /// The statement's predicate type.
+    pub predicate_type: String,
+    /// The attestor that signed it.
+    pub attestor: String,
+    /// For test results: PASSED, WARNED or FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// When it was attached.
+    pub added: u64,
+    /// Who attached it.
+    pub added_by: String,
+    /// The envelope, as signed.
+    pub envelope: String,
+}

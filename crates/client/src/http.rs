@@ -240,6 +240,55 @@ impl Client {
             .await
     }
 
+    /// Trust a key for attestations of some predicate types and namespaces.
+    pub async fn attestor_add(
+        &self,
+        req: &vault_api::AttestorRequest,
+    ) -> Result<vault_api::AttestorInfo> {
+        self.json(self.request(Method::POST, "/v1/attestors").json(req))
+            .await
+    }
+
+    /// Every attestor.
+    pub async fn attestor_list(&self) -> Result<Vec<vault_api::AttestorInfo>> {
+        self.json(self.request(Method::GET, "/v1/attestors")).await
+    }
+
+    /// Stop trusting an attestor (its attestations stay kept).
+    pub async fn attestor_remove(&self, name: &str) -> Result<()> {
+        self.send(
+            self.request(Method::DELETE, "/v1/attestors")
+                .query(&[("name", name)]),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Attach a signed attestation (DSSE envelope text) to a version.
+    pub async fn attest(
+        &self,
+        r: &Reference,
+        envelope: &str,
+    ) -> Result<vault_api::AttestationInfo> {
+        self.json(
+            self.request(Method::POST, "/v1/attestations")
+                .json(&vault_api::AttestRequest {
+                    reference: r.to_string(),
+                    envelope: envelope.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    /// The attestations kept about a version.
+    pub async fn attestations(&self, r: &Reference) -> Result<Vec<vault_api::AttestationInfo>> {
+        self.json(
+            self.request(Method::GET, "/v1/attestations")
+                .query(&[("ref", r.to_string())]),
+        )
+        .await
+    }
+
     /// Create a token; the secret is in the answer, once.
     pub async fn token_create(&self, req: &TokenRequest) -> Result<TokenCreated> {
         self.json(self.request(Method::POST, "/v1/tokens").json(req))

@@ -40,11 +40,15 @@ pub enum Table {
     Aliases,
     /// Anonymization jobs by id.
     Jobs,
+    /// Attestors by name.
+    Attestors,
+    /// Attestations by `name NUL zero-padded version NUL envelope digest`.
+    Attestations,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 13] = [
         Table::Config,
         Table::Tokens,
         Table::Artifacts,
@@ -56,6 +60,8 @@ impl Table {
         Table::Publishers,
         Table::Aliases,
         Table::Jobs,
+        Table::Attestors,
+        Table::Attestations,
     ];
 
     /// The table's name, as stored.
@@ -72,6 +78,8 @@ impl Table {
             Table::Publishers => "publishers",
             Table::Aliases => "aliases",
             Table::Jobs => "jobs",
+            Table::Attestors => "attestors",
+            Table::Attestations => "attestations",
         }
     }
 }
@@ -516,6 +524,41 @@ impl<K: Kv> MetaStore for Meta<K> {
         let k = format!("{namespace}\0{keyid}");
         self.kv
             .write(|tx| Ok(tx.remove(Table::Publishers, &k)?.is_some()))
+    }
+
+    fn put_attestor(&self, rec: &AttestorRecord) -> Result<()> {
+        self.kv
+            .write(|tx| put(tx, Table::Attestors, &rec.name, rec))
+    }
+
+    fn attestors(&self) -> Result<Vec<AttestorRecord>> {
+        self.read_all(Table::Attestors)
+    }
+
+    fn remove_attestor(&self, name: &str) -> Result<bool> {
+        self.kv
+            .write(|tx| Ok(tx.remove(Table::Attestors, name)?.is_some()))
+    }
+
+    fn add_attestation(&self, rec: &AttestationRecord) -> Result<bool> {
+        let k = format!("{}\0{}", vkey(&rec.name, rec.version), rec.digest);
+        let vk = vkey(&rec.name, rec.version);
+        self.kv.write(|tx| {
+            if tx.get(Table::Versions, &vk)?.is_none() {
+                return Err(Error::NotFound(format!("{}:{}", rec.name, rec.version)));
+            }
+            if tx.get(Table::Attestations, &k)?.is_some() {
+                return Ok(false);
+            }
+            put(tx, Table::Attestations, &k, rec)?;
+            Ok(true)
+        })
+    }
+
+    fn attestations(&self, name: &str, version: u64) -> Result<Vec<AttestationRecord>> {
+        let prefix = format!("{}\0", vkey(name, version));
+        self.kv
+            .read_single(|tx| prefixed(tx, Table::Attestations, &prefix))
     }
 
     fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>> {

@@ -158,6 +158,19 @@ pub trait MetaStore: Send + Sync {
     /// Remove a publisher key; false if it was not registered.
     fn remove_publisher(&self, namespace: &str, keyid: &str) -> Result<bool>;
 
+    /// Register (or replace, by name) an attestor.
+    fn put_attestor(&self, rec: &AttestorRecord) -> Result<()>;
+    /// Every attestor.
+    fn attestors(&self) -> Result<Vec<AttestorRecord>>;
+    /// Remove an attestor; false if there was none by that name.
+    fn remove_attestor(&self, name: &str) -> Result<bool>;
+    /// Keep a verified attestation about a version, immutably: false,
+    /// changing nothing, when the same envelope is already kept; an error
+    /// when the version does not exist.
+    fn add_attestation(&self, rec: &AttestationRecord) -> Result<bool>;
+    /// The attestations about a version, by envelope digest.
+    fn attestations(&self, name: &str, version: u64) -> Result<Vec<AttestationRecord>>;
+
     /// The current record of an alias.
     fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasEntry>>;
     /// Every alias of an artifact.

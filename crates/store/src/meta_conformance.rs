@@ -36,6 +36,7 @@ pub fn run_all(fresh: Factory<'_>) {
     dedup_finds_only_live_blobs_of_the_same_kind_label_and_namespace(fresh);
     review_is_compare_and_set(fresh);
     a_rescan_replaces_only_the_verdict(fresh);
+    attestors_and_immutable_attestations(fresh);
     dek_swap_is_compare_and_set(fresh);
     latest_and_listing(fresh);
     aliases_are_compare_and_set_under_concurrent_writers(fresh);
@@ -1020,4 +1021,49 @@ fn a_rescan_replaces_only_the_verdict(fresh: Factory<'_>) {
     assert_eq!(text(after), text(before), "nothing but the verdict changes");
     assert!(!m.set_scan("t/m", 2, &scan).unwrap());
     assert!(m.version("t/m", 2).unwrap().is_none());
+}
+
+/// Attestors are replaced by name; an attestation is kept once, as it
+/// was, and only about a version that exists.
+fn attestors_and_immutable_attestations(fresh: Factory<'_>) {
+    let m = fresh();
+    let attestor = |types: &[&str]| AttestorRecord {
+        name: "eval".into(),
+        keyid: "ed25519:00".into(),
+        public_key: "pk".into(),
+        predicate_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        namespaces: vec!["t".into()],
+        added: 1,
+        added_by: "admin".into(),
+    };
+    m.put_attestor(&attestor(&["a"])).unwrap();
+    m.put_attestor(&attestor(&["a", "b"])).unwrap();
+    assert_eq!(m.attestors().unwrap(), vec![attestor(&["a", "b"])]);
+    push(m.as_ref(), "t/m", 1, "x");
+    let att = |digest: &str, envelope: &str| AttestationRecord {
+        name: "t/m".into(),
+        version: 1,
+        digest: digest.into(),
+        envelope: envelope.into(),
+        predicate_type: "a".into(),
+        attestor: "eval".into(),
+        result: Some("PASSED".into()),
+        added: 2,
+        added_by: "ci".into(),
+    };
+    assert!(m.add_attestation(&att("sha256:01", "first")).unwrap());
+    assert!(
+        !m.add_attestation(&att("sha256:01", "rewritten")).unwrap(),
+        "an attestation is never replaced"
+    );
+    assert!(m.add_attestation(&att("sha256:02", "second")).unwrap());
+    let kept = m.attestations("t/m", 1).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].envelope, "first");
+    assert!(m.attestations("t/m", 2).unwrap().is_empty());
+    let mut other = att("sha256:03", "x");
+    other.version = 9;
+    assert!(matches!(m.add_attestation(&other), Err(Error::NotFound(_))));
+    assert!(m.remove_attestor("eval").unwrap());
+    assert!(!m.remove_attestor("eval").unwrap());
 }

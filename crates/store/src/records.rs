@@ -293,6 +293,50 @@ pub struct PublisherRecord {
     pub added_by: String,
 }
 
+/// A key trusted to sign attestations of some predicate types about
+/// versions in some namespaces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestorRecord {
+    /// Its name (`adversarial-eval`).
+    pub name: String,
+    /// `ed25519:<hex sha256 of the key>`.
+    pub keyid: String,
+    /// The public key file text.
+    pub public_key: String,
+    /// Predicate type URIs it is trusted for.
+    pub predicate_types: Vec<String>,
+    /// Namespaces it is trusted for.
+    pub namespaces: Vec<String>,
+    /// When it was registered (epoch seconds).
+    pub added: u64,
+    /// Who registered it.
+    pub added_by: String,
+}
+
+/// A verified attestation about a version, kept as it was signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationRecord {
+    /// Artifact name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// `sha256:` of the envelope text.
+    pub digest: String,
+    /// The DSSE envelope, exactly as received.
+    pub envelope: String,
+    /// The statement's predicate type.
+    pub predicate_type: String,
+    /// The attestor whose key signed it.
+    pub attestor: String,
+    /// For test results: `PASSED`, `WARNED` or `FAILED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// When it was attached (epoch seconds).
+    pub added: u64,
+    /// Who attached it.
+    pub added_by: String,
+}
+
 /// The current signed record of one alias.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AliasEntry {

@@ -23,6 +23,8 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const PUBLISHERS: TableDefinition<&str, &[u8]> = TableDefinition::new("publishers");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const ATTESTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("attestors");
+const ATTESTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("attestations");
 
 /// How a table is defined in the file.
 enum Def {
@@ -43,6 +45,8 @@ fn def(t: Table) -> Def {
         Table::Publishers => Def::Bytes(PUBLISHERS),
         Table::Aliases => Def::Bytes(ALIASES),
         Table::Jobs => Def::Bytes(JOBS),
+        Table::Attestors => Def::Bytes(ATTESTORS),
+        Table::Attestations => Def::Bytes(ATTESTATIONS),
     }
 }
 

@@ -348,3 +348,98 @@ fn a_namespace_allowlist_extension_is_audited_scoped_and_rescans_its_aliases() {
     }
     assert_eq!(pull("d2").status.code(), Some(3));
 }
+
+const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
+
+/// Attestations: kept only when a registered attestor trusted for the
+/// predicate type and namespace signed a statement about the version's
+/// exact bytes; each other case is refused with its reason, and what is
+/// kept is listed and audited.
+#[test]
+fn attestations_are_kept_only_from_trusted_attestors_about_the_exact_version() {
+    let s = Server::start();
+    let keys = s.tmp.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    for k in ["eval", "stranger"] {
+        ok(s.cli().args(["keygen", "--out"]).arg(keys.join(k)));
+    }
+    let key = |k: &str| keys.join(k);
+    let pubkey = |k: &str| keys.join(format!("{k}.pub"));
+    let src = s.tmp.path().join("m");
+    safetensors_file(&src.join("model.safetensors"), 4096, 1);
+    ok(s.cli().args(["push", "t/m"]).arg(&src));
+    safetensors_file(&src.join("model.safetensors"), 4096, 2);
+    ok(s.cli().args(["push", "t/m"]).arg(&src));
+    ok(s.cli().args(["push", "k/m"]).arg(&src));
+    // Only admins register attestors.
+    fails_with(
+        s.cli()
+            .args(["attestor", "add", "eval"])
+            .arg(pubkey("eval"))
+            .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]),
+        3,
+    );
+    ok(s.admin()
+        .args(["attestor", "add", "adversarial-eval"])
+        .arg(pubkey("eval"))
+        .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]));
+    let result = s.tmp.path().join("result.json");
+    fs::write(
+        &result,
+        r#"{"result": "PASSED", "configuration": [], "passedTests": ["fgsm-eps-0.03"]}"#,
+    )
+    .unwrap();
+    let attest = |r: &str, pt: &str, k: &str| {
+        let mut c = s.cli();
+        c.args(["--json", "attest", r, "--predicate-type", pt, "--predicate"])
+            .arg(&result)
+            .arg("--sign-key")
+            .arg(key(k));
+        c
+    };
+    let kept = json(&ok(&mut attest("t/m:1", TEST_RESULT, "eval")));
+    assert_eq!(kept["attestor"], "adversarial-eval", "{kept}");
+    assert_eq!(kept["result"], "PASSED", "{kept}");
+
+    let refused = [
+        (
+            attest("t/m:1", TEST_RESULT, "stranger"),
+            "not signed by an attestor trusted",
+        ),
+        (
+            attest("t/m:1", "https://example.com/other/v1", "eval"),
+            "no attestor is trusted for predicate type",
+        ),
+        (
+            attest("k/m:1", TEST_RESULT, "eval"),
+            "no attestor is trusted for predicate type",
+        ),
+    ];
+    for (mut c, why) in refused {
+        let err = fails_with(&mut c, 5);
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    // A statement about version 1 sent as evidence about version 2.
+    let env = s.tmp.path().join("v1.json");
+    fs::write(&env, kept["envelope"].as_str().unwrap()).unwrap();
+    let err = fails_with(s.cli().args(["attest", "t/m:2", "--envelope"]).arg(&env), 5);
+    assert!(err.contains("not about `t/m:2`"), "{err}");
+    // A test result without its result.
+    fs::write(&result, r#"{"configuration": []}"#).unwrap();
+    let err = fails_with(&mut attest("t/m:1", TEST_RESULT, "eval"), 1);
+    assert!(err.contains("PASSED, WARNED or FAILED"), "{err}");
+    // The same envelope again is kept once.
+    ok(s.cli().args(["attest", "t/m:1", "--envelope"]).arg(&env));
+    let listed = json(&ok(s.cli().args(["--json", "attestations", "t/m:1"])));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert!(json(&ok(s.cli().args(["--json", "attestations", "t/m:2"])))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "60"])));
+    let entries = tail.as_array().unwrap();
+    assert!(entries.iter().any(|e| e["action"] == "attestor_add"));
+    let attested: Vec<_> = entries.iter().filter(|e| e["action"] == "attest").collect();
+    assert_eq!(attested.len(), 1, "{tail}");
+    assert!(attested[0]["detail"].as_str().unwrap().contains("PASSED"));
+}

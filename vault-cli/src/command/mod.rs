@@ -1,6 +1,7 @@
 //! One file per verb group; `run` wires the client and dispatches.
 
 mod aliases;
+mod attest;
 mod audit;
 mod config;
 mod human;
@@ -121,6 +122,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Anonymize(a) => jobs::anonymize(&g, &c, a).await,
                     Command::Job(j) => jobs::job(&g, &c, j).await,
                     Command::ScanAllow(a) => scan::allow(&g, &c, a).await,
+                    Command::Attestor(a) => attest::attestor(&g, &c, a).await,
+                    Command::Attest(a) => attest::attest(&g, &c, a).await,
+                    Command::Attestations(a) => attest::list(&g, &c, a).await,
                     Command::Verify(_)
                     | Command::Keygen(_)
                     | Command::Cache(_)

@@ -2,6 +2,7 @@
 //! and `run` share it.
 
 mod aliases;
+mod attest;
 mod audit;
 mod auth;
 mod error;
@@ -71,6 +72,13 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/policy/reload", post(tokens::reload_policy))
         .route("/v1/scan/allowlist", get(scan::get).put(scan::put))
+        .route(
+            "/v1/attestors",
+            post(attest::add_attestor)
+                .get(attest::list_attestors)
+                .delete(attest::remove_attestor),
+        )
+        .route("/v1/attestations", post(attest::attach).get(attest::list))
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))

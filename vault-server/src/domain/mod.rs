@@ -8,12 +8,14 @@
 //! - [`resolve`]: references to versions, and signed alias records;
 //! - [`anonymize`]: the job runner;
 //! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs;
+//! - [`attest`]: attestations about versions, verified against attestors;
 //! - [`admission`]: the admission scan of a push and its signed verdict;
 //! - [`change`]: every recorded change, made in one transaction with its
 //!   audit entries (`Vault::change`).
 
 pub mod admission;
 pub mod anonymize;
+pub mod attest;
 pub mod change;
 pub mod error;
 pub mod ingest;
