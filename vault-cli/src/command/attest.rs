@@ -7,6 +7,17 @@ use vault_client::Client;
 use super::{human, keygen, output, parse_ref};
 use crate::cli::{AttestArgs, AttestorCommand, Global, RefArgs};
 
+/// `NAME (KEYID) may attest [TYPES] in [NAMESPACES]`.
+fn describe(a: &vault_api::AttestorInfo) -> String {
+    format!(
+        "`{}` ({}) may attest [{}] in [{}]",
+        a.name,
+        a.keyid,
+        a.predicate_types.join(", "),
+        a.namespaces.join(", ")
+    )
+}
+
 pub async fn attestor(g: &Global, c: &Client, cmd: AttestorCommand) -> Result<()> {
     match cmd {
         AttestorCommand::Add {
@@ -25,15 +36,7 @@ pub async fn attestor(g: &Global, c: &Client, cmd: AttestorCommand) -> Result<()
                     namespaces,
                 })
                 .await?;
-            output(g, &a, || {
-                format!(
-                    "attestor `{}` ({}) may attest [{}] in [{}]",
-                    a.name,
-                    a.keyid,
-                    a.predicate_types.join(", "),
-                    a.namespaces.join(", ")
-                )
-            })
+            output(g, &a, || format!("attestor {}", describe(&a)))
         }
         AttestorCommand::List => {
             let all = c.attestor_list().await?;
@@ -41,18 +44,7 @@ pub async fn attestor(g: &Global, c: &Client, cmd: AttestorCommand) -> Result<()
                 if all.is_empty() {
                     return "no attestors".into();
                 }
-                all.iter()
-                    .map(|a| {
-                        format!(
-                            "{:<20} {}  [{}] in [{}]",
-                            a.name,
-                            a.keyid,
-                            a.predicate_types.join(", "),
-                            a.namespaces.join(", ")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                all.iter().map(describe).collect::<Vec<_>>().join("\n")
             })
         }
         AttestorCommand::Remove { name } => {
