@@ -131,6 +131,19 @@ pub enum Command {
     Attest(AttestArgs),
     /// List the attestations kept about REF.
     Attestations(RefArgs),
+    /// Approve REF's exact bytes as this token's principal (who may
+    /// `review` the artifact; never the principal that pushed it). Kept as
+    /// an attestation signed by the server, audited.
+    Approve(ApproveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    /// The version.
+    pub reference: String,
+    /// Why.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Subcommand, Debug)]

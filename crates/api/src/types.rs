@@ -509,3 +509,14 @@ pub struct AttestationInfo {
     /// The envelope, as signed.
     pub envelope: String,
 }
+
+/// `POST /v1/approvals`: the caller approves a version's exact bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    /// The version.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Why (recorded with the approval).
+    #[serde(default)]
+    pub reason: String,
+}

@@ -280,6 +280,18 @@ impl Client {
         .await
     }
 
+    /// Approve a version's exact bytes as the token's principal.
+    pub async fn approve(&self, r: &Reference, reason: &str) -> Result<vault_api::AttestationInfo> {
+        self.json(
+            self.request(Method::POST, "/v1/approvals")
+                .json(&vault_api::ApproveRequest {
+                    reference: r.to_string(),
+                    reason: reason.to_owned(),
+                }),
+        )
+        .await
+    }
+
     /// The attestations kept about a version.
     pub async fn attestations(&self, r: &Reference) -> Result<Vec<vault_api::AttestationInfo>> {
         self.json(

@@ -318,6 +318,7 @@ fn version_of(s: &SessionRecord, blobs: &[&str]) -> VersionRecord {
         report: None,
         review: None,
         scan: None,
+        pushed_by: String::new(),
     }
 }
 

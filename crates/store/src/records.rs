@@ -101,6 +101,10 @@ pub struct VersionRecord {
     /// scan existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanRecord>,
+    /// The principal whose push committed it (`vault-server` for a job's
+    /// output; empty for versions recorded before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pushed_by: String,
 }
 
 /// An admission scan's verdict on a version: the verdict word, and the

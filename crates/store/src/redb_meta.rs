@@ -250,6 +250,7 @@ mod tests {
             report: None,
             review: None,
             scan: None,
+            pushed_by: String::new(),
         };
         let art = ArtifactRecord {
             name: "hr/people".into(),
@@ -303,6 +304,7 @@ mod tests {
             report: None,
             review,
             scan: None,
+            pushed_by: String::new(),
         };
         let pending = Review {
             state: ReviewState::Pending,

@@ -111,7 +111,8 @@ fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
         ("admin",     Some(&s.admin_token), [D, D, D, D, A, A, D, D, A, A, A, A, D]),
         ("trainer",   Some(&trainer),    [A, A, A, A, A, D, D, A, D, D, D, D, D]),
         ("deployer",  Some(&deployer),   [D, D, A, D, D, D, D, D, D, D, D, D, D]),
-        ("steward",   Some(&steward),    [D, D, D, D, D, D, A, A, D, D, D, D, D]),
+        // Stewards see models (to approve them), never pull them.
+        ("steward",   Some(&steward),    [D, D, D, A, D, D, A, A, D, D, D, D, D]),
         ("other ns",  Some(&other),      [D, D, D, D, D, D, D, D, D, D, D, D, A]),
     ];
     let mut scratch = 0;

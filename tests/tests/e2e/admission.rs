@@ -443,3 +443,41 @@ fn attestations_are_kept_only_from_trusted_attestors_about_the_exact_version() {
     assert_eq!(attested.len(), 1, "{tail}");
     assert!(attested[0]["detail"].as_str().unwrap().contains("PASSED"));
 }
+
+/// Approvals: a principal allowed to review a model approves its exact
+/// bytes, once, never its own push; kept as a server-signed attestation
+/// and audited.
+#[test]
+fn approvals_record_who_approved_which_digest_and_never_the_pusher() {
+    let s = Server::start();
+    let src = s.tmp.path().join("m");
+    safetensors_file(&src.join("model.safetensors"), 4096, 7);
+    ok(s.cli().args(["push", "t/m"]).arg(&src));
+    let steward = s.create_token("dpo", "steward", &["t"], None);
+    let pusher = s.token_id("tester");
+    assert!(!pusher.is_empty());
+    // The principal that pushed does not approve its own push (with the
+    // shipped policies a trainer may not review at all).
+    fails_with(s.cli().args(["approve", "t/m:1"]), 3);
+    let kept = json(&ok(s.cli_with_token(&steward).args([
+        "--json",
+        "approve",
+        "t/m:1",
+        "--reason",
+        "red-team report 12 reviewed",
+    ])));
+    assert_eq!(kept["attestor"], "approval:dpo", "{kept}");
+    assert_eq!(kept["predicate_type"], "https://mlvault.dev/approval/v1");
+    fails_with(s.cli_with_token(&steward).args(["approve", "t/m:1"]), 1);
+    // A deployer may not approve.
+    let deployer = s.create_token("deploy", "deployer", &["t"], None);
+    fails_with(s.cli_with_token(&deployer).args(["approve", "t/m:1"]), 3);
+    let listed = json(&ok(s.cli().args(["--json", "attestations", "t/m:1"])));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "40"])));
+    assert!(tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "approve" && e["principal"] == "dpo"));
+}

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use vault_client::Client;
 
 use super::{human, keygen, output, parse_ref};
-use crate::cli::{AttestArgs, AttestorCommand, Global, RefArgs};
+use crate::cli::{ApproveArgs, AttestArgs, AttestorCommand, Global, RefArgs};
 
 /// `NAME (KEYID) may attest [TYPES] in [NAMESPACES]`.
 fn describe(a: &vault_api::AttestorInfo) -> String {
@@ -126,5 +126,18 @@ pub async fn list(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    })
+}
+
+pub async fn approve(g: &Global, c: &Client, a: ApproveArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let kept = c.approve(&r, &a.reason).await?;
+    output(g, &kept, || {
+        format!(
+            "approved {} as `{}` ({})",
+            kept.reference,
+            kept.attestor.trim_start_matches("approval:"),
+            kept.digest
+        )
     })
 }

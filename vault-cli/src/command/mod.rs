@@ -125,6 +125,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Attestor(a) => attest::attestor(&g, &c, a).await,
                     Command::Attest(a) => attest::attest(&g, &c, a).await,
                     Command::Attestations(a) => attest::list(&g, &c, a).await,
+                    Command::Approve(a) => attest::approve(&g, &c, a).await,
                     Command::Verify(_)
                     | Command::Keygen(_)
                     | Command::Cache(_)

@@ -198,3 +198,56 @@ pub async fn list(
     .await?;
     Ok(Json(all.into_iter().map(att_info).collect()))
 }
+
+/// `POST /v1/approvals`: the caller (allowed to `review` the artifact)
+/// approves the version's exact bytes; never its own push.
+pub async fn approve(
+    State(v): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<vault_api::ApproveRequest>,
+) -> Result<Json<AttestationInfo>, ApiError> {
+    let r: vault_api::Reference = req.reference.parse().map_err(ApiError::from)?;
+    if req.reason.len() > 1024 || req.reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "a reason is at most 1 KiB of text without control characters",
+        ));
+    }
+    authorize_artifact(&v, &p, Action::Review, r.name.as_str(), None, false).await?;
+    let (v2, p2) = (v.clone(), p.clone());
+    let kept = blocking(move || {
+        let rec = resolve::resolve(&v2, &r)?.record;
+        if rec.pushed_by == p2.name {
+            return Err(ApiError::forbidden(format!(
+                "`{}` pushed `{}:{}` and cannot approve it: another principal must",
+                p2.name, rec.name, rec.version
+            )));
+        }
+        let who = format!("approval:{}", p2.name);
+        if v2
+            .meta
+            .attestations(&rec.name, rec.version)?
+            .iter()
+            .any(|a| a.attestor == who)
+        {
+            return Err(ApiError::new(
+                vault_api::ErrorCode::Conflict,
+                format!(
+                    "`{}` already approved `{}:{}`",
+                    p2.name, rec.name, rec.version
+                ),
+            ));
+        }
+        let att = attest::approval(
+            &v2.signing_key,
+            &rec,
+            (&p2.name, &p2.role, &p2.token_id),
+            &req.reason,
+        )?;
+        let mut ev = p2.event("approve", &format!("{}:{}", rec.name, rec.version), "ok");
+        ev.detail = format!("{} ({}): {}", rec.digest, att.digest, req.reason);
+        v2.change(|m| m.add_attestation(&att), |_| vec![ev.clone()])?;
+        Ok(att)
+    })
+    .await?;
+    Ok(Json(att_info(kept)))
+}

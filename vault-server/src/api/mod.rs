@@ -79,6 +79,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
                 .delete(attest::remove_attestor),
         )
         .route("/v1/attestations", post(attest::attach).get(attest::list))
+        .route("/v1/approvals", post(attest::approve))
         .route("/v1/keys", get(keys::status))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/rewrap", post(keys::rewrap))

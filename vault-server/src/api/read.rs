@@ -94,14 +94,20 @@ pub async fn resolve(
             via_alias: aliased,
             scan: "pass",
         };
-        let denied = (scan != "pass"
-            && !super::files::may_pull(&v2, &p, &rec.name, ctx)
-            && super::files::may_pull(&v2, &p, &rec.name, passing))
-        .then(|| {
-            format!(
-                "`{}:{}` may not be pulled by `{}` (role `{}`): its admission scan verdict is `{scan}`, and policy lets this role pull only models that pass (`vault-cli show` lists the findings)",
-                rec.name, rec.version, p.name, p.role
-            )
+        // Seeing a version is not pulling it: a principal that may not
+        // download its files is told so here, whatever its cache holds.
+        let denied = (!super::files::may_pull(&v2, &p, &rec.name, ctx)).then(|| {
+            if scan != "pass" && super::files::may_pull(&v2, &p, &rec.name, passing) {
+                format!(
+                    "`{}:{}` may not be pulled by `{}` (role `{}`): its admission scan verdict is `{scan}`, and policy lets this role pull only models that pass (`vault-cli show` lists the findings)",
+                    rec.name, rec.version, p.name, p.role
+                )
+            } else {
+                format!(
+                    "`{}` (role `{}`) may not pull `{}:{}`",
+                    p.name, p.role, rec.name, rec.version
+                )
+            }
         });
         Ok((found.record, found.alias, denied))
     })

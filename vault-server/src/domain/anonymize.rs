@@ -469,6 +469,7 @@ async fn execute(
         // Held for a steward's review before anyone else may read it.
         review: Some(pending_review()),
         scan: None,
+        pushed_by: "vault-server".into(),
     };
     let output = format!("{}:{}", record.name, record.version);
     job.updated = vault_store::now();

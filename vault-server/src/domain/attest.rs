@@ -11,6 +11,43 @@ use super::{Error, Result};
 /// The in-toto test-result predicate, understood natively.
 pub const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
 
+/// The predicate type of an approval by a person's token.
+pub const APPROVAL: &str = "https://mlvault.dev/approval/v1";
+
+/// An approval of `rec` by `approver` (role, token), as a statement signed
+/// by the server key: who approved which digest, and why.
+pub fn approval(
+    key: &vault_manifest::SecretKey,
+    rec: &VersionRecord,
+    approver: (&str, &str, &str),
+    reason: &str,
+) -> Result<AttestationRecord> {
+    let (name, role, token) = approver;
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": format!("{}:{}", rec.name, rec.version),
+            "digest": {"sha256": rec.digest.trim_start_matches("sha256:")}}],
+        "predicateType": APPROVAL,
+        "predicate": {"approver": name, "role": role, "token": token,
+            "reason": reason, "pushed_by": rec.pushed_by, "at": vault_store::now()},
+    });
+    let payload = serde_json::to_vec(&statement)
+        .map_err(|e| Error::Invalid(format!("the approval cannot be written: {e}")))?;
+    let mut env = Envelope::wrap(&payload);
+    env.sign(key)?;
+    let text = env.to_json();
+    Ok(record(
+        rec,
+        &text,
+        Verified {
+            predicate_type: APPROVAL.into(),
+            attestor: format!("approval:{name}"),
+            result: None,
+        },
+        name,
+    ))
+}
+
 /// What a verified envelope says.
 pub struct Verified {
     pub predicate_type: String,

@@ -424,6 +424,7 @@ pub async fn commit_upload(
         report: None,
         review: None,
         scan: None,
+        pushed_by: s.principal.clone(),
     };
     // The admission scan, from the stored blobs.
     let scanned = super::admission::scan_session(v, s).await?;
