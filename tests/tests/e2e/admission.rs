@@ -432,6 +432,10 @@ fn attestations_are_kept_only_from_trusted_attestors_about_the_exact_version() {
     ok(s.cli().args(["attest", "t/m:1", "--envelope"]).arg(&env));
     let listed = json(&ok(s.cli().args(["--json", "attestations", "t/m:1"])));
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let shown = json(&ok(s.cli().args(["--json", "show", "t/m:1"])));
+    assert_eq!(shown["attestations"][0]["result"], "PASSED", "{shown}");
+    let shown = ok(s.cli().args(["show", "t/m:1"]));
+    assert!(shown.contains("by adversarial-eval: PASSED"), "{shown}");
     assert!(json(&ok(s.cli().args(["--json", "attestations", "t/m:2"])))
         .as_array()
         .unwrap()

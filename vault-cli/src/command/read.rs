@@ -132,6 +132,9 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         None => Vec::new(),
     };
     let scan = vault_client::check_scan(&rv, &keys)?;
+    // Asked by the reference given (an alias for a deployer), which the
+    // server resolves to the same version.
+    let attestations = c.attestations(&r).await?;
     let json = serde_json::json!({
         "ref": format!("{}:{}", rv.name, rv.version),
         "digest": rv.digest,
@@ -140,6 +143,7 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         "report_signed": report == vault_client::ReportCheck::Signed,
         "review": rv.review,
         "scan": scan,
+        "attestations": attestations,
     });
     output(g, &json, || {
         let p = m.predicate();
@@ -185,6 +189,17 @@ pub async fn show(g: &Global, c: &Client, a: RefArgs) -> Result<()> {
         }
         if let Some(scan) = &scan {
             s.push_str(&format!("\n{}", describe_scan(scan)));
+        }
+        for a in &attestations {
+            s.push_str(&format!(
+                "\nattested {} by {}{}",
+                a.predicate_type,
+                a.attestor,
+                a.result
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
         }
         for parent in &p.lineage.parents {
             s.push_str(&format!("\nparent   {parent}"));

@@ -189,7 +189,8 @@ pub async fn list(
     ApiQuery(q): ApiQuery<RefQuery>,
 ) -> Result<Json<Vec<AttestationInfo>>, ApiError> {
     let r: vault_api::Reference = q.reference.parse().map_err(ApiError::from)?;
-    authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, false).await?;
+    let via_alias = matches!(r.selector, vault_api::Selector::Alias(_));
+    authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
     let all = blocking(move || {
         let rec = resolve::resolve(&v2, &r)?.record;
