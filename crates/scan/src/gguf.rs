@@ -9,7 +9,7 @@
 //! injection (reaching Python objects through Jinja).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek};
 
 use crate::{FileReport, Verdict};
 
@@ -238,12 +238,7 @@ impl<R: Read> Reader<R> {
 }
 
 pub(crate) fn validate<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileReport) {
-    if let Err(e) = file.seek(SeekFrom::Start(0)) {
-        report.find(
-            Verdict::Incomplete,
-            "io",
-            format!("cannot read the file: {e}"),
-        );
+    if !crate::rewind(file, report) {
         return;
     }
     let mut r = Reader {

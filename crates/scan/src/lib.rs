@@ -250,6 +250,22 @@ impl FileReport {
     }
 }
 
+/// Seek `file` to its start; a file that cannot be read is an
+/// `incomplete` finding (false).
+pub(crate) fn rewind<R: Seek>(file: &mut R, report: &mut FileReport) -> bool {
+    match file.seek(SeekFrom::Start(0)) {
+        Ok(_) => true,
+        Err(e) => {
+            report.find(
+                Verdict::Incomplete,
+                "io",
+                format!("cannot read the file: {e}"),
+            );
+            false
+        }
+    }
+}
+
 /// Bytes read from the start of a file to detect its format.
 const HEAD: usize = 64;
 

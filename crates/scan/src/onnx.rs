@@ -6,7 +6,7 @@
 //! names are the file's `references`: a version scanned as a whole must
 //! hold them (see `crate::check_references`).
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 
 use crate::{FileReport, Verdict};
 
@@ -191,12 +191,7 @@ fn inside(path: &str) -> bool {
 }
 
 pub(crate) fn validate<R: Read + Seek>(file: &mut R, len: u64, report: &mut FileReport) {
-    if let Err(e) = file.seek(SeekFrom::Start(0)) {
-        report.find(
-            Verdict::Incomplete,
-            "io",
-            format!("cannot read the file: {e}"),
-        );
+    if !crate::rewind(file, report) {
         return;
     }
     let mut w = Walk {

@@ -291,6 +291,14 @@ fn a_namespace_allowlist_extension_is_audited_scoped_and_rescans_its_aliases() {
         assert!(err.contains("never allowed"), "{bad}: {err}");
     }
     fails_with(s.admin().args(["scan-allow", "t", FOREST_IMPORT]), 2);
+    // An admin token scoped to another namespace changes nothing here.
+    let scoped = s.create_token("ops-k", "admin", &["k"], None);
+    let err = fails_with(
+        s.cli_with_token(&scoped)
+            .args(["scan-allow", "t", FOREST_IMPORT, "--reason", "mine"]),
+        3,
+    );
+    assert!(err.contains("only administer its namespaces"), "{err}");
     fails_with(
         s.cli()
             .args(["scan-allow", "t", FOREST_IMPORT, "--reason", "mine"]),
@@ -376,6 +384,15 @@ fn attestations_are_kept_only_from_trusted_attestors_about_the_exact_version() {
         s.cli()
             .args(["attestor", "add", "eval"])
             .arg(pubkey("eval"))
+            .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]),
+        3,
+    );
+    // An admin token scoped to another namespace registers none for `t`.
+    let scoped = s.create_token("ops-k", "admin", &["k"], None);
+    fails_with(
+        s.cli_with_token(&scoped)
+            .args(["attestor", "add", "eval-k"])
+            .arg(pubkey("stranger"))
             .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]),
         3,
     );

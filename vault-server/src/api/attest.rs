@@ -80,6 +80,7 @@ pub async fn add_attestor(
     for ns in &req.namespaces {
         super::publishers::valid_namespace(ns)?;
     }
+    super::scan::scoped(&p, req.namespaces.iter().map(String::as_str))?;
     let key = PublicKey::from_file_text(&req.public_key)?;
     let rec = AttestorRecord {
         name: req.name,
@@ -126,8 +127,11 @@ pub async fn remove_attestor(
 ) -> Result<StatusCode, ApiError> {
     admin(&v, &p)?;
     let ev = p.event("attestor_remove", &format!("attestor:{}", q.name), "ok");
-    let (v2, name) = (v.clone(), q.name.clone());
+    let (v2, name, p2) = (v.clone(), q.name.clone(), p.clone());
     let removed = blocking(move || {
+        if let Some(a) = v2.meta.attestors()?.into_iter().find(|a| a.name == name) {
+            super::scan::scoped(&p2, a.namespaces.iter().map(String::as_str))?;
+        }
         Ok(v2.change(
             |m| m.remove_attestor(&name),
             |gone| if *gone { vec![ev.clone()] } else { Vec::new() },

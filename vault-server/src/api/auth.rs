@@ -60,6 +60,36 @@ impl Principal {
     }
 }
 
+/// Whether a token scoped to namespaces may act in `ns`: never in
+/// another one, whatever a policy says (an admin token with
+/// `--namespace` included).
+pub fn in_scope(p: &Principal, ns: &str) -> bool {
+    p.namespaces.is_empty() || p.namespaces.iter().any(|n| n == ns)
+}
+
+/// The decision on a request, with the token's namespace scope applied,
+/// without an audit entry: [`authorize`] records it; a hypothetical (what
+/// a download would be told) does not.
+pub fn decide(
+    v: &Vault,
+    p: &Principal,
+    action: Action,
+    resource: &Resource<'_>,
+    ctx: ArtifactContext<'_>,
+) -> vault_policy::Decision {
+    let mut d = v.policy().decide(&p.info(), action, resource, ctx);
+    let ns = match resource {
+        Resource::Artifact { namespace, .. } => Some(*namespace),
+        Resource::Namespace(n) => Some(*n),
+        Resource::Service(_) => None,
+    };
+    if d.allowed && ns.is_some_and(|ns| !in_scope(p, ns)) {
+        d.allowed = false;
+        d.reasons = vec!["token-namespaces".into()];
+    }
+    d
+}
+
 /// Ask the policy set; default deny. A denial names the action and the
 /// resource, and nothing else.
 pub fn authorize<'c>(
@@ -69,19 +99,7 @@ pub fn authorize<'c>(
     resource: Resource<'_>,
     ctx: impl Into<ArtifactContext<'c>>,
 ) -> Result<(), ApiError> {
-    let mut d = v.policy().decide(&p.info(), action, &resource, ctx.into());
-    // A token scoped to namespaces never acts on another one, whatever a
-    // policy says (an admin token with `--namespace` included).
-    let outside = match &resource {
-        Resource::Artifact { namespace, .. } => Some(*namespace),
-        Resource::Namespace(n) => Some(*n),
-        Resource::Service(_) => None,
-    }
-    .filter(|ns| !p.namespaces.is_empty() && !p.namespaces.iter().any(|n| n == ns));
-    if d.allowed && outside.is_some() {
-        d.allowed = false;
-        d.reasons = vec!["token-namespaces".into()];
-    }
+    let d = decide(v, p, action, &resource, ctx.into());
     let mut ev = p.event(
         action.as_str(),
         &resource.to_string(),

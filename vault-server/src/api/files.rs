@@ -285,31 +285,22 @@ impl Drop for TransferDone {
 }
 
 /// Whether `p` may pull `name` in context `ctx`, asked of the policies
-/// without an audit entry (a hypothetical, for an error message).
+/// without an audit entry (a hypothetical: what a download would be told).
 pub fn may_pull(
     v: &crate::vault::Vault,
     p: &Principal,
     name: &str,
     ctx: vault_policy::ArtifactContext<'_>,
 ) -> bool {
-    use vault_policy::Authorize;
-    let Ok(Some(art)) = v.meta.artifact(name) else {
+    // Kind and label are fixed at the first push: a cached record is right.
+    let Ok(Some(art)) = v.artifact_cache.get(name, || v.meta.artifact(name)) else {
         return false;
     };
-    let namespace = name.split('/').next().unwrap_or_default();
-    let in_scope = p.namespaces.is_empty() || p.namespaces.iter().any(|n| n == namespace);
-    in_scope
-        && v.policy()
-            .decide(
-                &p.info(),
-                Action::Pull,
-                &vault_policy::Resource::Artifact {
-                    name,
-                    namespace,
-                    kind: art.kind.as_str(),
-                    sensitivity: &art.sensitivity,
-                },
-                ctx,
-            )
-            .allowed
+    let resource = vault_policy::Resource::Artifact {
+        name,
+        namespace: name.split('/').next().unwrap_or_default(),
+        kind: art.kind.as_str(),
+        sensitivity: &art.sensitivity,
+    };
+    super::auth::decide(v, p, Action::Pull, &resource, ctx).allowed
 }

@@ -81,11 +81,13 @@ pub async fn resolve(
         // places nothing from its cache either.
         let rec = &found.record;
         let scan = rec.scan.as_ref().map_or("none", |s| s.verdict.as_str());
-        let aliased = v2
-            .meta
-            .aliases(&rec.name)?
-            .iter()
-            .any(|a| a.version == rec.version);
+        // An alias names its target; other references are looked up.
+        let aliased = via_alias
+            || v2
+                .meta
+                .aliases(&rec.name)?
+                .iter()
+                .any(|a| a.version == rec.version);
         let ctx = vault_policy::ArtifactContext {
             via_alias: aliased,
             scan,

@@ -23,9 +23,28 @@ pub struct NsQuery {
     namespace: String,
 }
 
+/// An admin token scoped to namespaces (`--namespace`) administers only
+/// those: never another namespace's trust settings.
+pub(super) fn scoped<'a>(
+    p: &Principal,
+    namespaces: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    for ns in namespaces {
+        if !super::auth::in_scope(p, ns) {
+            return Err(ApiError::forbidden(format!(
+                "`{}` may only administer its namespaces [{}], not `{ns}`",
+                p.name,
+                p.namespaces.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A valid namespace, and a principal the policies let administer them.
 fn admit(v: &AppState, p: &Principal, ns: &str) -> Result<(), ApiError> {
     super::publishers::valid_namespace(ns)?;
+    scoped(p, [ns])?;
     authorize(
         v,
         p,
