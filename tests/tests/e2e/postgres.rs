@@ -377,6 +377,11 @@ fn two_replicas_share_one_vault_and_one_survives_the_others_death() {
                 }
             }
         });
+        // Killed during pushes: at least one acknowledged first (each now
+        // also waits for its admission scan), then while the job runs.
+        within(30, "a push acknowledged by the first replica", || {
+            !acked.lock().unwrap().is_empty()
+        });
         // Rows are counted live by the replica that runs the job.
         within(60, "the job running on the first replica", || {
             let st = json(&ok(a_ref
