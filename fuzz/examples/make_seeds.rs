@@ -50,6 +50,7 @@ fn main() {
         sequence: 3,
         issued: 1_790_000_000,
         expires: 1_790_086_400,
+        gate: None,
     };
     let signed = SignedAlias::sign(&rec, &key).expect("sign");
     put(

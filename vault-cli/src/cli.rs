@@ -533,6 +533,14 @@ pub struct PullArgs {
     /// opens the model right after the pull.
     #[arg(long)]
     pub direct_io: bool,
+    /// Place nothing unless the alias was moved through the promotion
+    /// gate GATE (policies/gates.toml): the reference must name that alias
+    /// (`ns/name:production`), its signed record must carry the gate's
+    /// grant, and every attestation, approval and scan verdict the grant
+    /// names must be delivered, about this version. The record and that
+    /// evidence are kept in DIR/.mlvault/promotion.json for `verify`.
+    #[arg(long, value_name = "GATE")]
+    pub require_gate: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -542,6 +550,15 @@ pub struct VerifyArgs {
     /// Also require a valid signature by one of these publisher keys.
     #[arg(long = "trust", value_name = "FILE.pub")]
     pub trust: Vec<PathBuf>,
+    /// Also require, offline, the promotion record kept by
+    /// `pull --require-gate GATE`: signed by the server, for this manifest,
+    /// granted on the gate GATE with every piece of evidence it names.
+    #[arg(long, value_name = "GATE")]
+    pub require_gate: Option<String>,
+    /// The server's alias-signing key for --require-gate; without it, the
+    /// key this client pinned for the record's server.
+    #[arg(long, value_name = "FILE.pub", requires = "require_gate")]
+    pub server_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -44,8 +44,9 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// Validate DIR (schema.cedarschema + *.cedar) against the schema, as
-    /// `run` and a reload would; prints file:line diagnostics. Exit 0 valid, 1 not.
+    /// Validate DIR (schema.cedarschema + *.cedar, and gates.toml when
+    /// present) as `run` and a reload would; prints file:line diagnostics,
+    /// and each promotion gate with its digest. Exit 0 valid, 1 not.
     Check {
         /// Policy folder.
         dir: PathBuf,

@@ -175,6 +175,11 @@ pub struct ResolvedVersion {
     /// nothing, not even from its own cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_denied: Option<String>,
+    /// The attestations and approvals kept about the version, when asked
+    /// for (`attestations=true`): what a pull reports, and the evidence a
+    /// gated alias record names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationInfo>,
 }
 
 /// One version in a listing.

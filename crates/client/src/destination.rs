@@ -372,7 +372,24 @@ impl Destination {
     /// Record the version now in place: its job report first (a manifest
     /// that signs a report is never left beside a missing one), then the
     /// manifest.
-    pub(crate) fn record(&self, envelope: &str, report: Option<&serde_json::Value>) -> Result<()> {
+    pub(crate) fn record(
+        &self,
+        envelope: &str,
+        report: Option<&serde_json::Value>,
+        promotion: Option<&crate::gate::Promotion>,
+    ) -> Result<()> {
+        // The promotion record of an alias pull; none for a pull by
+        // number or digest (`verify --require-gate` then refuses).
+        match promotion {
+            Some(p) => {
+                let text = serde_json::to_vec_pretty(p)
+                    .map_err(|e| Error::Integrity(format!("promotion record: {e}")))?;
+                write_atomic(&self.meta, crate::gate::PROMOTION_FILE, &text)?;
+            }
+            None => {
+                let _ = self.meta.remove_file(crate::gate::PROMOTION_FILE);
+            }
+        }
         match report {
             Some(r) => {
                 let text = serde_json::to_vec_pretty(r)

@@ -134,6 +134,15 @@ impl Client {
         .await
     }
 
+    /// [`Client::resolve`], with the attestations kept about the version.
+    pub async fn resolve_with_attestations(&self, r: &Reference) -> Result<ResolvedVersion> {
+        self.json(
+            self.request(Method::GET, "/v1/resolve")
+                .query(&[("ref", r.to_string()), ("attestations", "true".into())]),
+        )
+        .await
+    }
+
     /// Artifacts whose name starts with `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ArtifactSummary>> {
         self.json(

@@ -56,6 +56,11 @@ pub struct PullOptions {
     /// the file system takes it, as `MLVAULT_DIRECT_IO=on` does; unless
     /// `MLVAULT_DIRECT_IO=off`. For files that are not read right away.
     pub direct_io: bool,
+    /// Require the alias record to carry a grant of this promotion gate
+    /// (`--require-gate production`): the reference must name that alias,
+    /// and every envelope the grant names must be delivered, about this
+    /// version. Kept in `DEST/.mlvault/promotion.json` for `verify`.
+    pub require_gate: Option<String>,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -98,9 +103,31 @@ pub struct PullResult {
     /// pushed before scans existed have none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<crate::ScanView>,
+    /// The attestations and approvals kept about the version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationView>,
+    /// The promotion gate the alias record was granted on, checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::GateView>,
     /// Things the user should know (a server key pinned on first use).
     #[serde(skip)]
     pub notes: Vec<String>,
+}
+
+/// One attestation about a pulled version, as `pull --json` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttestationView {
+    /// `sha256:` of the envelope.
+    pub digest: String,
+    /// Its predicate type.
+    pub predicate_type: String,
+    /// The attestor that signed it (`approval:NAME` for approvals).
+    pub attestor: String,
+    /// For test results: PASSED, WARNED or FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// When the vault accepted it (epoch seconds).
+    pub added: u64,
 }
 
 fn integrity(m: impl Into<String>) -> Error {
@@ -113,6 +140,14 @@ impl Client {
     /// staging folder, and only when all are verified put them in place,
     /// remove what an earlier version left and record the manifest.
     pub async fn pull(&self, r: &Reference, dest: &Path, opts: &PullOptions) -> Result<PullResult> {
+        if let Some(g) = &opts.require_gate {
+            if !matches!(&r.selector, Selector::Alias(a) if a == g) {
+                return Err(Error::Usage(format!(
+                    "--require-gate {g} needs the reference to name that alias (`{}:{g}`)",
+                    r.name
+                )));
+            }
+        }
         let (rv, digest, env, m) = self.verified_manifest(r).await?;
         // Refused by policy (a model whose scan did not pass, for a deploy
         // job): nothing is placed, not even from the local cache.
@@ -128,13 +163,47 @@ impl Client {
             )
         };
         let mut notes = Vec::new();
-        let alias_sequence = match &r.selector {
-            Selector::Alias(a) => Some(
+        let record = match &r.selector {
+            Selector::Alias(a) => Some((
+                a.as_str(),
                 self.check_alias_record(r, a, &rv, &digest, opts, &mut notes)
                     .await?,
-            ),
+            )),
             _ => None,
         };
+        let alias_sequence = record.as_ref().map(|(_, rec)| rec.sequence);
+        // The envelopes a gate grant may name: the attestations kept and
+        // the scan verdict.
+        let envelopes: Vec<String> = rv
+            .attestations
+            .iter()
+            .map(|a| a.envelope.clone())
+            .chain(rv.scan.clone())
+            .collect();
+        let gate = match &record {
+            Some((alias, rec)) if rec.gate.is_some() || opts.require_gate.is_some() => {
+                Some(crate::gate::check_grant(rec, alias, &digest, &envelopes)?)
+            }
+            _ => None,
+        };
+        let promotion = record.as_ref().map(|_| crate::gate::Promotion {
+            server: self.base().to_owned(),
+            record: rv.alias.clone().unwrap_or_default(),
+            evidence: gate
+                .as_ref()
+                .map(|g| {
+                    envelopes
+                        .iter()
+                        .filter(|e| {
+                            g.evidence
+                                .iter()
+                                .any(|x| x.digest == digest_of(e.as_bytes()))
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
         let scan = self.check_scan_verdict(&rv, opts, &mut notes).await?;
         let (dest, targets) = Destination::open(dest, &m).await?;
         if let Some(p) = &opts.progress {
@@ -158,7 +227,7 @@ impl Client {
         };
         dest.place_all(&staged, &m)?;
         let removed_files = dest.remove_previous(&m, &mut notes).await?;
-        dest.record(&rv.envelope, rv.report.as_ref())?;
+        dest.record(&rv.envelope, rv.report.as_ref(), promotion.as_ref())?;
         dest.finish(&m, &mut notes).await?;
         let p = m.predicate();
         Ok(PullResult {
@@ -172,6 +241,18 @@ impl Client {
             alias_sequence,
             removed_files,
             scan,
+            attestations: rv
+                .attestations
+                .iter()
+                .map(|a| AttestationView {
+                    digest: a.digest.clone(),
+                    predicate_type: a.predicate_type.clone(),
+                    attestor: a.attestor.clone(),
+                    result: a.result.clone(),
+                    added: a.added,
+                })
+                .collect(),
+            gate,
             notes,
         })
     }
@@ -184,7 +265,7 @@ impl Client {
         &self,
         r: &Reference,
     ) -> Result<(ResolvedVersion, String, Envelope, Manifest)> {
-        let rv = self.resolve(r).await?;
+        let rv = self.resolve_with_attestations(r).await?;
         let digest = digest_of(rv.envelope.as_bytes());
         if digest != rv.digest {
             return Err(integrity(
@@ -396,7 +477,7 @@ impl Client {
         digest: &str,
         opts: &PullOptions,
         notes: &mut Vec<String>,
-    ) -> Result<u64> {
+    ) -> Result<vault_manifest::AliasRecord> {
         let signed = rv
             .alias
             .as_deref()
@@ -428,7 +509,7 @@ impl Client {
             };
         }
         st.save(&dir)?;
-        Ok(rec.sequence)
+        Ok(rec)
     }
 }
 

@@ -190,6 +190,7 @@ mod tests {
             sequence,
             issued,
             expires: issued + 86400,
+            gate: None,
         };
         serde_json::to_string(&SignedAlias::sign(&rec, key).unwrap()).unwrap()
     }

@@ -29,6 +29,25 @@ pub struct AliasRecord {
     pub issued: u64,
     /// Clients refuse the record after this (epoch seconds).
     pub expires: u64,
+    /// The promotion gate the move was granted on, when a gate guards the
+    /// alias and it passed (renewals carry the grant of the move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateGrant>,
+}
+
+/// A promotion gate's grant, inside a signed alias record: which gate
+/// (its digest over the gate's canonical JSON) and the envelopes (their
+/// `sha256:` digests) it was granted on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateGrant {
+    /// `sha256:` of the gate's canonical JSON.
+    pub digest: String,
+    /// `sha256:` digests of the DSSE envelopes the gate was granted on:
+    /// the scan verdict, attestations and approvals.
+    pub evidence: Vec<String>,
+    /// When the gate was evaluated (epoch seconds).
+    pub granted: u64,
 }
 
 /// An alias record as signed text plus signature.

@@ -27,7 +27,7 @@ mod manifest;
 mod path;
 mod sign;
 
-pub use alias::{AliasRecord, SignedAlias};
+pub use alias::{AliasRecord, GateGrant, SignedAlias};
 pub use envelope::{digest_of, Envelope, Signature, PAYLOAD_TYPE};
 pub use manifest::{
     parse_envelope, report_digest, root_digest, Lineage, Manifest, Predicate, Statement, Subject,

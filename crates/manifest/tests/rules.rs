@@ -154,6 +154,7 @@ fn signed_alias_records_verify_round_trip_and_refuse_tampering() {
         sequence: 3,
         issued: 100,
         expires: 200,
+        gate: None,
     };
     let signed = SignedAlias::sign(&rec, &server).unwrap();
     let text = signed.to_json();

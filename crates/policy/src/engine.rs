@@ -9,6 +9,7 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
+use crate::gates::{Gates, GATES_FILE};
 use crate::{Action, ArtifactContext, Authorize, PrincipalInfo, Resource};
 
 /// Default policy files, compiled in from the repository's `policies/`.
@@ -20,6 +21,7 @@ const DEFAULT_POLICIES: &[(&str, &str)] = &[
         include_str!("../../../policies/guards.cedar"),
     ),
 ];
+const DEFAULT_GATES: &str = include_str!("../../../policies/gates.toml");
 const SCHEMA_FILE: &str = "schema.cedarschema";
 
 /// One problem found in a policy folder.
@@ -76,14 +78,15 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// A validated schema and policy set.
+/// A validated schema and policy set, and the promotion gates.
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
     count: usize,
+    gates: Gates,
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -122,10 +125,11 @@ impl PolicyEngine {
             .iter()
             .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
             .collect();
-        Self::from_sources(DEFAULT_SCHEMA, &files)
+        Self::from_parts(DEFAULT_SCHEMA, &files, Some(DEFAULT_GATES))
     }
 
-    /// Load `DIR/schema.cedarschema` and every `DIR/*.cedar`.
+    /// Load `DIR/schema.cedarschema`, every `DIR/*.cedar` and, when
+    /// present, the promotion gates of `DIR/gates.toml`.
     pub fn load_dir(dir: &Path) -> Result<Self, Error> {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|cause| Error::Io {
@@ -151,12 +155,42 @@ impl PolicyEngine {
                 .unwrap_or_default();
             files.push((name, read(&p)?));
         }
-        Self::from_sources(&schema, &files)
+        let gates_path = dir.join(GATES_FILE);
+        let gates = match std::fs::symlink_metadata(&gates_path) {
+            Ok(_) => Some(read(&gates_path)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(cause) => {
+                return Err(Error::Io {
+                    path: gates_path,
+                    cause,
+                })
+            }
+        };
+        Self::from_parts(&schema, &files, gates.as_deref())
     }
 
-    /// Build from a schema text and (file name, policy text) pairs.
+    /// Build from a schema text and (file name, policy text) pairs, with
+    /// no promotion gates.
     pub fn from_sources(schema_text: &str, files: &[(String, String)]) -> Result<Self, Error> {
+        Self::from_parts(schema_text, files, None)
+    }
+
+    /// Build from a schema text, (file name, policy text) pairs and the
+    /// text of a `gates.toml`, if any.
+    pub fn from_parts(
+        schema_text: &str,
+        files: &[(String, String)],
+        gates_text: Option<&str>,
+    ) -> Result<Self, Error> {
         let mut diags = Vec::new();
+        let gates = match gates_text.map(|t| Gates::parse(GATES_FILE, t)) {
+            None => Gates::default(),
+            Some(Ok(g)) => g,
+            Some(Err(d)) => {
+                diags.extend(d);
+                Gates::default()
+            }
+        };
         let schema = match Schema::from_cedarschema_str(schema_text) {
             Ok((s, _warnings)) => Some(s),
             Err(e) => {
@@ -237,6 +271,10 @@ impl PolicyEngine {
                     "scan".to_owned(),
                     RestrictedExpression::new_string(String::new()),
                 ),
+                (
+                    "gate".to_owned(),
+                    RestrictedExpression::new_string(String::new()),
+                ),
             ]);
             let fits = probe.is_ok_and(|c| {
                 Request::new(
@@ -253,7 +291,7 @@ impl PolicyEngine {
                     file: SCHEMA_FILE.into(),
                     line: 0,
                     column: 0,
-                    message: "the artifact actions' context must be `{ via_alias: Bool, scan: String }` (the admission scan verdict; see the shipped policies/schema.cedarschema)".into(),
+                    message: "the artifact actions' context must be `{ via_alias: Bool, scan: String, gate: String }` (the admission scan verdict and the promotion gate's outcome; see the shipped policies/schema.cedarschema)".into(),
                 });
             }
         }
@@ -262,9 +300,15 @@ impl PolicyEngine {
                 schema,
                 policies,
                 count,
+                gates,
             }),
             _ => Err(Error::Invalid(diags)),
         }
+    }
+
+    /// The promotion gates in force.
+    pub fn gates(&self) -> &Gates {
+        &self.gates
     }
 
     /// Number of policies in force.
@@ -385,6 +429,10 @@ impl Authorize for PolicyEngine {
                     "scan".to_owned(),
                     RestrictedExpression::new_string(ctx.scan.to_owned()),
                 ),
+                (
+                    "gate".to_owned(),
+                    RestrictedExpression::new_string(ctx.gate.to_owned()),
+                ),
             ])
         } else {
             Ok(Context::empty())
@@ -433,7 +481,10 @@ mod tests {
 
     #[test]
     fn a_schema_without_the_scan_verdict_is_refused_and_deployers_need_a_pass() {
-        let old = DEFAULT_SCHEMA.replace("via_alias: Bool, scan: String", "via_alias: Bool");
+        let old = DEFAULT_SCHEMA.replace(
+            "via_alias: Bool, scan: String, gate: String",
+            "via_alias: Bool, scan: String",
+        );
         assert_ne!(old, DEFAULT_SCHEMA);
         let files: Vec<(String, String)> = DEFAULT_POLICIES
             .iter()
@@ -444,7 +495,7 @@ mod tests {
             .err()
             .expect("an old schema is refused")
             .to_string();
-        assert!(err.contains("scan: String"), "{err}");
+        assert!(err.contains("gate: String"), "{err}");
 
         let e = PolicyEngine::defaults().unwrap();
         let deployer = who("deployer", &["fraud"]);
@@ -458,6 +509,7 @@ mod tests {
                 ArtifactContext {
                     via_alias: true,
                     scan,
+                    gate: "",
                 },
             )
             .allowed
@@ -484,6 +536,7 @@ mod tests {
             let ctx = ArtifactContext {
                 via_alias,
                 scan: "pass",
+                gate: "",
             };
             e.decide(p, a, r, ctx).allowed
         };
@@ -515,6 +568,19 @@ mod tests {
         assert!(ok(&trainer, Action::Push, &raw, false));
         // Wrong resource type for the action.
         assert!(!ok(&admin, Action::KeyAdmin, &model, false));
+        // A gate that failed refuses every move of its alias; one that
+        // passed, or no gate, leaves it to the roles.
+        for who in [&admin, &trainer] {
+            for (gate, allowed) in [("failed", false), ("passed", true), ("none", true)] {
+                let ctx = ArtifactContext {
+                    via_alias: false,
+                    scan: "",
+                    gate,
+                };
+                assert_eq!(e.decide(who, Action::Alias, &model, ctx).allowed, allowed);
+            }
+        }
+        assert!(e.gates().for_alias("fraud", "production").is_some());
     }
 
     #[test]

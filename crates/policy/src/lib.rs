@@ -19,8 +19,10 @@
 #![warn(missing_docs)]
 
 mod engine;
+pub mod gates;
 
 pub use engine::{Decision, Diagnostic, Error, PolicyEngine};
+pub use gates::{Gate, Gates};
 
 /// An operation the server authorizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -162,6 +164,10 @@ pub struct ArtifactContext<'a> {
     /// version pushed before scans), or `""` when the request concerns no
     /// one version (listing, resolving, pushing).
     pub scan: &'a str,
+    /// For an alias move: the outcome of the promotion gate that guards
+    /// the alias (`passed`, `failed`; `none` when no gate guards it);
+    /// `""` for every other request.
+    pub gate: &'a str,
 }
 
 impl From<bool> for ArtifactContext<'static> {
@@ -170,6 +176,7 @@ impl From<bool> for ArtifactContext<'static> {
         Self {
             via_alias,
             scan: "",
+            gate: "",
         }
     }
 }

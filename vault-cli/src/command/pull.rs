@@ -34,6 +34,7 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
         limit: a.transfer.limit(),
         progress: super::progress::bar(g, "pull"),
         direct_io: a.direct_io,
+        require_gate: a.require_gate.clone(),
     };
     if opts.trusted.is_empty() && !g.quiet && !g.json {
         eprintln!("note: no trusted publisher keys (--trust or config); checking digests, not who signed the manifest");
@@ -58,6 +59,32 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PullArgs) -> Result<()
         if let Some(scan) = &res.scan {
             s.push_str(&format!("\n{}", super::read::describe_scan(scan)));
         }
+        if let Some(gate) = &res.gate {
+            s.push_str(&format!("\n{}", describe_gate(gate)));
+        }
         s
     })
+}
+
+/// A checked gate grant, in words.
+pub fn describe_gate(g: &vault_client::GateView) -> String {
+    let mut s = format!(
+        "promotion gate `{}` ({}) granted at {} (record sequence {}), on:",
+        g.alias,
+        g.gate,
+        human::utc(g.granted),
+        g.sequence
+    );
+    for e in &g.evidence {
+        s.push_str(&format!(
+            "\n  {} {}{}",
+            e.predicate_type,
+            e.says
+                .as_deref()
+                .map(|x| format!("{x} "))
+                .unwrap_or_default(),
+            e.digest
+        ));
+    }
+    super::terminal_safe(&s).into_owned()
 }

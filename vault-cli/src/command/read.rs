@@ -4,6 +4,15 @@ use vault_client::Client;
 use super::{human, output, parse_ref, Exit};
 use crate::cli::{CacheArgs, CacheCommand, Global, LsArgs, RefArgs, VerifyArgs};
 
+/// What `verify --json` prints.
+#[derive(serde::Serialize)]
+struct VerifiedDir {
+    #[serde(flatten)]
+    report: vault_client::VerifyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate: Option<vault_client::GateView>,
+}
+
 pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<()> {
     let trusted = a
         .trust
@@ -11,8 +20,30 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
         .chain(&cfg.trust)
         .map(|p| vault_client::load_public_key(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let (report, _m) = vault_client::verify_dir(&a.dir, &trusted)?;
+    let (mut report, _m) = vault_client::verify_dir(&a.dir, &trusted)?;
+    let mut gate = None;
+    if let Some(want) = &a.require_gate {
+        let keys = a
+            .server_key
+            .as_ref()
+            .or(cfg.server_key.as_ref())
+            .map(|p| vault_client::load_public_key(p))
+            .transpose()?
+            .into_iter()
+            .collect::<Vec<_>>();
+        let state = g
+            .state_dir
+            .clone()
+            .unwrap_or_else(vault_client::default_state_dir);
+        match vault_client::verify_promotion(&a.dir, want, &report.digest, &keys, &state) {
+            Ok(v) => gate = Some(v),
+            Err(vault_client::Error::Usage(m)) => return Err(vault_client::Error::Usage(m).into()),
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    let report = VerifiedDir { report, gate };
     output(g, &report, || {
+        let VerifiedDir { report, gate } = &report;
         if report.problems.is_empty() {
             let mut s = format!(
                 "{}: {}:{} intact: {}, {} verified, {}",
@@ -34,6 +65,9 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
                     r["l_after"]
                 ));
             }
+            if let Some(gate) = gate {
+                s.push_str(&format!("\n{}", super::pull::describe_gate(gate)));
+            }
             s
         } else {
             let mut s = format!(
@@ -49,6 +83,7 @@ pub fn verify(g: &Global, cfg: &super::config::Config, a: VerifyArgs) -> Result<
             s
         }
     })?;
+    let report = report.report;
     if report.problems.is_empty() {
         Ok(())
     } else {

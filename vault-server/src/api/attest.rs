@@ -36,7 +36,7 @@ fn info(a: AttestorRecord) -> AttestorInfo {
     }
 }
 
-fn att_info(a: AttestationRecord) -> AttestationInfo {
+pub fn att_info(a: AttestationRecord) -> AttestationInfo {
     AttestationInfo {
         reference: format!("{}:{}", a.name, a.version),
         digest: a.digest,

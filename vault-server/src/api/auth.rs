@@ -175,6 +175,22 @@ pub fn authorize_artifact_as<'c>(
     Ok(sensitivity.to_owned())
 }
 
+/// Whether `p` may do `action` on the existing artifact `name` in context
+/// `ctx`, asked of the policies without an audit entry (a hypothetical).
+pub fn may(v: &Vault, p: &Principal, action: Action, name: &str, ctx: ArtifactContext<'_>) -> bool {
+    // Kind and label are fixed at the first push: a cached record is right.
+    let Ok(Some(art)) = v.artifact_cache.get(name, || v.meta.artifact(name)) else {
+        return false;
+    };
+    let resource = Resource::Artifact {
+        name,
+        namespace: name.split('/').next().unwrap_or_default(),
+        kind: art.kind.as_str(),
+        sensitivity: &art.sensitivity,
+    };
+    decide(v, p, action, &resource, ctx).allowed
+}
+
 /// [`authorize_artifact_sync`] off the async workers.
 pub async fn authorize_artifact(
     v: &AppState,

@@ -56,7 +56,11 @@ pub async fn download(
             .any(|a| a.version == rec.version);
         // The admission scan's verdict on what is downloaded decides too.
         let scan = rec.scan.as_ref().map_or("none", |s| s.verdict.as_str());
-        let ctx = vault_policy::ArtifactContext { via_alias, scan };
+        let ctx = vault_policy::ArtifactContext {
+            via_alias,
+            scan,
+            gate: "",
+        };
         authorize_artifact_sync(&v2, &p, Action::Pull, &rec.name, None, ctx).map_err(
             |e| {
                 if e.code != vault_api::ErrorCode::Forbidden {
@@ -67,6 +71,7 @@ pub async fn download(
                 let passing = vault_policy::ArtifactContext {
                     via_alias,
                     scan: "pass",
+                    gate: "",
                 };
                 if scan != "pass" && may_pull(&v2, &p, &rec.name, passing) {
                     return ApiError::forbidden(format!(
@@ -292,15 +297,5 @@ pub fn may_pull(
     name: &str,
     ctx: vault_policy::ArtifactContext<'_>,
 ) -> bool {
-    // Kind and label are fixed at the first push: a cached record is right.
-    let Ok(Some(art)) = v.artifact_cache.get(name, || v.meta.artifact(name)) else {
-        return false;
-    };
-    let resource = vault_policy::Resource::Artifact {
-        name,
-        namespace: name.split('/').next().unwrap_or_default(),
-        kind: art.kind.as_str(),
-        sensitivity: &art.sensitivity,
-    };
-    super::auth::decide(v, p, Action::Pull, &resource, ctx).allowed
+    super::auth::may(v, p, Action::Pull, name, ctx)
 }

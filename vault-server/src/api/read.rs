@@ -21,6 +21,9 @@ use vault_policy::{Action, Authorize, Resource};
 pub struct RefQuery {
     #[serde(rename = "ref")]
     reference: String,
+    /// Include the attestations kept about the version (`resolve` only).
+    #[serde(default)]
+    attestations: bool,
 }
 
 #[derive(Deserialize)]
@@ -73,7 +76,8 @@ pub async fn resolve(
     // look the same to a caller without a grant.
     authorize_artifact(&v, &p, Action::Show, r.name.as_str(), None, via_alias).await?;
     let v2 = v.clone();
-    let (rec, alias, pull_denied) = blocking(move || {
+    let with_attestations = q.attestations;
+    let (rec, alias, pull_denied, attestations) = blocking(move || {
         let found = resolve::resolve(&v2, &r)?;
         check_released(&v2, &p, &found.record, &r.to_string())?;
         // What a download of this version's files would be told, asked
@@ -91,10 +95,12 @@ pub async fn resolve(
         let ctx = vault_policy::ArtifactContext {
             via_alias: aliased,
             scan,
+            gate: "",
         };
         let passing = vault_policy::ArtifactContext {
             via_alias: aliased,
             scan: "pass",
+            gate: "",
         };
         // Seeing a version is not pulling it: a principal that may not
         // download its files is told so here, whatever its cache holds.
@@ -111,7 +117,12 @@ pub async fn resolve(
                 )
             }
         });
-        Ok((found.record, found.alias, denied))
+        let attestations = if with_attestations {
+            v2.meta.attestations(&rec.name, rec.version)?
+        } else {
+            Vec::new()
+        };
+        Ok((found.record, found.alias, denied, attestations))
     })
     .await?;
     Ok(Json(ResolvedVersion {
@@ -126,6 +137,10 @@ pub async fn resolve(
         review: rec.review.map(|r| r.state.as_str().to_owned()),
         scan: rec.scan.map(|s| s.envelope),
         pull_denied,
+        attestations: attestations
+            .into_iter()
+            .map(super::attest::att_info)
+            .collect(),
     }))
 }
 

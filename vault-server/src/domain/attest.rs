@@ -8,11 +8,7 @@ use vault_store::{AttestationRecord, AttestorRecord, VersionRecord};
 
 use super::{Error, Result};
 
-/// The in-toto test-result predicate, understood natively.
-pub const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
-
-/// The predicate type of an approval by a person's token.
-pub const APPROVAL: &str = "https://mlvault.dev/approval/v1";
+pub use vault_policy::gates::{APPROVAL, TEST_RESULT};
 
 /// An approval of `rec` by `approver` (role, token), as a statement signed
 /// by the server key: who approved which digest, and why.

@@ -10,6 +10,7 @@
 //! - [`versions`]: deleting (crypto-shredding) versions, rewrapping DEKs;
 //! - [`attest`]: attestations about versions, verified against attestors;
 //! - [`admission`]: the admission scan of a push and its signed verdict;
+//! - [`promote`]: promotion gates judged at alias moves;
 //! - [`change`]: every recorded change, made in one transaction with its
 //!   audit entries (`Vault::change`).
 
@@ -19,6 +20,7 @@ pub mod attest;
 pub mod change;
 pub mod error;
 pub mod ingest;
+pub mod promote;
 pub mod resolve;
 pub mod versions;
 

@@ -5,7 +5,7 @@
 
 use vault_api::{Reference, Selector};
 use vault_audit::Event;
-use vault_manifest::{AliasRecord, SignedAlias};
+use vault_manifest::{AliasRecord, GateGrant, SignedAlias};
 use vault_store::{AliasEntry, MetaStore, VersionRecord};
 
 use super::error::{Error, Result};
@@ -69,17 +69,9 @@ fn newest_released(meta: &dyn MetaStore, name: &str) -> Result<Option<VersionRec
     Ok(None)
 }
 
-/// Point `alias` of the artifact `r` names at that version: a new signed
-/// record with the next sequence number. Only released versions may be
-/// named, and never through another alias.
-/// `record` is the audit event of the move (its detail is filled in), made
-/// in the same transaction.
-pub fn set_alias(
-    v: &Vault,
-    r: &Reference,
-    alias: &str,
-    record: Event,
-) -> Result<(AliasEntry, VersionRecord)> {
+/// The version `alias` of the artifact `r` names would point at: only
+/// released versions may be named, and never through another alias.
+pub fn alias_target(v: &Vault, r: &Reference, alias: &str) -> Result<VersionRecord> {
     if matches!(r.selector, Selector::Alias(_)) {
         return Err(Error::Invalid(
             "point an alias at a version number or digest, not at another alias".into(),
@@ -97,8 +89,21 @@ pub fn set_alias(
             rec.name, rec.version
         )));
     }
-    let e = write_alias(v, &rec.name, alias, rec.version, &rec.digest, &record)?;
-    Ok((e, rec))
+    Ok(rec)
+}
+
+/// Point `alias` at `rec` (from [`alias_target`]): a new signed record
+/// with the next sequence number, carrying `gate`, the promotion gate it
+/// was granted on. `record` is the audit event of the move (its detail is
+/// filled in), made in the same transaction.
+pub fn set_alias(
+    v: &Vault,
+    rec: &VersionRecord,
+    alias: &str,
+    gate: Option<GateGrant>,
+    record: Event,
+) -> Result<AliasEntry> {
+    write_alias(v, &rec.name, alias, rec.version, &rec.digest, gate, &record)
 }
 
 /// Sign and store a record for `name:alias` → `version`, with the next
@@ -109,6 +114,7 @@ fn write_alias(
     alias: &str,
     version: u64,
     digest: &str,
+    gate: Option<GateGrant>,
     record: &Event,
 ) -> Result<AliasEntry> {
     v.change(
@@ -124,6 +130,7 @@ fn write_alias(
                 sequence,
                 issued: now,
                 expires: now + v.alias_ttl,
+                gate: gate.clone(),
             };
             let signed = SignedAlias::sign(&rec, &v.signing_key).map_err(|e| {
                 vault_store::Error::Meta(format!("cannot sign the alias record: {e}"))
@@ -151,6 +158,10 @@ fn write_alias(
                 "version {} {digest} sequence {} expires {}",
                 e.version, e.sequence, e.expires
             );
+            if let Some(g) = &gate {
+                ev.detail
+                    .push_str(&format!(" gate {} on {}", g.digest, g.evidence.join(",")));
+            }
             vec![ev]
         },
     )
@@ -170,7 +181,12 @@ fn current_alias(v: &Vault, name: &str, alias: &str) -> Result<Option<AliasEntry
                 &format!("{name}:{alias}"),
                 "ok",
             );
-            return write_alias(v, name, alias, e.version, &rec.digest, &renewed).map(Some);
+            // A renewal is no move: it carries the grant of the move.
+            let gate = serde_json::from_str::<SignedAlias>(&e.signed)
+                .ok()
+                .and_then(|s| serde_json::from_str::<AliasRecord>(&s.record).ok())
+                .and_then(|r| r.gate);
+            return write_alias(v, name, alias, e.version, &rec.digest, gate, &renewed).map(Some);
         }
     }
     Ok(Some(e))
