@@ -54,10 +54,10 @@ if [ ! -f "$key" ]; then
 fi
 echo "==> vault-cli publisher add demo (admin: only this key may sign demo/*)"
 MLVAULT_TOKEN=$(cat vault-dev-data/dev-admin.token) "$BIN/vault-cli" publisher add demo "$key.pub"
-echo "==> vault-cli push demo/tiny-model --sign-key … --alias production"
-"$BIN/vault-cli" push demo/tiny-model "$model" --sign-key "$key" --alias production
-echo "==> vault-cli pull demo/tiny-model:production --trust … --to <dir>"
-"$BIN/vault-cli" --state-dir "$work/client-state" pull demo/tiny-model:production --trust "$key.pub" \
+echo "==> vault-cli push demo/tiny-model --sign-key … --alias staging"
+"$BIN/vault-cli" push demo/tiny-model "$model" --sign-key "$key" --alias staging
+echo "==> vault-cli pull demo/tiny-model:staging --trust … --to <dir>"
+"$BIN/vault-cli" --state-dir "$work/client-state" pull demo/tiny-model:staging --trust "$key.pub" \
   --server-key vault-dev-data/server-signing.pub --to "$work/pulled"
 echo "==> vault-cli verify <dir> --trust …"
 "$BIN/vault-cli" verify "$work/pulled" --trust "$key.pub"

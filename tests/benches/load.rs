@@ -134,7 +134,7 @@ fn resolving_fleet(s: &Server, replicas: &[&Server], conns: usize, fleet: usize)
     random_file(&small.join("config.json"), 600, 1);
     random_file(&small.join("weights.dat"), 4096, 2);
     ok(s.cli().args(["push", "t/small"]).arg(&small));
-    ok(s.cli().args(["alias", "t/small:1", "production"]));
+    ok(s.cli().args(["alias", "t/small:1", "stable"]));
     let tokens: Vec<String> = (0..fleet)
         .map(|i| s.create_token(&format!("deploy-{i}"), "deployer", &["t"], None))
         .collect();
@@ -251,11 +251,7 @@ fn main() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let clients = resolving_fleet(&s, &[], conns, fleet);
-    let r = Arc::new(
-        "t/small:production"
-            .parse::<Reference>()
-            .expect("reference"),
-    );
+    let r = Arc::new("t/small:stable".parse::<Reference>().expect("reference"));
 
     println!(
         "\n1. metadata: {conns} keep-alive connections, {fleet} deployer tokens, {secs} s each"

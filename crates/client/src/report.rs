@@ -75,6 +75,7 @@ mod tests {
             review: None,
             scan: None,
             pull_denied: None,
+            attestations: Vec::new(),
         };
         (rv, m)
     }

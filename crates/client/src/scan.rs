@@ -115,6 +115,7 @@ mod tests {
             review: None,
             scan,
             pull_denied: None,
+            attestations: Vec::new(),
         }
     }
 

@@ -165,7 +165,7 @@ impl Evidence {
 /// Seconds as the largest whole unit (`14d`, `36h`, `90s`).
 pub fn age(secs: u64) -> String {
     for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }
@@ -419,7 +419,7 @@ pub struct Outcome {
 impl Gate {
     /// Judge `f` against this gate. For each kind of evidence the newest
     /// matching attestation decides: a FAILED run after a PASSED one on
-    /// the same bytes refuses.
+    /// the same bytes refuses (and within the same second, FAILED wins).
     pub fn evaluate(&self, f: &Facts<'_>) -> Outcome {
         let mut missing = Vec::new();
         let mut evidence = Vec::new();
@@ -435,14 +435,16 @@ impl Gate {
             }
         }
         for e in &self.evidence {
-            let newest = f
-                .attestations
-                .iter()
-                .filter(|a| {
-                    a.predicate_type == e.predicate_type
-                        && e.attestor.as_ref().is_none_or(|w| *w == a.attestor)
-                })
-                .max_by_key(|a| a.added);
+            let matching = f.attestations.iter().filter(|a| {
+                a.predicate_type == e.predicate_type
+                    && e.attestor.as_ref().is_none_or(|w| *w == a.attestor)
+            });
+            // The newest decides; of several accepted in the same second,
+            // one whose result is not accepted (fail closed).
+            let accepted = |a: &Fact| {
+                e.result.is_empty() || e.result.iter().any(|x| Some(x) == a.result.as_ref())
+            };
+            let newest = matching.max_by_key(|a| (a.added, !accepted(a)));
             let Some(a) = newest else {
                 missing.push(e.describe());
                 continue;
@@ -492,7 +494,7 @@ impl Gate {
                     approvers.push(a);
                 }
             }
-            approvers.sort_by(|a, b| b.added.cmp(&a.added));
+            approvers.sort_by_key(|a| std::cmp::Reverse(a.added));
             approvers.truncate(self.approvals as usize);
             if approvers.len() < self.approvals as usize {
                 let mut s = format!(
@@ -579,7 +581,7 @@ max_age = "14d"
             now,
         });
         assert!(warn.missing[0].contains("it is `warn`"));
-        let out = facts(&[ok.clone()]);
+        let out = facts(std::slice::from_ref(&ok));
         assert!(
             out.missing[0].contains("adversarial-eval"),
             "{:?}",
@@ -598,6 +600,11 @@ max_age = "14d"
             out.missing
         );
         let failed = fact(TEST_RESULT, "adversarial-eval", Some("FAILED"), now - 10);
+        let same_second = fact(TEST_RESULT, "adversarial-eval", Some("PASSED"), now - 10);
+        let out = facts(&[failed.clone(), same_second.clone(), ok.clone()]);
+        assert!(out.missing[0].contains("says FAILED"), "{:?}", out.missing);
+        let out = facts(&[same_second, failed.clone(), ok.clone()]);
+        assert!(out.missing[0].contains("says FAILED"), "{:?}", out.missing);
         let out = facts(&[pass.clone(), failed, ok.clone()]);
         assert!(out.missing[0].contains("says FAILED"), "{:?}", out.missing);
         let other = fact(TEST_RESULT, "someone-else", Some("PASSED"), now);
@@ -626,7 +633,7 @@ max_age = "14d"
     #[test]
     fn bad_files_are_refused_with_reasons() {
         let bad = |text: &str, says: &str| {
-            let e = Gates::parse("gates.toml", text).err().expect(says);
+            let e = Gates::parse("gates.toml", text).expect_err(says);
             let all: Vec<String> = e.iter().map(ToString::to_string).collect();
             assert!(all.iter().any(|d| d.contains(says)), "{all:?} lacks {says}");
         };

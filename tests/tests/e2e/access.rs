@@ -37,9 +37,7 @@ fn op(s: &Server, token: Option<&str>, name: &str, scratch: u32) -> std::process
     match name {
         "push" => c.args(["push", "fraud/model"]).arg(&f),
         "pull" => c.args(["pull", "fraud/model:1", "--to"]).arg(&dest),
-        "pull-alias" => c
-            .args(["pull", "fraud/model:production", "--to"])
-            .arg(&dest),
+        "pull-alias" => c.args(["pull", "fraud/model:stable", "--to"]).arg(&dest),
         "show" => c.args(["show", "fraud/model:1"]),
         "alias" => c.args(["alias", "fraud/model:1", "staging"]),
         "delete" => c.args(["delete", &format!("fraud/scratch:{scratch}")]),
@@ -82,7 +80,7 @@ fn every_operation_for_every_kind_of_caller_matches_the_policy_table() {
     // Fixtures, made by the trainer of `fraud`.
     let t = |c: &mut std::process::Command| ok(c);
     t(s.cli_with_token(&trainer)
-        .args(["push", "fraud/model", "--alias", "production"])
+        .args(["push", "fraud/model", "--alias", "stable"])
         .arg(&f));
     t(s.cli_with_token(&trainer)
         .args(["push", "fraud/data", "--kind", "dataset"])
@@ -193,7 +191,12 @@ fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
 pub(super) fn copy_policies(to: &Path) {
     let repo = Path::new("../policies");
     fs::create_dir_all(to).unwrap();
-    for f in ["schema.cedarschema", "roles.cedar", "guards.cedar"] {
+    for f in [
+        "schema.cedarschema",
+        "roles.cedar",
+        "guards.cedar",
+        "gates.toml",
+    ] {
         fs::copy(repo.join(f), to.join(f)).unwrap();
     }
 }

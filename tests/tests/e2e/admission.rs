@@ -130,22 +130,22 @@ fn deployers_pull_only_models_that_pass_the_scan() {
     let good = s.tmp.path().join("good");
     safetensors_file(&good.join("model.safetensors"), 1 << 20, 1);
     ok(s.cli()
-        .args(["push", "t/good", "--alias", "production"])
+        .args(["push", "t/good", "--alias", "stable"])
         .arg(&good));
     let odd = s.tmp.path().join("odd");
     random_file(&odd.join("weights.dat"), 1 << 20, 2);
     let pushed = json(&ok(s
         .cli()
-        .args(["--json", "push", "t/odd", "--alias", "production"])
+        .args(["--json", "push", "t/odd", "--alias", "stable"])
         .arg(&odd)));
     assert_eq!(pushed["scan"], "unsupported", "{pushed}");
     let deployer = s.create_token("deploy", "deployer", &["t"], None);
     ok(s.cli_with_token(&deployer)
-        .args(["pull", "t/good:production", "--to"])
+        .args(["pull", "t/good:stable", "--to"])
         .arg(s.tmp.path().join("g")));
     let err = fails_with(
         s.cli_with_token(&deployer)
-            .args(["pull", "t/odd:production", "--to"])
+            .args(["pull", "t/odd:stable", "--to"])
             .arg(s.tmp.path().join("o")),
         3,
     );
@@ -155,9 +155,7 @@ fn deployers_pull_only_models_that_pass_the_scan() {
     );
     assert!(!s.tmp.path().join("o/weights.dat").exists());
     // The deployer may still see why.
-    let shown = ok(s
-        .cli_with_token(&deployer)
-        .args(["show", "t/odd:production"]));
+    let shown = ok(s.cli_with_token(&deployer).args(["show", "t/odd:stable"]));
     assert!(shown.contains("scan     unsupported"), "{shown}");
     // A trainer pulls it to look at it.
     ok(s.cli()
@@ -180,9 +178,7 @@ fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
     let mut s = Server::start_init_with(&["--config", cfg_arg], &["--config", cfg_arg]);
     let src = s.tmp.path().join("m");
     safetensors_file(&src.join("model.safetensors"), 1 << 20, 3);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&src));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&src));
     assert_eq!(s.terminate(), Some(0));
     // As a version pushed before the scan existed.
     ok(std::process::Command::new("psql").arg(&url).args([
@@ -206,7 +202,7 @@ fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     ok(s.cli_with_token(&deployer)
-        .args(["pull", "t/m:production", "--to"])
+        .args(["pull", "t/m:stable", "--to"])
         .arg(s.tmp.path().join("d")));
     let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "40"])));
     let rescan = tail
@@ -261,7 +257,7 @@ fn a_namespace_allowlist_extension_is_audited_scoped_and_rescans_its_aliases() {
     fs::write(dir.join("model.joblib"), FOREST).unwrap();
     let pushed = json(&ok(s
         .cli()
-        .args(["--json", "push", "t/forest", "--alias", "production"])
+        .args(["--json", "push", "t/forest", "--alias", "stable"])
         .arg(&dir)));
     assert_eq!(pushed["scan"], "fail", "{pushed}");
     let shown = json(&ok(s.cli().args(["--json", "show", "t/forest:1"])));
@@ -271,7 +267,7 @@ fn a_namespace_allowlist_extension_is_audited_scoped_and_rescans_its_aliases() {
     let pull = |to: &str| {
         run(s
             .cli_with_token(&deployer)
-            .args(["pull", "t/forest:production", "--to"])
+            .args(["pull", "t/forest:stable", "--to"])
             .arg(s.tmp.path().join(to)))
     };
     assert_eq!(pull("d0").status.code(), Some(3));

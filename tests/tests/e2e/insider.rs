@@ -183,16 +183,14 @@ fn pull_refuses_an_alias_record_older_than_max_record_age() {
     let s = Server::start();
     let src = s.tmp.path().join("src");
     random_file(&src.join("w.dat"), 64 << 10, 94);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&src));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&src));
     let pull = |age: &str, state: &str| {
         run(s
             .cli()
             .env("MLVAULT_STATE_DIR", s.tmp.path().join(state))
             .args([
                 "pull",
-                "t/m:production",
+                "t/m:stable",
                 "--no-cache",
                 "--max-record-age",
                 age,
@@ -367,15 +365,13 @@ fn a_running_pull_is_throttled_per_byte_and_cut_by_revocation() {
     // Deployers pull only models the admission scan passes.
     let src = s.tmp.path().join("m.safetensors");
     safetensors_file(&src, 8 * MIB, 21);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&src));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&src));
     let deploy = s.create_token("api", "deployer", &["t"], None);
     let id = s.token_id("api");
     let dest = s.tmp.path().join("dest");
     let mut pull = s
         .cli_with_token(&deploy)
-        .args(["pull", "t/m:production", "--no-cache", "--to"])
+        .args(["pull", "t/m:stable", "--no-cache", "--to"])
         .arg(&dest)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -11,6 +11,7 @@ const MIB: u64 = 1 << 20;
 mod access;
 mod admission;
 mod connections;
+mod gates;
 mod insider;
 mod jobs;
 mod keys;

@@ -190,22 +190,13 @@ fn a_bytes_per_minute_limit_throttles_a_token_that_moves_too_much() {
     let f = s.tmp.path().join("w.safetensors");
     // A whole minute's budget: the next pull finds it spent.
     safetensors_file(&f, 3 * MIB, 1);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&f));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&f));
     let deploy = s.create_token("api", "deployer", &["t"], None);
     let other = s.create_token("api2", "deployer", &["t"], None);
     let pull = |tok: &str, to: &str| {
         let mut c = s.cli_with_token(tok);
-        c.args([
-            "--retries",
-            "0",
-            "pull",
-            "t/m:production",
-            "--no-cache",
-            "--to",
-        ])
-        .arg(s.tmp.path().join(to));
+        c.args(["--retries", "0", "pull", "t/m:stable", "--no-cache", "--to"])
+            .arg(s.tmp.path().join(to));
         c
     };
     ok(&mut pull(&deploy, "a"));
@@ -297,7 +288,7 @@ fn a_token_that_pulls_everything_is_flagged_and_suspended_others_are_not() {
         safetensors_file(&f, 1000, 50 + i);
         ok(s.cli().args(["push", &format!("t/m{i}")]).arg(&f));
     }
-    ok(s.cli().args(["alias", "t/m0:1", "production"]));
+    ok(s.cli().args(["alias", "t/m0:1", "stable"]));
     let scraper = s.create_token("scraper", "trainer", &["t"], None);
     let deploy = s.create_token("api", "deployer", &["t"], None);
     for i in 0..3 {
@@ -317,7 +308,7 @@ fn a_token_that_pulls_everything_is_flagged_and_suspended_others_are_not() {
     // A normal deploy token is untouched.
     for _ in 0..3 {
         ok(s.cli_with_token(&deploy)
-            .args(["pull", "t/m0:production", "--to"])
+            .args(["pull", "t/m0:stable", "--to"])
             .arg(s.tmp.path().join("d")));
     }
     let tail = json(&ok(s

@@ -103,7 +103,7 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
         "CREATE TRIGGER refuse_alias_entries BEFORE INSERT ON mlvault_audit \
          FOR EACH ROW EXECUTE FUNCTION refuse_alias_entries()",
     ]));
-    let out = run(s.cli().args(["alias", "team/pg-model:1", "production"]));
+    let out = run(s.cli().args(["alias", "team/pg-model:1", "stable"]));
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("audit log"),
@@ -111,7 +111,7 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
     );
     let missing = run(s
         .cli()
-        .args(["pull", "team/pg-model:production", "--to"])
+        .args(["pull", "team/pg-model:stable", "--to"])
         .arg(s.tmp.path().join("never")));
     assert_eq!(missing.status.code(), Some(4), "{missing:?}");
     ok(Command::new("psql").arg(&url).args([
@@ -123,7 +123,7 @@ fn a_vault_on_postgres_serves_and_survives_a_restart() {
         "--json",
         "alias",
         "team/pg-model:1",
-        "production",
+        "stable",
     ])));
     assert_eq!(
         set["sequence"], 1,
@@ -279,28 +279,18 @@ fn two_replicas_share_one_vault_and_one_survives_the_others_death() {
     assert_same_tree(&src, &got);
 
     // An alias moved on one is seen, with its next sequence, on the other.
-    let on_a = json(&ok(a.cli().args([
-        "--json",
-        "alias",
-        "t/r:1",
-        "production",
-    ])));
+    let on_a = json(&ok(a.cli().args(["--json", "alias", "t/r:1", "stable"])));
     assert_eq!(on_a["sequence"], 1);
     let pulled = json(&ok(b
         .cli()
-        .args(["--json", "pull", "t/r:production", "--to"])
+        .args(["--json", "pull", "t/r:stable", "--to"])
         .arg(b.tmp.path().join("prod1"))));
     assert_eq!(pulled["version"], 1);
-    let on_b = json(&ok(b.cli().args([
-        "--json",
-        "alias",
-        "t/r:2",
-        "production",
-    ])));
+    let on_b = json(&ok(b.cli().args(["--json", "alias", "t/r:2", "stable"])));
     assert_eq!(on_b["sequence"], 2, "{on_b}");
     let pulled = json(&ok(a
         .cli()
-        .args(["--json", "pull", "t/r:production", "--to"])
+        .args(["--json", "pull", "t/r:stable", "--to"])
         .arg(a.tmp.path().join("prod2"))));
     assert_eq!(pulled["version"], 2);
 
@@ -467,7 +457,7 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
     safetensors_file(&src.join("weights.safetensors"), 2 * MIB, 4);
     ok(s.cli().args(["push", "t/mig"]).arg(&src));
-    ok(s.cli().args(["alias", "t/mig:1", "production"]));
+    ok(s.cli().args(["alias", "t/mig:1", "stable"]));
     let deployer = s.create_token("deploy", "deployer", &["t"], None);
     assert_eq!(s.terminate(), Some(0));
     let migrate = |to: &str, extra: &[&str]| {
@@ -511,18 +501,13 @@ fn a_single_node_vault_migrates_to_postgres_and_verifies() {
     let d = s.tmp.path().join("prod");
     let p = json(&ok(s
         .cli_with_token(&deployer)
-        .args(["--json", "pull", "t/mig:production", "--to"])
+        .args(["--json", "pull", "t/mig:stable", "--to"])
         .arg(&d)));
     assert_eq!(p["version"], 1);
     let d2 = s.tmp.path().join("v2");
     ok(s.cli().args(["pull", "t/mig:2", "--to"]).arg(&d2));
     assert_same_tree(&src, &d2);
-    let moved = json(&ok(s.cli().args([
-        "--json",
-        "alias",
-        "t/mig:2",
-        "production",
-    ])));
+    let moved = json(&ok(s.cli().args(["--json", "alias", "t/mig:2", "stable"])));
     assert_eq!(moved["sequence"], 2, "the alias sequence goes on: {moved}");
     // The audit log goes on as the shared chain, one chain from the start.
     let stopped = s.terminate();

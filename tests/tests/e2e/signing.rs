@@ -201,23 +201,18 @@ fn alias_rollback_and_downgrade_are_refused() {
         let mut c = s.cli();
         c.arg("--state-dir")
             .arg(&state)
-            .args(["--json", "pull", "t/m:production"])
+            .args(["--json", "pull", "t/m:stable"])
             .args(extra)
             .arg("--to")
             .arg(s.tmp.path().join(to));
         c
     };
-    let a = json(&ok(s.cli().args([
-        "--json",
-        "alias",
-        "t/m:2",
-        "production",
-    ])));
+    let a = json(&ok(s.cli().args(["--json", "alias", "t/m:2", "stable"])));
     assert_eq!(a["sequence"], 1);
     // `show` describes the record in words, not as signed JSON.
-    let human = ok(s.cli().args(["show", "t/m:production"]));
+    let human = ok(s.cli().args(["show", "t/m:stable"]));
     assert!(
-        human.contains("alias    production → version 2, record sequence 1, expires 20")
+        human.contains("alias    stable → version 2, record sequence 1, expires 20")
             && (human.contains("(in 1d), signed by ed25519:")
                 || human.contains("(in 23h 59m), signed by ed25519:")),
         "{human}"
@@ -231,10 +226,10 @@ fn alias_rollback_and_downgrade_are_refused() {
     fs::copy(s.data_dir.join("meta.redb"), &snapshot).unwrap();
     s.restart();
 
-    ok(s.cli().args(["alias", "t/m:3", "production"]));
+    ok(s.cli().args(["alias", "t/m:3", "stable"]));
     assert_eq!(json(&ok(&mut pull(&s, &[], "p2")))["version"], 3);
     // Moved back to an older version: refused unless asked for.
-    ok(s.cli().args(["alias", "t/m:2", "production"]));
+    ok(s.cli().args(["alias", "t/m:2", "stable"]));
     let err = fails_with(&mut pull(&s, &[], "p3"), 5);
     assert!(err.contains("downgrade"), "{err}");
     assert!(!s.tmp.path().join("p3/w.dat").exists());
@@ -261,14 +256,12 @@ fn an_expired_alias_record_is_refused_and_a_live_one_is_renewed() {
     let state = s.tmp.path().join("state");
     let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&f));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&f));
     let pull = |extra: &[&str], to: &str| {
         let mut c = s.cli();
         c.arg("--state-dir")
             .arg(&state)
-            .args(["pull", "t/m:production"])
+            .args(["pull", "t/m:stable"])
             .args(extra)
             .arg("--to")
             .arg(s.tmp.path().join(to));
@@ -282,23 +275,20 @@ fn an_expired_alias_record_is_refused_and_a_live_one_is_renewed() {
 
     // A normal server renews the record as it is read.
     let s2 = Server::start_with(&["--alias-ttl", "2s"]);
-    ok(s2
-        .cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&f));
+    ok(s2.cli().args(["push", "t/m", "--alias", "stable"]).arg(&f));
     std::thread::sleep(std::time::Duration::from_millis(1200));
     ok(s2
         .cli()
         .arg("--state-dir")
         .arg(&state)
-        .args(["pull", "t/m:production", "--to"])
+        .args(["pull", "t/m:stable", "--to"])
         .arg(s2.tmp.path().join("d")));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     ok(s2
         .cli()
         .arg("--state-dir")
         .arg(&state)
-        .args(["pull", "t/m:production", "--to"])
+        .args(["pull", "t/m:stable", "--to"])
         .arg(s2.tmp.path().join("e")));
 }
 
@@ -307,13 +297,11 @@ fn an_alias_signed_by_another_key_is_refused() {
     let s = Server::start();
     let f = s.tmp.path().join("w.dat");
     random_file(&f, 1000, 1);
-    ok(s.cli()
-        .args(["push", "t/m", "--alias", "production"])
-        .arg(&f));
+    ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&f));
     let wrong = keygen(&s, "not-the-server.key");
     let err = fails_with(
         s.cli()
-            .args(["pull", "t/m:production", "--server-key"])
+            .args(["pull", "t/m:stable", "--server-key"])
             .arg(pubf(&wrong))
             .arg("--to")
             .arg(s.tmp.path().join("d")),
@@ -322,7 +310,7 @@ fn an_alias_signed_by_another_key_is_refused() {
     assert!(err.contains("untrusted"), "{err}");
     // The real server key (written by init) works.
     ok(s.cli()
-        .args(["pull", "t/m:production", "--server-key"])
+        .args(["pull", "t/m:stable", "--server-key"])
         .arg(s.data_dir.join("server-signing.pub"))
         .arg("--to")
         .arg(s.tmp.path().join("d")));

@@ -227,9 +227,9 @@ fn every_change_is_recorded_with_what_it_changed() {
     random_file(&f, 10_000, 9);
     let pushed = json(&ok(s.cli().args(["--json", "push", "t/m"]).arg(&f)));
     let digest = pushed["digest"].as_str().unwrap().to_owned();
-    ok(s.cli().args(["alias", "t/m:1", "production"]));
-    ok(s.cli().args(["alias", "t/m:1", "production"]));
-    ok(s.admin().args(["alias", "t/m", "production", "--delete"]));
+    ok(s.cli().args(["alias", "t/m:1", "stable"]));
+    ok(s.cli().args(["alias", "t/m:1", "stable"]));
+    ok(s.admin().args(["alias", "t/m", "stable", "--delete"]));
     s.create_token("robot", "deployer", &["t"], None);
     let id = s.token_id("robot");
     ok(s.admin().args(["token", "revoke", &id]));
