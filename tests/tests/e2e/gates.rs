@@ -261,7 +261,7 @@ scan = ["pass"]
 
 [[gate.evidence]]
 predicate_type = "https://in-toto.io/attestation/test-result/v0.1"
-max_age = "3s"
+max_age = "6s"
 "#;
     fs::write(live.join("gates.toml"), gate).unwrap();
     let mut s = Server::start_with(&["--policies", live.to_str().unwrap(), "--alias-ttl", "4s"]);
@@ -293,6 +293,9 @@ max_age = "3s"
     let err = alias_refused(&s, "t/m:1", "canary");
     assert!(err.contains("says WARNED"), "{err}");
     fs::write(&pred, r#"{"result": "PASSED"}"#).unwrap();
+    // A later second: of results accepted in one second, WARNED decides.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let attested = std::time::Instant::now();
     ok(s.cli()
         .args([
             "attest",
@@ -317,7 +320,7 @@ max_age = "3s"
         err.contains("gates.toml:") && err.contains("stays in force"),
         "{err}"
     );
-    fs::write(live.join("gates.toml"), gate.replace("3s", "3 weeks")).unwrap();
+    fs::write(live.join("gates.toml"), gate.replace("6s", "3 weeks")).unwrap();
     let err = fails_with(s.admin().args(["policy", "reload"]), 1);
     assert!(
         err.contains("gates.toml") && err.contains("duration"),
@@ -326,9 +329,10 @@ max_age = "3s"
 
     // Past the gate's age the same evidence no longer moves the alias;
     // the record granted earlier is renewed (ttl 4s) with its grant.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let expired = std::time::Duration::from_secs(8);
+    std::thread::sleep(expired.saturating_sub(attested.elapsed()));
     let err = alias_refused(&s, "t/m:1", "canary");
-    assert!(err.contains("more than 3s"), "{err}");
+    assert!(err.contains("more than 6s"), "{err}");
     let dest = s.tmp.path().join("d");
     let out = json(&ok(s
         .cli()
