@@ -39,6 +39,10 @@ fn describe() {
     );
     describe_counter!("mlvault_scans_total", "admission scans by verdict");
     describe_counter!(
+        "mlvault_gate_decisions_total",
+        "promotion gates judged at alias moves, by outcome (passed, failed)"
+    );
+    describe_counter!(
         "mlvault_bytes_in_total",
         "plaintext bytes received in uploads"
     );

@@ -148,6 +148,30 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
         "the record names the shipped gate: {policy_check}"
     );
 
+    let shown = ok(s.cli().args(["show", "t/m:production"]));
+    assert!(
+        shown.contains("granted by the promotion gate `production`"),
+        "{shown}"
+    );
+    let (_, _, metrics) = observe_https(&s, "/metrics", None);
+    assert!(
+        metrics.contains("mlvault_gate_decisions_total{outcome=\"failed\"} 3"),
+        "{metrics}"
+    );
+    // A push that names the gated alias keeps the version and says why
+    // the alias did not move.
+    safetensors_file(&src.join("model.safetensors"), 4096, 9);
+    let err = fails_with(
+        s.cli()
+            .args(["push", "t/m", "--alias", "production"])
+            .arg(&src),
+        3,
+    );
+    assert!(
+        err.contains("pushed t/m:2") && err.contains("alias `production` was not moved"),
+        "{err}"
+    );
+
     // A deploy job requires the gate: it gets the version and the grant.
     let deployer = s.create_token("deploy", "deployer", &["t"], None);
     let dest = s.tmp.path().join("serve");

@@ -44,7 +44,13 @@ pub async fn run(g: &Global, cfg: &Config, c: &Client, a: PushArgs) -> Result<()
     let mut aliases = Vec::new();
     for al in &a.aliases {
         let vr = parse_ref(&format!("{}:{}", res.name, res.version))?;
-        aliases.push(c.set_alias(&vr, al).await?);
+        let moved = c.set_alias(&vr, al).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "pushed {} ({}), but the alias `{al}` was not moved",
+                res.reference, res.digest
+            ))
+        })?;
+        aliases.push(moved);
     }
     let mut json = serde_json::to_value(&res)?;
     if !aliases.is_empty() {

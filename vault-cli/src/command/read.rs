@@ -273,14 +273,26 @@ fn describe_alias(signed: &str) -> String {
                 .map(|r| (sa.keyid, r))
         });
     match parsed {
-        Some((keyid, r)) => format!(
-            "{} → version {}, record sequence {}, expires {} ({}), signed by {keyid}",
-            r.alias,
-            r.version,
-            r.sequence,
-            human::utc(r.expires),
-            human::expiry(r.expires, human::now())
-        ),
+        Some((keyid, r)) => {
+            let mut s = format!(
+                "{} → version {}, record sequence {}, expires {} ({}), signed by {keyid}",
+                r.alias,
+                r.version,
+                r.sequence,
+                human::utc(r.expires),
+                human::expiry(r.expires, human::now())
+            );
+            if let Some(g) = &r.gate {
+                s.push_str(&format!(
+                    "\n         granted by the promotion gate `{}` ({}) at {} on {}",
+                    r.alias,
+                    g.digest,
+                    human::utc(g.granted),
+                    human::count(g.evidence.len() as u64, "envelope")
+                ));
+            }
+            s
+        }
         None => "(an alias record this client cannot read)".into(),
     }
 }

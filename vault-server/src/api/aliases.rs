@@ -55,6 +55,9 @@ pub async fn set(
         let rec = resolve::alias_target(&v, &r, &alias)?;
         let judged = promote::judge(&v, &rec, &alias)?;
         let outcome = judged.as_ref().map_or("none", promote::Judged::as_str);
+        if judged.is_some() {
+            metrics::counter!("mlvault_gate_decisions_total", "outcome" => outcome).increment(1);
+        }
         authorize_artifact_sync(&v, &p, Action::Alias, &name, None, ctx(outcome)).map_err(|e| {
             match &judged {
                 Some(j) if !j.outcome.passed && e.code == vault_api::ErrorCode::Forbidden => {
