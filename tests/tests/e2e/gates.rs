@@ -271,12 +271,21 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
 
 /// A gate file with an error is refused at reload (the running gates stay)
 /// and at start; evidence older than the gate accepts no longer counts;
-/// renewed records keep the grant of the move.
+/// renewed records keep the grant of the move; a break-glass policy moves
+/// past a failed gate, audited, with no grant in the record.
 #[test]
 fn gate_files_are_validated_and_evidence_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let live = tmp.path().join("policies");
     super::access::copy_policies(&live);
+    // A break-glass rule: admins may move a gated alias past a failed gate.
+    let guards = fs::read_to_string(live.join("guards.cedar")).unwrap();
+    let glass = guards.replace(
+        "when { context.gate == \"failed\" };",
+        "when { context.gate == \"failed\" }\nunless { principal in Vault::Role::\"admin\" };",
+    );
+    assert_ne!(glass, guards);
+    fs::write(live.join("guards.cedar"), glass).unwrap();
     let gate = r#"
 [[gate]]
 alias = "canary"
@@ -377,6 +386,25 @@ max_age = "6s"
         out["gate"]["evidence"].as_array().unwrap().len(),
         2,
         "{out}"
+    );
+
+    // Past a failed gate only by the break-glass rule: audited as an
+    // override, and the record carries no grant a deploy job would accept.
+    ok(s.admin().args(["alias", "t/m:1", "canary"]));
+    let err = fails_with(
+        s.cli()
+            .args(["pull", "t/m:canary", "--require-gate", "canary", "--to"])
+            .arg(s.tmp.path().join("glass")),
+        5,
+    );
+    assert!(err.contains("carries no gate grant"), "{err}");
+    let tail = json(&ok(s.admin().args(["--json", "audit", "tail", "-n", "20"])));
+    assert!(
+        tail.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "alias_set" && e["outcome"] == "override"),
+        "{tail}"
     );
 
     // A server does not start on a broken gate file.
