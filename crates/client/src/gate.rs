@@ -176,3 +176,79 @@ pub fn verify_promotion(
     let rec = signed.verify(&keys).map_err(|e| integrity(e.to_string()))?;
     check_grant(&rec, alias, digest, &p.evidence)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_manifest::GateGrant;
+
+    fn envelope(hex: &str, predicate_type: &str) -> String {
+        let st = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "t/m:1", "digest": {"sha256": hex}}],
+            "predicateType": predicate_type,
+            "predicate": {"result": "PASSED"},
+        });
+        let key = vault_manifest::SecretKey::generate().unwrap();
+        let mut env = Envelope::wrap(&serde_json::to_vec(&st).unwrap());
+        env.sign(&key).unwrap();
+        env.to_json()
+    }
+
+    fn record(gate: Option<GateGrant>) -> AliasRecord {
+        AliasRecord {
+            name: "t/m".into(),
+            alias: "production".into(),
+            version: 1,
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            sequence: 3,
+            issued: 1,
+            expires: 2,
+            gate,
+        }
+    }
+
+    #[test]
+    fn a_grant_needs_every_envelope_it_names_about_these_bytes() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let good = envelope(&"ab".repeat(32), "https://example.com/t/v1");
+        let other = envelope(&"cd".repeat(32), "https://example.com/t/v1");
+        let grant = |evidence: Vec<String>| {
+            record(Some(GateGrant {
+                digest: "sha256:gate".into(),
+                evidence,
+                granted: 1,
+            }))
+        };
+        let of = |e: &str| digest_of(e.as_bytes());
+        let ok = check_grant(
+            &grant(vec![of(&good)]),
+            "production",
+            &digest,
+            &[good.clone()],
+        )
+        .unwrap();
+        assert_eq!(ok.evidence[0].says.as_deref(), Some("PASSED"));
+        let fails = |rec: AliasRecord, alias: &str, envs: &[String], says: &str| {
+            let e = check_grant(&rec, alias, &digest, envs)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{says}: {e}");
+        };
+        fails(record(None), "production", &[], "carries no gate grant");
+        fails(grant(vec![]), "production", &[], "names no evidence");
+        fails(
+            grant(vec![of(&good)]),
+            "staging",
+            &[good.clone()],
+            "not for the gate",
+        );
+        fails(grant(vec![of(&good)]), "production", &[], "not delivered");
+        fails(
+            grant(vec![of(&other)]),
+            "production",
+            &[other.clone()],
+            "is not about",
+        );
+    }
+}
