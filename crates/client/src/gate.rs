@@ -225,7 +225,7 @@ mod tests {
             &grant(vec![of(&good)]),
             "production",
             &digest,
-            &[good.clone()],
+            std::slice::from_ref(&good),
         )
         .unwrap();
         assert_eq!(ok.evidence[0].says.as_deref(), Some("PASSED"));
@@ -240,14 +240,14 @@ mod tests {
         fails(
             grant(vec![of(&good)]),
             "staging",
-            &[good.clone()],
+            std::slice::from_ref(&good),
             "not for the gate",
         );
         fails(grant(vec![of(&good)]), "production", &[], "not delivered");
         fails(
             grant(vec![of(&other)]),
             "production",
-            &[other.clone()],
+            std::slice::from_ref(&other),
             "is not about",
         );
     }
