@@ -188,6 +188,21 @@ fn a_forbidden_artifact_and_a_missing_one_look_the_same() {
     assert!(err.contains("revoked"), "{err}");
 }
 
+/// Start `s`'s vault again with the policy folder `dir`, which must be
+/// refused (exit 2): the error.
+pub(super) fn refused_with_policies(s: &Server, dir: &Path) -> String {
+    let (code, err) = failed_start(&[
+        "--data-dir".as_ref(),
+        s.data_dir.as_os_str(),
+        "--unseal-identity".as_ref(),
+        s.identity.as_os_str(),
+        "--policies".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    err
+}
+
 pub(super) fn copy_policies(to: &Path) {
     let repo = Path::new("../policies");
     fs::create_dir_all(to).unwrap();
@@ -273,15 +288,7 @@ fn policy_check_reports_file_and_line_and_reload_keeps_the_old_set_on_error() {
         fs::read(dir.join("zz-bad.cedar")).unwrap(),
     )
     .unwrap();
-    let (code, err) = failed_start(&[
-        "--data-dir".as_ref(),
-        s.data_dir.as_os_str(),
-        "--unseal-identity".as_ref(),
-        s.identity.as_os_str(),
-        "--policies".as_ref(),
-        live.as_os_str(),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
+    let err = refused_with_policies(&s, &live);
     assert!(err.contains("zz-bad.cedar:2:"), "{err}");
 }
 

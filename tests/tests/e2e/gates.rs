@@ -41,6 +41,17 @@ fn verify_fails(s: &Server, dir: &Path, gate: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Attach a statement with `predicate` (JSON) about `r`, signed by `key`.
+fn attest(s: &Server, r: &str, predicate: &str, key: &Path) {
+    let file = s.tmp.path().join("predicate.json");
+    fs::write(&file, predicate).unwrap();
+    ok(s.cli()
+        .args(["attest", r, "--predicate-type", TEST_RESULT, "--predicate"])
+        .arg(&file)
+        .arg("--sign-key")
+        .arg(key));
+}
+
 fn alias_refused(s: &Server, r: &str, alias: &str) -> String {
     fails_with(s.cli().args(["alias", r, alias]), 3)
 }
@@ -310,36 +321,13 @@ max_age = "6s"
     ok(s.cli().args(["alias", "t/m:1", "production"]));
     let err = alias_refused(&s, "t/m:1", "canary");
     assert!(err.contains("test-result"), "{err}");
-    let pred = s.tmp.path().join("pass.json");
-    fs::write(&pred, r#"{"result": "WARNED"}"#).unwrap();
-    ok(s.cli()
-        .args([
-            "attest",
-            "t/m:1",
-            "--predicate-type",
-            TEST_RESULT,
-            "--predicate",
-        ])
-        .arg(&pred)
-        .arg("--sign-key")
-        .arg(&key));
+    attest(&s, "t/m:1", r#"{"result": "WARNED"}"#, &key);
     let err = alias_refused(&s, "t/m:1", "canary");
     assert!(err.contains("says WARNED"), "{err}");
-    fs::write(&pred, r#"{"result": "PASSED"}"#).unwrap();
     // A later second: of results accepted in one second, WARNED decides.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let attested = std::time::Instant::now();
-    ok(s.cli()
-        .args([
-            "attest",
-            "t/m:1",
-            "--predicate-type",
-            TEST_RESULT,
-            "--predicate",
-        ])
-        .arg(&pred)
-        .arg("--sign-key")
-        .arg(&key));
+    attest(&s, "t/m:1", r#"{"result": "PASSED"}"#, &key);
     ok(s.cli().args(["alias", "t/m:1", "canary"]));
 
     // A broken gate file: refused at reload, the running gate stays.
@@ -409,15 +397,7 @@ max_age = "6s"
 
     // A server does not start on a broken gate file.
     s.terminate();
-    let (code, err) = failed_start(&[
-        "--data-dir".as_ref(),
-        s.data_dir.as_os_str(),
-        "--unseal-identity".as_ref(),
-        s.identity.as_os_str(),
-        "--policies".as_ref(),
-        live.as_os_str(),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
+    let err = super::access::refused_with_policies(&s, &live);
     assert!(err.contains("gates.toml"), "{err}");
 }
 
@@ -440,18 +420,12 @@ fn tampered_and_replayed_promotion_records_are_refused() {
         .arg(&public)
         .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]));
     let steward = s.create_token("dpo", "steward", &["t"], None);
-    let pred = s.tmp.path().join("pass.json");
-    fs::write(&pred, r#"{"result": "PASSED"}"#).unwrap();
     let src = s.tmp.path().join("m");
     for v in 1..=2u64 {
         safetensors_file(&src.join("model.safetensors"), 4096, v);
         ok(s.cli().args(["push", "t/m"]).arg(&src));
         let r = format!("t/m:{v}");
-        ok(s.cli()
-            .args(["attest", &r, "--predicate-type", TEST_RESULT, "--predicate"])
-            .arg(&pred)
-            .arg("--sign-key")
-            .arg(&key));
+        attest(&s, &r, r#"{"result": "PASSED"}"#, &key);
         ok(s.cli_with_token(&steward).args(["approve", &r]));
     }
     let psql = |sql: &str| ok(Command::new("psql").arg(&url).args(["-qAt", "-c", sql]));
