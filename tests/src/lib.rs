@@ -37,6 +37,19 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// The Python of the interop tools (`MLVAULT_TEST_PYTHON`, a virtual
+/// environment `scripts/test.sh` makes with securesystemslib); `None`
+/// only when `MLVAULT_SKIP_INTEROP=1` says to skip, else the test fails.
+pub fn interop_python() -> Option<PathBuf> {
+    match std::env::var_os("MLVAULT_TEST_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("MLVAULT_SKIP_INTEROP").is_some() => None,
+        None => panic!(
+            "MLVAULT_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs securesystemslib, or set MLVAULT_SKIP_INTEROP=1 to skip this test"
+        ),
+    }
+}
+
 /// Namespaces the test trainer token may use.
 pub const TEST_NAMESPACES: &[&str] = &[
     "fraud", "team", "acme", "t", "k", "d", "l", "open", "big", "demo", "no",

@@ -280,6 +280,64 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
     );
 }
 
+/// Evidence made by another DSSE implementation (securesystemslib, as an
+/// evaluation pipeline outside mlvault would sign it) is kept and counted
+/// by the gate; the grant names it and the deploy job's pull checks it.
+#[test]
+fn a_gate_counts_a_test_result_signed_by_another_dsse_tool() {
+    let Some(py) = interop_python() else { return };
+    let s = Server::start();
+    let src = s.tmp.path().join("m");
+    safetensors_file(&src.join("model.safetensors"), 4096, 11);
+    ok(s.cli().args(["push", "t/m"]).arg(&src));
+    let shown = json(&ok(s.cli().args(["--json", "show", "t/m:1"])));
+    let digest = shown["digest"].as_str().unwrap();
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "t/m:1", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": TEST_RESULT,
+        "predicate": {"result": "PASSED", "configuration": [], "passedTests": ["pgd-linf"]},
+    });
+    let dir = s.tmp.path().join("sslib");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("statement.json"), statement.to_string()).unwrap();
+    let envelope = ok(Command::new(&py)
+        .arg(Path::new("../scripts/interop/dsse_tool.py"))
+        .arg("sign")
+        .arg(&dir)
+        .arg(dir.join("statement.json")));
+    fs::write(dir.join("envelope.json"), envelope.trim()).unwrap();
+    // Their key, as PEM, is the attestor's.
+    ok(s.admin()
+        .args(["attestor", "add", "adversarial-eval"])
+        .arg(dir.join("key.pub.pem"))
+        .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]));
+    let kept = json(&ok(s
+        .cli()
+        .args(["--json", "attest", "t/m:1", "--envelope"])
+        .arg(dir.join("envelope.json"))));
+    assert_eq!(kept["result"], "PASSED", "{kept}");
+    let steward = s.create_token("dpo", "steward", &["t"], None);
+    ok(s.cli_with_token(&steward).args(["approve", "t/m:1"]));
+    ok(s.cli().args(["alias", "t/m:1", "production"]));
+    let out = json(&ok(s
+        .cli()
+        .args([
+            "--json",
+            "pull",
+            "t/m:production",
+            "--require-gate",
+            "production",
+            "--to",
+        ])
+        .arg(s.tmp.path().join("d"))));
+    let evidence = out["gate"]["evidence"].as_array().unwrap();
+    assert!(
+        evidence.iter().any(|e| e["digest"] == kept["digest"]),
+        "the grant names their envelope: {out}"
+    );
+}
+
 /// A gate file with an error is refused at reload (the running gates stay)
 /// and at start; evidence older than the gate accepts no longer counts;
 /// renewed records keep the grant of the move; a break-glass policy moves
