@@ -41,6 +41,15 @@ fn verify_fails(s: &Server, dir: &Path, gate: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `pull t/m:GATE --require-gate GATE --json` with `token`, into `dest`.
+fn gated_pull(s: &Server, token: &str, gate: &str, dest: &Path) -> serde_json::Value {
+    let r = format!("t/m:{gate}");
+    json(&ok(s
+        .cli_with_token(token)
+        .args(["--json", "pull", &r, "--require-gate", gate, "--to"])
+        .arg(dest)))
+}
+
 /// Attach a statement with `predicate` (JSON) about `r`, signed by `key`.
 fn attest(s: &Server, r: &str, predicate: &str, key: &Path) {
     let file = s.tmp.path().join("predicate.json");
@@ -186,17 +195,7 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
     // A deploy job requires the gate: it gets the version and the grant.
     let deployer = s.create_token("deploy", "deployer", &["t"], None);
     let dest = s.tmp.path().join("serve");
-    let out = json(&ok(s
-        .cli_with_token(&deployer)
-        .args([
-            "--json",
-            "pull",
-            "t/m:production",
-            "--require-gate",
-            "production",
-            "--to",
-        ])
-        .arg(&dest)));
+    let out = gated_pull(&s, &deployer, "production", &dest);
     assert_eq!(out["gate"]["gate"], rec["gate"]["digest"], "{out}");
     assert_eq!(out["gate"]["evidence"].as_array().unwrap().len(), 3);
     let listed = out["attestations"].as_array().unwrap();
@@ -320,17 +319,7 @@ fn a_gate_counts_a_test_result_signed_by_another_dsse_tool() {
     let steward = s.create_token("dpo", "steward", &["t"], None);
     ok(s.cli_with_token(&steward).args(["approve", "t/m:1"]));
     ok(s.cli().args(["alias", "t/m:1", "production"]));
-    let out = json(&ok(s
-        .cli()
-        .args([
-            "--json",
-            "pull",
-            "t/m:production",
-            "--require-gate",
-            "production",
-            "--to",
-        ])
-        .arg(s.tmp.path().join("d"))));
+    let out = gated_pull(&s, &s.token, "production", &s.tmp.path().join("d"));
     let evidence = out["gate"]["evidence"].as_array().unwrap();
     assert!(
         evidence.iter().any(|e| e["digest"] == kept["digest"]),
@@ -413,17 +402,7 @@ max_age = "6s"
     let err = alias_refused(&s, "t/m:1", "canary");
     assert!(err.contains("more than 6s"), "{err}");
     let dest = s.tmp.path().join("d");
-    let out = json(&ok(s
-        .cli()
-        .args([
-            "--json",
-            "pull",
-            "t/m:canary",
-            "--require-gate",
-            "canary",
-            "--to",
-        ])
-        .arg(&dest)));
+    let out = gated_pull(&s, &s.token, "canary", &dest);
     assert!(
         out["alias_sequence"].as_u64().unwrap() >= 2,
         "renewed: {out}"
