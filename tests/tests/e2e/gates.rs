@@ -149,6 +149,14 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
         ],
     ));
     assert!(passed.contains("PASSED"), "{passed}");
+    // The steward's token is revoked (stolen, or the steward left): its
+    // approval no longer counts, and another steward approves.
+    ok(s.admin().args(["token", "revoke", &s.token_id("dpo")]));
+    let err = alias_refused(&s, "t/m:1", "production");
+    assert!(err.contains("with role steward (has 0)"), "{err}");
+    let steward = s.create_token("dpo2", "steward", &["t"], None);
+    ok(s.cli_with_token(&steward)
+        .args(["approve", "t/m:1", "--reason", "second reviewer"]));
     let moved = json(&ok(s.cli().args([
         "--json",
         "alias",
@@ -175,7 +183,7 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
     );
     let (_, _, metrics) = observe_https(&s, "/metrics", None);
     assert!(
-        metrics.contains("mlvault_gate_decisions_total{outcome=\"failed\"} 3"),
+        metrics.contains("mlvault_gate_decisions_total{outcome=\"failed\"} 4"),
         "{metrics}"
     );
     // A push that names the gated alias keeps the version and says why
@@ -199,7 +207,7 @@ fn production_moves_only_on_signed_evidence_and_pulls_check_the_grant() {
     assert_eq!(out["gate"]["gate"], rec["gate"]["digest"], "{out}");
     assert_eq!(out["gate"]["evidence"].as_array().unwrap().len(), 3);
     let listed = out["attestations"].as_array().unwrap();
-    assert_eq!(listed.len(), 3, "two results and an approval: {out}");
+    assert_eq!(listed.len(), 4, "two results and two approvals: {out}");
     assert!(listed.iter().any(|a| a["result"] == "FAILED"));
     // Offline, later: the promotion record kept beside the manifest.
     let verified = ok(s

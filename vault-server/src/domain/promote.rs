@@ -60,10 +60,22 @@ pub fn judge(v: &Vault, rec: &VersionRecord, alias: &str) -> Result<Option<Judge
     };
     let server = [v.signing_key.public()];
     let attestors = v.meta.attestors()?;
+    // An approval made with a token revoked or suspended since (a stolen
+    // token, an approver let go) no longer counts.
+    let withdrawn: Vec<String> = if gate.approvals > 0 {
+        v.meta
+            .list_tokens()?
+            .into_iter()
+            .filter(|t| t.revoked || t.suspended)
+            .map(|t| t.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut facts = Vec::new();
     for a in v.meta.attestations(&rec.name, rec.version)? {
         let fact = if a.predicate_type == APPROVAL {
-            approval(rec, &a, &server)
+            approval(rec, &a, &server, &withdrawn)
         } else {
             attest::verify(rec, &a.envelope, &attestors)
                 .map(|ok| Fact {
@@ -128,6 +140,7 @@ fn approval(
     rec: &VersionRecord,
     a: &AttestationRecord,
     server: &[PublicKey],
+    withdrawn: &[String],
 ) -> Result<Fact, String> {
     let st = statement(rec, &a.envelope, server)?;
     if st["predicateType"] != APPROVAL {
@@ -137,6 +150,14 @@ fn approval(
     let approver = p["approver"]
         .as_str()
         .ok_or("an approval without its approver")?;
+    if p["token"]
+        .as_str()
+        .is_some_and(|t| withdrawn.iter().any(|w| w == t))
+    {
+        return Err(format!(
+            "`{approver}` approved with a token revoked or suspended since"
+        ));
+    }
     Ok(Fact {
         digest: digest_of(a.envelope.as_bytes()),
         predicate_type: APPROVAL.to_owned(),
