@@ -873,6 +873,20 @@ pub fn write_postgres_config(path: &Path, url: &str) {
     fs::write(path, postgres_config(url)).expect("write the server config");
 }
 
+/// A vault initialized and served on the PostgreSQL database `url` (from
+/// [`pg_database`]), `run_extra` added to `run`; the folder holding its
+/// config lives as long as the returned guard.
+pub fn start_on_postgres(url: &str, run_extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a config folder");
+    let cfg = dir.path().join("server.toml");
+    write_postgres_config(&cfg, url);
+    let cfg_arg = cfg.to_str().expect("a UTF-8 path");
+    let mut run = vec!["--config", cfg_arg];
+    run.extend_from_slice(run_extra);
+    let s = Server::start_init_with(&["--config", cfg_arg], &run);
+    (s, dir)
+}
+
 /// The `[metadata]` section of a server config for the database `url`,
 /// over TLS verified against MLVAULT_PG_CA when that is set.
 pub fn postgres_config(url: &str) -> String {

@@ -454,11 +454,7 @@ fn tampered_and_replayed_promotion_records_are_refused() {
     let Some(url) = pg_database("e2e gates") else {
         return;
     };
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("server.toml");
-    write_postgres_config(&cfg, &url);
-    let cfg_arg = cfg.to_str().unwrap();
-    let s = Server::start_init_with(&["--config", cfg_arg], &["--config", cfg_arg]);
+    let (s, _cfg) = start_on_postgres(&url, &[]);
     let (key, public) = keygen(&s, "eval");
     ok(s.admin()
         .args(["attestor", "add", "adversarial-eval"])
@@ -508,4 +504,71 @@ fn tampered_and_replayed_promotion_records_are_refused() {
     let err = fails_with(&mut pull("c"), 5);
     assert!(err.contains("rollback"), "{err}");
     assert!(!s.tmp.path().join("c/model.safetensors").exists());
+}
+
+/// An insider with write access to the database pastes the production
+/// record's grant into the record of an ungated alias. The server renews
+/// records past half their life, but only what verifies with its key: the
+/// forged grant is never re-signed, and the deploy job refuses it.
+#[test]
+fn a_grant_pasted_in_the_database_is_not_renewed_into_a_valid_record() {
+    let Some(url) = pg_database("e2e gate laundering") else {
+        return;
+    };
+    let (s, _cfg) = start_on_postgres(&url, &["--alias-ttl", "4s"]);
+    let (key, public) = keygen(&s, "eval");
+    ok(s.admin()
+        .args(["attestor", "add", "adversarial-eval"])
+        .arg(&public)
+        .args(["--predicate-type", TEST_RESULT, "--namespace", "t"]));
+    let src = s.tmp.path().join("m");
+    safetensors_file(&src.join("model.safetensors"), 4096, 3);
+    ok(s.cli().args(["push", "t/m"]).arg(&src));
+    attest(&s, "t/m:1", r#"{"result": "PASSED"}"#, &key);
+    let steward = s.create_token("dpo", "steward", &["t"], None);
+    ok(s.cli_with_token(&steward).args(["approve", "t/m:1"]));
+    ok(s.cli().args(["alias", "t/m:1", "production"]));
+    ok(s.cli().args(["alias", "t/m:1", "stable"]));
+    let psql = |sql: &str| ok(Command::new("psql").arg(&url).args(["-qAt", "-c", sql]));
+    let row = |alias: &str| -> serde_json::Value {
+        let text = psql(&format!(
+            "SELECT convert_from(v, 'UTF8') FROM mlvault_kv WHERE tbl = 'aliases' \
+             AND convert_from(v, 'UTF8') LIKE '%\"alias\":\"{alias}\"%'"
+        ));
+        serde_json::from_str(text.trim()).unwrap()
+    };
+    let inner = |entry: &serde_json::Value| -> (serde_json::Value, serde_json::Value) {
+        let signed: serde_json::Value =
+            serde_json::from_str(entry["signed"].as_str().unwrap()).unwrap();
+        let rec = serde_json::from_str(signed["record"].as_str().unwrap()).unwrap();
+        (signed, rec)
+    };
+    let (_, production) = inner(&row("production"));
+    assert!(production["gate"].is_object(), "{production}");
+    let mut stable = row("stable");
+    let (mut signed, mut rec) = inner(&stable);
+    assert!(rec.get("gate").is_none(), "{rec}");
+    rec["gate"] = production["gate"].clone();
+    signed["record"] = rec.to_string().into();
+    stable["signed"] = signed.to_string().into();
+    let forged = stable.to_string();
+    assert!(!forged.contains("$j$"));
+    psql(&format!(
+        "UPDATE mlvault_kv SET v = convert_to($j${forged}$j$, 'UTF8') WHERE tbl = 'aliases' \
+         AND convert_from(v, 'UTF8') LIKE '%\"alias\":\"stable\"%'"
+    ));
+    // Past half the record's life: a read would renew it.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let err = fails_with(
+        s.cli()
+            .args(["pull", "t/m:stable", "--require-gate", "stable", "--to"])
+            .arg(s.tmp.path().join("d")),
+        5,
+    );
+    assert!(err.contains("signature"), "{err}");
+    assert!(!s.tmp.path().join("d/model.safetensors").exists());
+    assert!(s.log_text().contains("not renewed"), "{}", s.log_text());
+    // The untouched production record is still renewed, with its grant.
+    let out = gated_pull(&s, &s.token, "production", &s.tmp.path().join("p"));
+    assert!(out["alias_sequence"].as_u64().unwrap() >= 2, "{out}");
 }

@@ -168,13 +168,29 @@ fn write_alias(
 }
 
 /// The alias entry to serve, renewed first if it is past half its life.
+/// A renewal re-signs only what the stored record says, verified with the
+/// server key: a row edited in the database (another version, a grant
+/// pasted in) is never laundered into a valid signature; it is served as
+/// stored, and clients refuse it.
 fn current_alias(v: &Vault, name: &str, alias: &str) -> Result<Option<AliasEntry>> {
     let Some(e) = v.meta.alias(name, alias)? else {
         return Ok(None);
     };
     let now = vault_store::now();
     if v.alias_renewal && e.expires.saturating_sub(now) < v.alias_ttl / 2 {
+        let Some(stored) = stored_record(v, &e) else {
+            tracing::error!(name, alias, "the stored alias record does not verify with the server key or does not match its row; not renewed");
+            return Ok(Some(e));
+        };
         if let Some(rec) = v.meta.version(name, e.version)? {
+            if rec.digest != stored.digest {
+                tracing::error!(
+                    name,
+                    alias,
+                    "the stored alias record names another digest than its version; not renewed"
+                );
+                return Ok(Some(e));
+            }
             let renewed = Event::new(
                 "vault-server",
                 "alias_renew",
@@ -182,12 +198,29 @@ fn current_alias(v: &Vault, name: &str, alias: &str) -> Result<Option<AliasEntry
                 "ok",
             );
             // A renewal is no move: it carries the grant of the move.
-            let gate = serde_json::from_str::<SignedAlias>(&e.signed)
-                .ok()
-                .and_then(|s| serde_json::from_str::<AliasRecord>(&s.record).ok())
-                .and_then(|r| r.gate);
-            return write_alias(v, name, alias, e.version, &rec.digest, gate, &renewed).map(Some);
+            return write_alias(
+                v,
+                name,
+                alias,
+                e.version,
+                &rec.digest,
+                stored.gate,
+                &renewed,
+            )
+            .map(Some);
         }
     }
     Ok(Some(e))
+}
+
+/// The record stored in `e`, if its signature verifies with the server
+/// key and it says what the row says.
+fn stored_record(v: &Vault, e: &AliasEntry) -> Option<AliasRecord> {
+    let signed: SignedAlias = serde_json::from_str(&e.signed).ok()?;
+    let rec = signed.verify(&[v.signing_key.public()]).ok()?;
+    (rec.name == e.name
+        && rec.alias == e.alias
+        && rec.version == e.version
+        && rec.sequence == e.sequence)
+        .then_some(rec)
 }
