@@ -171,11 +171,7 @@ fn aliased_versions_without_a_current_verdict_are_rescanned_at_start() {
     let Some(url) = pg_database("e2e rescan") else {
         return;
     };
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("server.toml");
-    write_postgres_config(&cfg, &url);
-    let cfg_arg = cfg.to_str().unwrap();
-    let mut s = Server::start_init_with(&["--config", cfg_arg], &["--config", cfg_arg]);
+    let (mut s, _cfg) = start_on_postgres(&url, &[]);
     let src = s.tmp.path().join("m");
     safetensors_file(&src.join("model.safetensors"), 1 << 20, 3);
     ok(s.cli().args(["push", "t/m", "--alias", "stable"]).arg(&src));
